@@ -1,0 +1,12 @@
+"""django-tasks-q: a task queue for Django's Tasks framework.
+
+from django_tasks_q import task
+
+@task(max_retries=3, timeout=30)
+def send_receipt(order_id): ...
+"""
+
+from .exceptions import InvalidTaskArguments, Retry, TaskNotRegistered
+from .task import QTask, task
+
+__all__ = ["InvalidTaskArguments", "QTask", "Retry", "TaskNotRegistered", "task"]

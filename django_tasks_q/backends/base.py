@@ -1,0 +1,230 @@
+"""The contract every django-tasks-q backend fulfils.
+
+Two halves: the ``django.tasks`` API that application code calls (``enqueue``,
+``get_result``), and the small store API the worker calls (``claim``,
+``record``, ``release``). A backend is one class that implements the store;
+the worker, retries and signals are shared.
+"""
+
+import inspect
+import json
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.tasks import TaskResult, TaskResultStatus
+from django.tasks.backends.base import BaseTaskBackend
+from django.tasks.base import TaskError
+from django.tasks.exceptions import InvalidTask
+from django.utils.json import normalize_json
+
+from ..exceptions import InvalidTaskArguments, TaskNotRegistered
+from ..models import ResultStatus
+from ..registry import resolve
+from ..task import QTask
+
+# Our final states, as Django's four-state API reports them.
+DJANGO_STATUS = {
+    "READY": TaskResultStatus.READY,
+    "RUNNING": TaskResultStatus.RUNNING,
+    ResultStatus.SUCCESSFUL: TaskResultStatus.SUCCESSFUL,
+    ResultStatus.FAILED: TaskResultStatus.FAILED,
+    ResultStatus.CANCELLED: TaskResultStatus.FAILED,
+    ResultStatus.EXPIRED: TaskResultStatus.FAILED,
+}
+
+
+@dataclass(slots=True)
+class ClaimedTask:
+    """A task a worker holds: what it needs to run it and report on it."""
+
+    id: str
+    task_path: str
+    queue_name: str
+    priority: int
+    args: list
+    kwargs: dict
+    attempts: int  # including the one being made now
+    errors: list[dict]
+    worker_ids: list[str]
+    enqueued_at: datetime
+    started_at: datetime
+    last_attempted_at: datetime
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How one attempt ended: ``status`` is a ResultStatus, or ``RETRY``."""
+
+    RETRY = "RETRY"
+
+    claimed: ClaimedTask
+    status: str
+    finished_at: datetime
+    duration: float  # seconds
+    return_value: Any = None  # already JSON-normalised
+    error: dict | None = None  # {"exception_class_path", "traceback"}
+    retry_at: datetime | None = None
+
+    @property
+    def errors(self) -> list[dict]:
+        """The task's errors including this attempt's."""
+        return self.claimed.errors + [self.error] if self.error else self.claimed.errors
+
+
+def json_round_trip(value):
+    """``value`` as it comes back from JSON, or TypeError saying why it can't."""
+    try:
+        normalised = normalize_json(value)
+        encoded = json.dumps(normalised, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise TypeError(str(error)) from None
+    if json.loads(encoded) != normalised:
+        raise TypeError("it changes in a JSON round trip (non-string keys?)")
+    return normalised
+
+
+def encode_arguments(task, args, kwargs) -> tuple[list, dict]:
+    """JSON-normalise ``args`` and ``kwargs``, naming any argument that can't be."""
+    args, kwargs = list(args), dict(kwargs)
+    try:
+        return tuple(json_round_trip([args, kwargs]))
+    except TypeError:
+        pass
+    # Something in there is not plain JSON: find it to say which.
+    try:
+        names = inspect.signature(task.func).bind_partial(*args, **kwargs).arguments
+        positional = {i: n for i, n in enumerate(names) if i < len(args)}
+    except TypeError:
+        positional = {}
+    labelled = [
+        (f"argument {positional.get(i, f'#{i}')!r} (position {i})", value)
+        for i, value in enumerate(args)
+    ] + [(f"argument {name!r}", value) for name, value in kwargs.items()]
+    for label, value in labelled:
+        try:
+            json_round_trip(value)
+        except TypeError as problem:
+            raise InvalidTaskArguments(
+                f"Cannot enqueue {task.module_path}: {label} is not "
+                f"JSON-serialisable: {problem}. Task arguments must be JSON "
+                "(str, int, float, bool, None, list, dict with string keys)."
+            ) from None
+    raise InvalidTaskArguments(f"Cannot enqueue {task.module_path}: arguments are not JSON.")
+
+
+def error_from(exception: BaseException, traceback: str) -> dict:
+    cls = type(exception)
+    return {
+        "exception_class_path": f"{cls.__module__}.{cls.__qualname__}",
+        "traceback": traceback,
+    }
+
+
+def _unregistered_task(task_path: str):
+    """A stand-in for results whose task this process does not know."""
+
+    def unregistered(*args, **kwargs):
+        raise TaskNotRegistered(f"{task_path!r} is not a registered task.")
+
+    unregistered.__module__, _, unregistered.__qualname__ = task_path.rpartition(".")
+    unregistered.__name__ = unregistered.__qualname__
+    return QTask(func=unregistered)
+
+
+class QueueBackend(BaseTaskBackend):
+    task_class = QTask
+    supports_defer = True
+    supports_async_task = True
+    supports_get_result = True
+    supports_priority = True
+
+    def validate_task(self, task):
+        if isinstance(task.run_after, timedelta):
+            if task.run_after < timedelta(0):
+                raise InvalidTask("run_after must not be a negative timedelta.")
+            # Validate the rest; replace() runs validate_task() again.
+            replace(task, run_after=None)
+            return
+        super().validate_task(task)
+
+    def run_after_for(self, task, now: datetime) -> datetime:
+        if task.run_after is None:
+            return now
+        if isinstance(task.run_after, timedelta):
+            return now + task.run_after
+        return task.run_after
+
+    # -- the worker's half: implemented by each store ------------------------
+
+    def claim(self, queues: list[str] | None, limit: int, worker_id: str) -> list[ClaimedTask]:
+        """Take up to ``limit`` ready tasks for ``worker_id``; None means any queue."""
+        raise NotImplementedError
+
+    def record(self, outcomes: list[Outcome], worker_id: str) -> list[Outcome]:
+        """Store outcomes; return those of tasks ``worker_id`` still held."""
+        raise NotImplementedError
+
+    def release(self, task_ids: list[str], worker_id: str) -> None:
+        """Hand tasks back unfinished, so another worker takes them at once."""
+        raise NotImplementedError
+
+    # -- building the API's TaskResult ----------------------------------------
+
+    def resolve_task(self, task_path: str, priority: int, queue_name: str):
+        """The registered task for a row, carrying the row's priority and queue."""
+        try:
+            task = resolve(task_path)
+        except TaskNotRegistered:
+            task = _unregistered_task(task_path)
+        if (task.priority, task.queue_name, task.backend) == (priority, queue_name, self.alias):
+            return task
+        try:
+            return task.using(priority=priority, queue_name=queue_name, backend=self.alias)
+        except InvalidTask:  # e.g. the queue was since removed from QUEUES
+            return task
+
+    def make_result(
+        self, *, task, id, status, return_value=None, errors=(), **fields
+    ) -> TaskResult:
+        result = TaskResult(
+            task=task,
+            id=id,
+            status=DJANGO_STATUS[status],
+            backend=self.alias,
+            errors=[
+                TaskError(
+                    exception_class_path=e["exception_class_path"],
+                    traceback=e["traceback"],
+                )
+                for e in errors
+            ],
+            **fields,
+        )
+        object.__setattr__(result, "_return_value", return_value)
+        return result
+
+    def result_for_claimed(
+        self, claimed: ClaimedTask, task, outcome: Outcome | None = None
+    ) -> TaskResult:
+        """The API's view of a claimed task: running, or ended as ``outcome`` says."""
+        if outcome is None:
+            status, finished_at, errors = "RUNNING", None, claimed.errors
+        elif outcome.status == Outcome.RETRY:
+            status, finished_at, errors = "READY", None, outcome.errors
+        else:
+            status, finished_at, errors = outcome.status, outcome.finished_at, outcome.errors
+        return self.make_result(
+            task=task,
+            id=claimed.id,
+            status=status,
+            return_value=outcome.return_value if outcome else None,
+            errors=errors,
+            enqueued_at=claimed.enqueued_at,
+            started_at=claimed.started_at,
+            last_attempted_at=claimed.last_attempted_at,
+            finished_at=finished_at,
+            args=claimed.args,
+            kwargs=claimed.kwargs,
+            worker_ids=list(claimed.worker_ids),
+        )

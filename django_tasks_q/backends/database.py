@@ -1,0 +1,186 @@
+"""The queue in the project's own database: PostgreSQL, or SQLite with no server.
+
+Enqueueing is an INSERT on the caller's connection, so it joins the caller's
+transaction: a rolled-back view leaves no task behind, and no worker sees a
+task before its transaction commits. The statements are in ``sql.py``.
+"""
+
+import sqlite3
+import uuid
+from datetime import timedelta
+from functools import cached_property
+
+from django.apps import apps
+from django.conf import settings
+from django.core import checks
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.tasks.exceptions import TaskResultDoesNotExist
+from django.tasks.signals import task_enqueued
+from django.utils import timezone
+
+from ..ids import uuid7
+from ..models import Task, TaskResult
+from .base import ClaimedTask, Outcome, QueueBackend, encode_arguments
+from .sql import queries_for
+
+RESULT_FIELDS = (
+    "task_path",
+    "queue_name",
+    "priority",
+    "status",
+    "args",
+    "kwargs",
+    "errors",
+    "worker_ids",
+    "enqueued_at",
+    "started_at",
+    "last_attempted_at",
+)
+
+
+class DatabaseBackend(QueueBackend):
+    """OPTIONS: ``database`` (the alias holding the queue, default "default"),
+    ``poll_interval`` (seconds an idle worker waits between looks, default 1),
+    ``lease`` (seconds a claim is good for before it must be renewed, default 60).
+    """
+
+    def __init__(self, alias, params):
+        super().__init__(alias, params)
+        self.database = self.options.get("database", DEFAULT_DB_ALIAS)
+        self.poll_interval = float(self.options.get("poll_interval", 1.0))
+        self.lease = timedelta(seconds=float(self.options.get("lease", 60)))
+
+    @property
+    def connection(self):
+        return connections[self.database]
+
+    @cached_property
+    def queries(self):
+        return queries_for(self.connection)
+
+    # -- the django.tasks API ---------------------------------------------------
+
+    def enqueue(self, task, args, kwargs):
+        self.validate_task(task)
+        args, kwargs = encode_arguments(task, args, kwargs)
+        now = timezone.now()
+        task_id = uuid7()
+        row = (
+            task_id,
+            task.module_path,
+            task.queue_name,
+            task.priority,
+            args,
+            kwargs,
+            self.run_after_for(task, now),
+            now,
+        )
+        with self.connection.cursor() as cursor:
+            self.queries.insert(cursor, [row])
+        result = self.make_result(
+            task=task,
+            id=str(task_id),
+            status="READY",
+            enqueued_at=now,
+            started_at=None,
+            last_attempted_at=None,
+            finished_at=None,
+            args=args,
+            kwargs=kwargs,
+            worker_ids=[],
+        )
+        task_enqueued.send(type(self), task_result=result)
+        return result
+
+    def get_result(self, result_id):
+        # Look in the queue first: a task moves to the history in one
+        # transaction, so missing it here means the history has it.
+        try:
+            pk = uuid.UUID(str(result_id))
+        except ValueError:
+            raise TaskResultDoesNotExist(result_id) from None
+        row = Task.objects.using(self.database).filter(pk=pk).values(*RESULT_FIELDS).first()
+        if row is not None:
+            row.update(return_value=None, finished_at=None)
+        else:
+            row = (
+                TaskResult.objects.using(self.database)
+                .filter(pk=pk)
+                .values(*RESULT_FIELDS, "return_value", "finished_at")
+                .first()
+            )
+            if row is None:
+                raise TaskResultDoesNotExist(result_id)
+        task = self.resolve_task(row.pop("task_path"), row.pop("priority"), row.pop("queue_name"))
+        return self.make_result(task=task, id=str(pk), **row)
+
+    # -- the worker's store -----------------------------------------------------
+
+    def claim(self, queues, limit, worker_id) -> list[ClaimedTask]:
+        now = timezone.now()
+        with self.connection.cursor() as cursor:
+            return self.queries.claim(cursor, queues, limit, worker_id, now, now + self.lease)
+
+    def record(self, outcomes, worker_id) -> list[Outcome]:
+        finished = [o for o in outcomes if o.status != Outcome.RETRY]
+        retried = [o for o in outcomes if o.status == Outcome.RETRY]
+        recorded = set()
+        with transaction.atomic(using=self.database):
+            with self.connection.cursor() as cursor:
+                if finished:
+                    recorded |= self.queries.finish(cursor, finished, worker_id)
+                if retried:
+                    recorded |= self.queries.retry(cursor, retried, worker_id)
+        return [o for o in outcomes if o.claimed.id in recorded]
+
+    def release(self, task_ids, worker_id) -> None:
+        with self.connection.cursor() as cursor:
+            self.queries.release(cursor, task_ids, worker_id)
+
+    # -- system checks ----------------------------------------------------------
+
+    def check(self, **kwargs):
+        errors = []
+        if not apps.is_installed("django_tasks_q"):
+            errors.append(
+                checks.Error(
+                    f"TASKS[{self.alias!r}] uses {type(self).__name__}, but "
+                    "'django_tasks_q' is not in INSTALLED_APPS.",
+                    id="django_tasks_q.E001",
+                )
+            )
+        if self.database not in settings.DATABASES:
+            errors.append(
+                checks.Error(
+                    f"TASKS[{self.alias!r}]['OPTIONS']['database'] names "
+                    f"{self.database!r}, which is not in DATABASES.",
+                    id="django_tasks_q.E002",
+                )
+            )
+            return errors
+        vendor = self.connection.vendor
+        if vendor not in ("postgresql", "sqlite"):
+            errors.append(
+                checks.Error(
+                    f"Database {self.database!r} is {vendor}; the database "
+                    "backend supports PostgreSQL and SQLite.",
+                    id="django_tasks_q.E003",
+                )
+            )
+        if vendor == "sqlite" and sqlite3.sqlite_version_info < (3, 35):
+            errors.append(
+                checks.Error(
+                    f"SQLite {sqlite3.sqlite_version} is too old: the queue "
+                    "needs 3.35 or newer (for RETURNING).",
+                    id="django_tasks_q.E004",
+                )
+            )
+        if self.poll_interval <= 0 or self.lease.total_seconds() <= 0:
+            errors.append(
+                checks.Error(
+                    f"TASKS[{self.alias!r}]['OPTIONS']: poll_interval and lease "
+                    "must be positive numbers of seconds.",
+                    id="django_tasks_q.E005",
+                )
+            )
+        return errors

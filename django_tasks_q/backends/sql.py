@@ -1,0 +1,376 @@
+"""Every statement the database backend runs on its hot paths, per vendor.
+
+The queue lives in two tables (see ``models.py``): ``django_tasks_q_task``
+holds waiting and running tasks, ``django_tasks_q_taskresult`` finished ones.
+Each method below is one round trip (two on SQLite for ``finish``) and works
+on a whole batch, so a worker's database cost grows with batches, not tasks.
+
+Outcome batches travel as one JSON document expanded by the database
+(``jsonb_to_recordset`` / ``json_each``): one parameter, any batch size.
+"""
+
+import json
+import uuid
+from datetime import UTC, datetime
+
+from django.utils.dateparse import parse_datetime
+
+from .base import ClaimedTask, Outcome
+
+# What a claim hands back, in this order.
+CLAIMED_COLUMNS = (
+    "id, task_path, queue_name, priority, args, kwargs, attempts, errors, "
+    "worker_ids, enqueued_at, started_at, run_after"
+)
+
+
+def _json(value):
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _datetime(value):
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    if value is not None and value.tzinfo is None:  # SQLite stores naive UTC
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
+def _claimed(row, now: datetime) -> ClaimedTask:
+    return ClaimedTask(
+        id=str(uuid.UUID(str(row[0]))),
+        task_path=row[1],
+        queue_name=row[2],
+        priority=row[3],
+        args=_json(row[4]),
+        kwargs=_json(row[5]),
+        attempts=row[6],
+        errors=_json(row[7]),
+        worker_ids=_json(row[8]),
+        enqueued_at=_datetime(row[9]),
+        started_at=_datetime(row[10]),
+        last_attempted_at=now,
+    )
+
+
+def _claim_order(row):
+    # RETURNING has no order: restore the claim query's (priority, run_after, id).
+    return (-row[3], _datetime(row[11]), str(uuid.UUID(str(row[0]))))
+
+
+class PostgresQueries:
+    INSERT = """
+        INSERT INTO django_tasks_q_task
+            (id, task_path, queue_name, priority, status, args, kwargs,
+             run_after, enqueued_at, attempts, errors, worker_ids)
+        VALUES (%s, %s, %s, %s, 'READY', %s::jsonb, %s::jsonb, %s, %s, 0, '[]', '[]')
+    """
+
+    # The claim. SKIP LOCKED lets concurrent workers pass over each other's
+    # rows instead of queueing behind them; the CTE picks rows in the order
+    # of the partial index taskq_task_ready, so it reads only ready rows.
+    CLAIM = f"""
+        WITH claimable AS (
+            SELECT id FROM django_tasks_q_task
+            WHERE status = 'READY' AND run_after <= %(now)s {{queue_filter}}
+            ORDER BY priority DESC, run_after, id
+            LIMIT %(limit)s
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE django_tasks_q_task AS t
+        SET status = 'RUNNING',
+            attempts = t.attempts + 1,
+            worker_id = %(worker)s,
+            worker_ids = t.worker_ids || to_jsonb(%(worker)s::text),
+            started_at = COALESCE(t.started_at, %(now)s),
+            last_attempted_at = %(now)s,
+            lease_expires_at = %(lease_until)s
+        FROM claimable
+        WHERE t.id = claimable.id
+        RETURNING {", ".join(f"t.{c}" for c in CLAIMED_COLUMNS.split(", "))}
+    """
+
+    # Finished tasks leave the queue and enter the history in one statement.
+    # "worker_id = %(worker)s": only rows this worker still holds; a task whose
+    # lease ran out and was claimed again is recorded by its new holder.
+    FINISH = """
+        WITH outcome AS (
+            SELECT * FROM jsonb_to_recordset(%(outcomes)s::jsonb) AS o(
+                id uuid, status text, return_value jsonb, errors jsonb,
+                finished_at timestamptz)
+        ), moved AS (
+            DELETE FROM django_tasks_q_task AS t USING outcome AS o
+            WHERE t.id = o.id AND t.worker_id = %(worker)s
+            RETURNING t.*
+        )
+        INSERT INTO django_tasks_q_taskresult
+            (id, task_path, queue_name, priority, status, args, kwargs,
+             return_value, errors, worker_ids, attempts, enqueued_at, run_after,
+             started_at, last_attempted_at, finished_at)
+        SELECT m.id, m.task_path, m.queue_name, m.priority, o.status, m.args,
+               m.kwargs, o.return_value, o.errors, m.worker_ids, m.attempts,
+               m.enqueued_at, m.run_after, m.started_at, m.last_attempted_at,
+               o.finished_at
+        FROM moved AS m JOIN outcome AS o ON o.id = m.id
+        RETURNING id
+    """
+
+    RETRY = """
+        UPDATE django_tasks_q_task AS t
+        SET status = 'READY', run_after = o.run_after, errors = o.errors,
+            worker_id = NULL, lease_expires_at = NULL
+        FROM jsonb_to_recordset(%(outcomes)s::jsonb)
+            AS o(id uuid, run_after timestamptz, errors jsonb)
+        WHERE t.id = o.id AND t.worker_id = %(worker)s
+        RETURNING t.id
+    """
+
+    # Undo the claim: the attempt did not happen.
+    RELEASE = """
+        UPDATE django_tasks_q_task
+        SET status = 'READY', worker_id = NULL, lease_expires_at = NULL,
+            attempts = attempts - 1,
+            worker_ids = worker_ids - (-1),
+            started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END
+        WHERE id = ANY(%(ids)s::uuid[]) AND worker_id = %(worker)s
+    """
+
+    def __init__(self, connection):
+        self.connection = connection
+
+    # How values are written: as statement parameters, and inside JSON documents.
+    def param_id(self, task_id: uuid.UUID):
+        return task_id
+
+    def param_datetime(self, value: datetime):
+        return value
+
+    def json_id(self, task_id: str) -> str:
+        return task_id
+
+    def json_datetime(self, value: datetime) -> str:
+        return value.isoformat()
+
+    def insert(self, cursor, rows):
+        """rows: (id, task_path, queue_name, priority, args, kwargs, run_after,
+        enqueued_at) tuples, with Python values."""
+        params = [
+            (
+                self.param_id(row[0]),
+                *row[1:4],
+                json.dumps(row[4]),
+                json.dumps(row[5]),
+                self.param_datetime(row[6]),
+                self.param_datetime(row[7]),
+            )
+            for row in rows
+        ]
+        if len(params) == 1:
+            cursor.execute(self.INSERT, params[0])
+        else:
+            cursor.executemany(self.INSERT, params)
+
+    def queue_filter(self, queues):
+        if queues is None:
+            return "", {}
+        if len(queues) == 1:
+            return "AND queue_name = %(queue)s", {"queue": queues[0]}
+        return "AND queue_name = ANY(%(queues)s)", {"queues": list(queues)}
+
+    def claim(self, cursor, queues, limit, worker_id, now, lease_until):
+        queue_filter, params = self.queue_filter(queues)
+        cursor.execute(
+            self.CLAIM.format(queue_filter=queue_filter),
+            {
+                **params,
+                "now": self.param_datetime(now),
+                "limit": limit,
+                "worker": worker_id,
+                "lease_until": self.param_datetime(lease_until),
+            },
+        )
+        rows = sorted(cursor.fetchall(), key=_claim_order)
+        return [_claimed(row, now) for row in rows]
+
+    def finished_document(self, outcomes):
+        return json.dumps(
+            [
+                {
+                    "id": self.json_id(o.claimed.id),
+                    "status": o.status,
+                    "return_value": o.return_value,
+                    "errors": o.errors,
+                    "finished_at": self.json_datetime(o.finished_at),
+                }
+                for o in outcomes
+            ]
+        )
+
+    def retry_document(self, outcomes):
+        return json.dumps(
+            [
+                {
+                    "id": self.json_id(o.claimed.id),
+                    "run_after": self.json_datetime(o.retry_at),
+                    "errors": o.errors,
+                }
+                for o in outcomes
+            ]
+        )
+
+    def finish(self, cursor, outcomes: list[Outcome], worker_id) -> set[str]:
+        params = {"outcomes": self.finished_document(outcomes), "worker": worker_id}
+        cursor.execute(self.FINISH, params)
+        return {str(uuid.UUID(str(row[0]))) for row in cursor.fetchall()}
+
+    def retry(self, cursor, outcomes: list[Outcome], worker_id) -> set[str]:
+        params = {"outcomes": self.retry_document(outcomes), "worker": worker_id}
+        cursor.execute(self.RETRY, params)
+        return {str(uuid.UUID(str(row[0]))) for row in cursor.fetchall()}
+
+    def release(self, cursor, task_ids, worker_id):
+        cursor.execute(self.RELEASE, {"ids": list(task_ids), "worker": worker_id})
+
+
+class SQLiteQueries(PostgresQueries):
+    """The same statements in SQLite's dialect (3.35+ for RETURNING).
+
+    SQLite has one writer at a time, so the claim needs no SKIP LOCKED: the
+    UPDATE holds the write lock while it picks and marks its rows. Django
+    keeps UUIDs as 32 hex digits and datetimes as naive UTC text here.
+    """
+
+    INSERT = """
+        INSERT INTO django_tasks_q_task
+            (id, task_path, queue_name, priority, status, args, kwargs,
+             run_after, enqueued_at, attempts, errors, worker_ids)
+        VALUES (%s, %s, %s, %s, 'READY', %s, %s, %s, %s, 0, '[]', '[]')
+    """
+
+    CLAIM = f"""
+        UPDATE django_tasks_q_task
+        SET status = 'RUNNING',
+            attempts = attempts + 1,
+            worker_id = %(worker)s,
+            worker_ids = json_insert(worker_ids, '$[#]', %(worker)s),
+            started_at = COALESCE(started_at, %(now)s),
+            last_attempted_at = %(now)s,
+            lease_expires_at = %(lease_until)s
+        WHERE id IN (
+            SELECT id FROM django_tasks_q_task
+            WHERE status = 'READY' AND run_after <= %(now)s {{queue_filter}}
+            ORDER BY priority DESC, run_after, id
+            LIMIT %(limit)s
+        )
+        RETURNING {CLAIMED_COLUMNS}
+    """
+
+    # Two statements, run in one transaction by the caller: SQLite cannot
+    # feed a DELETE ... RETURNING into an INSERT.
+    FINISH = """
+        INSERT INTO django_tasks_q_taskresult
+            (id, task_path, queue_name, priority, status, args, kwargs,
+             return_value, errors, worker_ids, attempts, enqueued_at, run_after,
+             started_at, last_attempted_at, finished_at)
+        SELECT t.id, t.task_path, t.queue_name, t.priority,
+               json_extract(o.value, '$.status'), t.args, t.kwargs,
+               json_extract(o.value, '$.return_value'),
+               json_extract(o.value, '$.errors'), t.worker_ids, t.attempts,
+               t.enqueued_at, t.run_after, t.started_at, t.last_attempted_at,
+               json_extract(o.value, '$.finished_at')
+        FROM json_each(%(outcomes)s) AS o
+        JOIN django_tasks_q_task AS t ON t.id = json_extract(o.value, '$.id')
+        WHERE t.worker_id = %(worker)s
+        RETURNING id
+    """
+    FINISH_DELETE = """
+        DELETE FROM django_tasks_q_task
+        WHERE id IN (SELECT json_extract(value, '$.id') FROM json_each(%(outcomes)s))
+          AND worker_id = %(worker)s
+    """
+
+    RETRY = """
+        UPDATE django_tasks_q_task
+        SET status = 'READY', run_after = json_extract(o.value, '$.run_after'),
+            errors = json_extract(o.value, '$.errors'),
+            worker_id = NULL, lease_expires_at = NULL
+        FROM json_each(%(outcomes)s) AS o
+        WHERE django_tasks_q_task.id = json_extract(o.value, '$.id')
+          AND django_tasks_q_task.worker_id = %(worker)s
+        RETURNING id
+    """
+
+    RELEASE = """
+        UPDATE django_tasks_q_task
+        SET status = 'READY', worker_id = NULL, lease_expires_at = NULL,
+            attempts = attempts - 1,
+            worker_ids = json_remove(worker_ids, '$[#-1]'),
+            started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END
+        WHERE id IN (SELECT value FROM json_each(%(ids)s)) AND worker_id = %(worker)s
+    """
+
+    def param_id(self, task_id: uuid.UUID) -> str:
+        return task_id.hex
+
+    def param_datetime(self, value: datetime) -> str:
+        return self.connection.ops.adapt_datetimefield_value(value)
+
+    def json_id(self, task_id: str) -> str:
+        return uuid.UUID(task_id).hex
+
+    json_datetime = param_datetime
+
+    def queue_filter(self, queues):
+        if queues is None:
+            return "", {}
+        return (
+            "AND queue_name IN (SELECT value FROM json_each(%(queues)s))",
+            {"queues": json.dumps(list(queues))},
+        )
+
+    def finished_document(self, outcomes):
+        # JSON values nested as text: json_extract() would unwrap a string
+        # return value and turn true into 1.
+        return json.dumps(
+            [
+                {
+                    "id": self.json_id(o.claimed.id),
+                    "status": o.status,
+                    "return_value": json.dumps(o.return_value),
+                    "errors": json.dumps(o.errors),
+                    "finished_at": self.json_datetime(o.finished_at),
+                }
+                for o in outcomes
+            ]
+        )
+
+    def retry_document(self, outcomes):
+        return json.dumps(
+            [
+                {
+                    "id": self.json_id(o.claimed.id),
+                    "run_after": self.json_datetime(o.retry_at),
+                    "errors": json.dumps(o.errors),
+                }
+                for o in outcomes
+            ]
+        )
+
+    def finish(self, cursor, outcomes, worker_id):
+        params = {"outcomes": self.finished_document(outcomes), "worker": worker_id}
+        cursor.execute(self.FINISH, params)
+        recorded = {str(uuid.UUID(str(row[0]))) for row in cursor.fetchall()}
+        cursor.execute(self.FINISH_DELETE, params)
+        return recorded
+
+    def release(self, cursor, task_ids, worker_id):
+        ids = json.dumps([self.json_id(i) for i in task_ids])
+        cursor.execute(self.RELEASE, {"ids": ids, "worker": worker_id})
+
+
+def queries_for(connection):
+    if connection.vendor == "postgresql":
+        return PostgresQueries(connection)
+    if connection.vendor == "sqlite":
+        return SQLiteQueries(connection)
+    raise NotImplementedError(f"django-tasks-q does not support {connection.vendor}.")

@@ -1,0 +1,95 @@
+import logging
+import sys
+
+from django.core.management.base import BaseCommand, CommandError
+from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
+from django.tasks.exceptions import InvalidTaskBackend
+
+from django_tasks_q.backends.base import QueueBackend
+from django_tasks_q.worker import Worker
+
+
+class Command(BaseCommand):
+    help = "Run a worker that executes queued tasks until stopped (SIGTERM/Ctrl-C)."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--backend",
+            default=DEFAULT_TASK_BACKEND_ALIAS,
+            help="The TASKS alias to work for (default: %(default)s).",
+        )
+        parser.add_argument(
+            "--queue",
+            action="append",
+            dest="queues",
+            metavar="NAME",
+            help="A queue to take tasks from; repeat for several (default: all "
+            "of the backend's QUEUES).",
+        )
+        parser.add_argument(
+            "--concurrency",
+            type=int,
+            default=4,
+            help="Tasks run at once, each in its own thread (default: %(default)s).",
+        )
+        parser.add_argument(
+            "--burst",
+            action="store_true",
+            help="Exit once no task is ready, instead of waiting for more.",
+        )
+        parser.add_argument("--max-tasks", type=int, help="Exit after running this many tasks.")
+        parser.add_argument(
+            "--poll-interval",
+            type=float,
+            help="Seconds between looks for new tasks when idle (default: the "
+            "backend's poll_interval option).",
+        )
+        parser.add_argument(
+            "--shutdown-timeout",
+            type=float,
+            default=30.0,
+            help="On SIGTERM/SIGINT, seconds to let running tasks finish before "
+            "handing them back to the queue (default: %(default)s).",
+        )
+        parser.add_argument("--worker-id", help="Name this worker (default: host-pid-random).")
+
+    def handle(self, *args, backend, queues, concurrency, **options):
+        try:
+            queue_backend = task_backends[backend]
+        except InvalidTaskBackend as error:
+            raise CommandError(error) from None
+        if not isinstance(queue_backend, QueueBackend):
+            raise CommandError(
+                f"TASKS[{backend!r}] is {type(queue_backend).__name__}, which "
+                "runtaskworker cannot serve; use a django_tasks_q backend."
+            )
+        if queues and queue_backend.queues:
+            unknown = sorted(set(queues) - queue_backend.queues)
+            if unknown:
+                raise CommandError(
+                    f"Queue(s) {', '.join(unknown)} are not in TASKS[{backend!r}]"
+                    f"['QUEUES'] ({', '.join(sorted(queue_backend.queues))})."
+                )
+        if concurrency < 1:
+            raise CommandError("--concurrency must be at least 1.")
+        self._configure_logging(options["verbosity"])
+        Worker(
+            queue_backend,
+            queues=queues or sorted(queue_backend.queues) or None,
+            concurrency=concurrency,
+            burst=options["burst"],
+            max_tasks=options["max_tasks"],
+            poll_interval=options["poll_interval"],
+            shutdown_timeout=options["shutdown_timeout"],
+            worker_id=options["worker_id"],
+        ).run()
+
+    def _configure_logging(self, verbosity):
+        """Log a line per task unless the project's LOGGING already says where."""
+        logger = logging.getLogger("django_tasks_q")
+        if logger.handlers or logging.getLogger().handlers:
+            return
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel({0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))

@@ -1,0 +1,46 @@
+"""Which task a queued row names, without importing anything the row says.
+
+A row's ``task_path`` is data, and data must not choose code to import. A path
+resolves only to a ``django.tasks.Task`` that is an attribute of a module the
+process has already imported: the ``tasks`` modules of installed apps (loaded
+by ``autodiscover()``) and whatever the project imported itself.
+"""
+
+import sys
+
+from django.tasks import Task
+from django.utils.module_loading import autodiscover_modules
+
+from .exceptions import TaskNotRegistered
+
+
+def autodiscover() -> None:
+    """Import the ``tasks`` module of every installed app that has one."""
+    autodiscover_modules("tasks")
+
+
+_discovered = False
+
+
+def resolve(task_path: str) -> Task:
+    global _discovered
+    module_name, _, name = task_path.rpartition(".")
+    module = sys.modules.get(module_name)
+    if module is None and not _discovered:
+        # A web process may not have imported every tasks module yet.
+        autodiscover()
+        _discovered = True
+        module = sys.modules.get(module_name)
+    if module is None:
+        raise TaskNotRegistered(
+            f"{task_path!r} is not a registered task: module {module_name!r} is "
+            "not loaded. Tasks are found in the 'tasks' module of installed apps."
+        )
+    candidate = getattr(module, name, None)
+    if not isinstance(candidate, Task) or candidate.module_path != task_path:
+        raise TaskNotRegistered(
+            f"{task_path!r} is not a registered task: it is "
+            f"{'missing' if candidate is None else type(candidate).__name__!r}, "
+            "not a function decorated with @task."
+        )
+    return candidate

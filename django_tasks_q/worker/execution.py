@@ -1,0 +1,82 @@
+"""One attempt at one task: call it, and decide what its ending means."""
+
+import time
+from datetime import timedelta
+from traceback import format_exception
+
+from django.db import close_old_connections
+from django.tasks import TaskContext
+from django.tasks.signals import task_started
+from django.utils import timezone
+
+from ..backends.base import ClaimedTask, Outcome, error_from, json_round_trip
+from ..exceptions import Retry
+from ..task import QTask
+
+
+class TaskTimeout(Exception):
+    """The attempt ran longer than the task's ``timeout``."""
+
+
+def run_attempt(backend, claimed: ClaimedTask, task) -> Outcome:
+    """Run ``task`` for ``claimed`` in this thread and return the outcome."""
+    started = time.monotonic()
+    result = backend.result_for_claimed(claimed, task)
+    task_started.send(sender=type(backend), task_result=result)
+    # As Django does around a request: drop connections that are broken or
+    # past CONN_MAX_AGE, so a long-lived worker thread doesn't hold a dead one.
+    close_old_connections()
+    try:
+        args = claimed.args
+        if task.takes_context:
+            args = [TaskContext(task_result=result), *args]
+        value = task.call(*args, **claimed.kwargs)
+        try:
+            value = json_round_trip(value)
+        except TypeError as problem:
+            raise TypeError(
+                f"The return value of {claimed.task_path} is not JSON-serialisable: {problem}."
+            ) from None
+    except BaseException as error:  # noqa: BLE001 - a task's failure is data
+        return failed_attempt(claimed, task, error, started)
+    finally:
+        close_old_connections()
+    return Outcome(
+        claimed=claimed,
+        status="SUCCESSFUL",
+        finished_at=timezone.now(),
+        duration=time.monotonic() - started,
+        return_value=value,
+    )
+
+
+def failed_attempt(claimed: ClaimedTask, task, error: BaseException, started: float) -> Outcome:
+    """A failure, retried if the task's policy has an attempt left."""
+    now = timezone.now()
+    retries_left = isinstance(task, QTask) and claimed.attempts <= task.max_retries
+    if isinstance(error, Retry) and not retries_left:
+        error.add_note(
+            f"The task has no retries left (max_retries={getattr(task, 'max_retries', 0)})."
+        )
+    outcome = Outcome(
+        claimed=claimed,
+        status="FAILED",
+        finished_at=now,
+        duration=time.monotonic() - started,
+        error=error_from(error, "".join(format_exception(error))),
+    )
+    if retries_left:
+        if isinstance(error, Retry) and error.delay is not None:
+            delay = timedelta(seconds=error.delay)
+        else:
+            delay = task.retry_delay(claimed.attempts)
+        outcome.status, outcome.retry_at = Outcome.RETRY, now + delay
+    return outcome
+
+
+def timed_out_attempt(claimed: ClaimedTask, task, started: float) -> Outcome:
+    error = TaskTimeout(
+        f"{claimed.task_path} ran longer than its timeout of {task.timeout} s; "
+        "its thread was abandoned."
+    )
+    return failed_attempt(claimed, task, error, started)

@@ -1,0 +1,78 @@
+"""A fixed number of threads that run tasks, and give up on ones that overrun.
+
+A Python thread cannot be stopped from outside, so a task past its timeout is
+abandoned: the pool reports it as timed out at once, starts a fresh thread in
+its place so capacity stays the same, and drops whatever the old thread
+returns later. The old thread runs on until its task ends (or the process
+exits); use the process pool where a task must really be stopped.
+"""
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Job:
+    key: str
+    run: Callable[[], object]
+    timeout: float | None
+    deadline: float | None = None  # time.monotonic() once started
+
+
+class ThreadPool:
+    def __init__(self, size: int, on_done: Callable[[Job, object], None]):
+        self._on_done = on_done
+        self._inbox: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._running: dict[str, Job] = {}
+        self._size = size
+        self._serial = 0
+        for _ in range(size):
+            self._start_thread()
+
+    def _start_thread(self):
+        self._serial += 1
+        threading.Thread(target=self._work, name=f"taskq-{self._serial}", daemon=True).start()
+
+    def submit(self, job: Job) -> None:
+        self._inbox.put(job)
+
+    def _work(self):
+        while (job := self._inbox.get()) is not None:
+            with self._lock:
+                if job.timeout is not None:
+                    job.deadline = time.monotonic() + job.timeout
+                self._running[job.key] = job
+            result = job.run()
+            with self._lock:
+                abandoned = self._running.pop(job.key, None) is not job
+            if abandoned:
+                return  # a new thread has taken this one's place
+            self._on_done(job, result)
+
+    def next_deadline(self) -> float | None:
+        with self._lock:
+            deadlines = [j.deadline for j in self._running.values() if j.deadline]
+        return min(deadlines, default=None)
+
+    def expire(self) -> list[Job]:
+        """Abandon and return the jobs running past their deadline."""
+        now = time.monotonic()
+        with self._lock:
+            expired = [
+                job
+                for job in self._running.values()
+                if job.deadline is not None and job.deadline <= now
+            ]
+            for job in expired:
+                del self._running[job.key]
+                self._start_thread()
+        return expired
+
+    def shutdown(self) -> None:
+        """Let idle threads exit; busy ones are daemons and end with the process."""
+        for _ in range(self._size):
+            self._inbox.put(None)

@@ -1,0 +1,285 @@
+"""The worker loop: claim in batches, run in a pool, record in batches.
+
+One thread (the one that calls ``Worker.run``) does all the queue's database
+work: it claims as many tasks as there are free slots in one statement, hands
+them to the pool, and records every outcome that has come back since its last
+turn in one transaction. Pool threads only run task code.
+"""
+
+import logging
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+
+from django.db import Error as DatabaseError
+from django.db import close_old_connections
+from django.tasks.signals import task_finished
+from django.utils.crypto import get_random_string
+
+from ..backends.base import ClaimedTask, Outcome
+from ..exceptions import TaskNotRegistered
+from ..registry import autodiscover, resolve
+from .execution import failed_attempt, run_attempt, timed_out_attempt
+from .pool import Job, ThreadPool
+
+logger = logging.getLogger("django_tasks_q.worker")
+
+MAX_BACKOFF = 30.0  # seconds between attempts to reach an unavailable database
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()[:40]}-{os.getpid()}-{get_random_string(6)}"
+
+
+class Worker:
+    def __init__(
+        self,
+        backend,
+        *,
+        queues: list[str] | None = None,
+        concurrency: int = 4,
+        burst: bool = False,
+        max_tasks: int | None = None,
+        poll_interval: float | None = None,
+        shutdown_timeout: float = 30.0,
+        worker_id: str | None = None,
+    ):
+        self.backend = backend
+        self.queues = queues  # None: every queue
+        self.concurrency = concurrency
+        self.burst = burst
+        self.max_tasks = max_tasks
+        self.poll_interval = poll_interval or backend.poll_interval
+        self.shutdown_timeout = shutdown_timeout
+        self.worker_id = worker_id or default_worker_id()
+
+        self._wake = threading.Event()
+        self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        self._in_flight: dict[str, tuple[ClaimedTask, object]] = {}
+        self._pending: list[Outcome] = []  # outcomes not yet recorded
+        self._claimed_total = 0
+        self._stop_at: float | None = None  # set by the first signal
+        self._stop_now = False  # set by the second
+        self._backoff = 0.0
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def run(self) -> None:
+        autodiscover()
+        previous = self._install_signal_handlers()
+        self.pool = ThreadPool(self.concurrency, self._job_done)
+        logger.info(
+            "Worker %s started: backend %r, queues %s, concurrency %d",
+            self.worker_id,
+            self.backend.alias,
+            ", ".join(self.queues) if self.queues else "(all)",
+            self.concurrency,
+        )
+        try:
+            self._loop()
+        finally:
+            self.pool.shutdown()
+            self._restore_signal_handlers(previous)
+        logger.info("Worker %s stopped", self.worker_id)
+
+    def stop(self, now: bool = False) -> None:
+        """Stop claiming; with ``now``, hand running tasks back instead of waiting."""
+        if self._stop_at is None:
+            self._stop_at = time.monotonic() + self.shutdown_timeout
+        else:
+            now = True
+        self._stop_now = self._stop_now or now
+        self._wake.set()
+
+    def _install_signal_handlers(self):
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def _restore_signal_handlers(self, previous):
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum, frame):
+        if self._stop_at is None:
+            logger.info(
+                "%s: finishing %d running task(s) (up to %.0f s); "
+                "signal again to hand them back now",
+                signal.Signals(signum).name,
+                len(self._in_flight),
+                self.shutdown_timeout,
+            )
+        self.stop()
+
+    # -- the loop --------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            self._wake.clear()
+            self._collect()
+            if self._pending and not self._record():
+                if self._stop_now:
+                    logger.error(
+                        "Exiting with %d outcome(s) unrecorded: those tasks run "
+                        "again once their leases expire",
+                        len(self._pending),
+                    )
+                    return
+                self._sleep(self._next_backoff())
+                continue
+            if self._stop_at is not None:
+                if not self._in_flight:
+                    return
+                if self._stop_now or time.monotonic() >= self._stop_at:
+                    self._hand_back()
+                    return
+                self._wake.wait(self._wait_time())
+                continue
+            claimed = self._claim()
+            if claimed is None:  # the database is unavailable
+                self._sleep(self._next_backoff())
+                continue
+            for task in claimed:
+                self._start(task)
+            if claimed:
+                continue
+            if not self._in_flight and (self.burst or self._limit_reached()):
+                return
+            self._wake.wait(self._wait_time())
+
+    def _free_slots(self) -> int:
+        free = self.concurrency - len(self._in_flight)
+        if self.max_tasks is not None:
+            free = min(free, self.max_tasks - self._claimed_total)
+        return free
+
+    def _limit_reached(self) -> bool:
+        return self.max_tasks is not None and self._claimed_total >= self.max_tasks
+
+    def _wait_time(self) -> float:
+        wait = self.poll_interval
+        deadline = self.pool.next_deadline()
+        if deadline is not None:
+            wait = min(wait, max(deadline - time.monotonic(), 0.0))
+        if self._stop_at is not None:
+            wait = min(wait, max(self._stop_at - time.monotonic(), 0.0))
+        return wait
+
+    def _claim(self) -> list[ClaimedTask] | None:
+        free = self._free_slots()
+        if free <= 0:
+            return []
+        try:
+            claimed = self.backend.claim(self.queues, free, self.worker_id)
+        except DatabaseError:
+            logger.exception("Could not claim tasks; will retry")
+            close_old_connections()
+            return None
+        self._backoff = 0.0
+        self._claimed_total += len(claimed)
+        return claimed
+
+    def _start(self, claimed: ClaimedTask) -> None:
+        try:
+            task = resolve(claimed.task_path)
+        except TaskNotRegistered as error:
+            # Never import what a row names: fail this task, keep working.
+            self._pending.append(failed_attempt(claimed, None, error, time.monotonic()))
+            self._wake.set()
+            return
+        self._in_flight[claimed.id] = (claimed, task)
+        self.pool.submit(
+            Job(
+                key=claimed.id,
+                run=lambda: run_attempt(self.backend, claimed, task),
+                timeout=getattr(task, "timeout", None),
+            )
+        )
+
+    def _job_done(self, job: Job, outcome: Outcome) -> None:
+        # In a pool thread: hand over to the loop, which owns all queue state.
+        self._done.put(outcome)
+        self._wake.set()
+
+    def _collect(self) -> None:
+        while True:
+            try:
+                outcome = self._done.get_nowait()
+            except queue.Empty:
+                break
+            if self._in_flight.pop(outcome.claimed.id, None) is not None:
+                self._pending.append(outcome)
+        for job in self.pool.expire():
+            claimed, task = self._in_flight.pop(job.key)
+            started = job.deadline - job.timeout
+            self._pending.append(timed_out_attempt(claimed, task, started))
+
+    def _record(self) -> bool:
+        try:
+            recorded = self.backend.record(self._pending, self.worker_id)
+        except DatabaseError:
+            logger.exception("Could not record %d outcome(s); will retry", len(self._pending))
+            close_old_connections()
+            return False
+        self._backoff = 0.0
+        kept = {o.claimed.id for o in recorded}
+        for outcome in self._pending:
+            if outcome.claimed.id in kept:
+                self._report(outcome)
+            else:
+                logger.warning(
+                    "Task %s %s: its lease was lost before its outcome (%s) was "
+                    "recorded; another worker has it now",
+                    outcome.claimed.id,
+                    outcome.claimed.task_path,
+                    outcome.status,
+                )
+        self._pending = []
+        return True
+
+    def _report(self, outcome: Outcome) -> None:
+        claimed = outcome.claimed
+        if outcome.status == Outcome.RETRY:
+            logger.info(
+                "Task %s %s failed (attempt %d), retrying in %.1f s",
+                claimed.id,
+                claimed.task_path,
+                claimed.attempts,
+                (outcome.retry_at - outcome.finished_at).total_seconds(),
+            )
+            return
+        logger.info(
+            "Task %s %s %s in %.1f ms (attempt %d)",
+            claimed.id,
+            claimed.task_path,
+            outcome.status.lower(),
+            outcome.duration * 1000,
+            claimed.attempts,
+        )
+        task = self.backend.resolve_task(claimed.task_path, claimed.priority, claimed.queue_name)
+        task_finished.send(
+            type(self.backend),
+            task_result=self.backend.result_for_claimed(claimed, task, outcome),
+        )
+
+    def _hand_back(self) -> None:
+        ids = list(self._in_flight)
+        try:
+            self.backend.release(ids, self.worker_id)
+        except DatabaseError:
+            logger.exception("Could not hand back %d task(s)", len(ids))
+            return
+        logger.info("Handed back %d unfinished task(s)", len(ids))
+
+    def _next_backoff(self) -> float:
+        self._backoff = min(max(self._backoff * 2, 0.5), MAX_BACKOFF)
+        return self._backoff
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._stop_now and (left := deadline - time.monotonic()) > 0:
+            self._wake.wait(left)
+            self._wake.clear()
