@@ -38,9 +38,9 @@ def resolve(task_path: str) -> Task:
         )
     candidate = getattr(module, name, None)
     if not isinstance(candidate, Task) or candidate.module_path != task_path:
+        found = "missing" if candidate is None else f"a {type(candidate).__name__!r}"
         raise TaskNotRegistered(
-            f"{task_path!r} is not a registered task: it is "
-            f"{'missing' if candidate is None else type(candidate).__name__!r}, "
+            f"{task_path!r} is not a registered task: it is {found}, "
             "not a function decorated with @task."
         )
     return candidate

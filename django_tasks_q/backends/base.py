@@ -84,6 +84,20 @@ def json_round_trip(value):
     return normalised
 
 
+def _positional_names(task, count: int) -> list[str]:
+    """How to name each of ``count`` positional arguments in an error."""
+    names = []
+    parameters = list(inspect.signature(task.func).parameters.values())
+    if task.takes_context:
+        parameters = parameters[1:]
+    for parameter in parameters:
+        if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+            names.append(repr(parameter.name))
+        elif parameter.kind == parameter.VAR_POSITIONAL:
+            names += [f"*{parameter.name}[{i}]" for i in range(count - len(names))]
+    return names + [f"#{i}" for i in range(len(names), count)]
+
+
 def encode_arguments(task, args, kwargs) -> tuple[list, dict]:
     """JSON-normalise ``args`` and ``kwargs``, naming any argument that can't be."""
     args, kwargs = list(args), dict(kwargs)
@@ -92,14 +106,9 @@ def encode_arguments(task, args, kwargs) -> tuple[list, dict]:
     except TypeError:
         pass
     # Something in there is not plain JSON: find it to say which.
-    try:
-        names = inspect.signature(task.func).bind_partial(*args, **kwargs).arguments
-        positional = {i: n for i, n in enumerate(names) if i < len(args)}
-    except TypeError:
-        positional = {}
+    names = _positional_names(task, len(args))
     labelled = [
-        (f"argument {positional.get(i, f'#{i}')!r} (position {i})", value)
-        for i, value in enumerate(args)
+        (f"argument {names[i]} (position {i})", value) for i, value in enumerate(args)
     ] + [(f"argument {name!r}", value) for name, value in kwargs.items()]
     for label, value in labelled:
         try:

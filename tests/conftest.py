@@ -1,0 +1,129 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connections
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUIRE_SERVICES = os.environ.get("TASKQ_REQUIRE_SERVICES") == "1"
+
+
+@dataclass
+class Backend:
+    """A TASKS alias under test, and the database alias that holds its queue."""
+
+    alias: str
+    database: str
+    vendor: str
+
+
+def unavailable(reason: str):
+    """Skip a test whose server is down, or fail it where CI requires services."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (TASKQ_REQUIRE_SERVICES=1 turns this skip into a failure)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request) -> Backend:
+    if request.param == "postgres":
+        if "postgres" not in settings.TASKS:
+            unavailable(settings.POSTGRES_UNAVAILABLE)
+        return Backend("postgres", "postgres", "postgresql")
+    return Backend("default", "default", "sqlite")
+
+
+@pytest.fixture
+def queue_db(backend, transactional_db):
+    """The backend, with committed data that worker processes can see."""
+    return backend
+
+
+def pytest_collection_modifyitems(items):
+    # Every test may touch either database; worker tests need real commits.
+    for item in items:
+        if "queue_db" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.django_db(transaction=True, databases="__all__"))
+
+
+class WorkerProcess:
+    """``manage.py runtaskworker`` in a real process, on the test databases."""
+
+    def __init__(self, backend: Backend, *args: str, log: Path):
+        names = {alias: str(connections[alias].settings_dict["NAME"]) for alias in connections}
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "TASKQ_DB_NAMES": json.dumps(names),
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.log = log
+        self._log_file = open(log, "ab")  # noqa: SIM115 - closed in wait()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "django", "runtaskworker", "--backend", backend.alias, *args],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+    def signal(self, sig=signal.SIGTERM):
+        self.process.send_signal(sig)
+
+    def wait(self, timeout=120) -> int:
+        try:
+            return self.process.wait(timeout=timeout)
+        finally:
+            self._log_file.close()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def start_worker(tmp_path):
+    """Start worker processes; any still running at the end are killed."""
+    workers = []
+
+    def start(backend: Backend, *args: str) -> WorkerProcess:
+        worker = WorkerProcess(backend, *args, log=tmp_path / f"worker-{len(workers)}.log")
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        if worker.process.poll() is None:
+            worker.process.kill()
+            worker.process.wait()
+        print(f"--- {worker.log.name}\n{worker.output()}")
+
+
+@pytest.fixture
+def run_worker(start_worker):
+    """Run a worker in --burst mode to the end and check it exited cleanly."""
+
+    def run(backend: Backend, *args: str) -> WorkerProcess:
+        worker = start_worker(backend, "--burst", *args)
+        code = worker.wait()
+        assert code == 0, f"worker exited with {code}:\n{worker.output()}"
+        return worker
+
+    return run
+
+
+def wait_until(predicate, timeout=60.0, interval=0.05, message="condition"):
+    """Poll ``predicate`` until true. The timeout only catches a hang: no
+    assertion here depends on how fast the machine is."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {message}")
+        time.sleep(interval)
+    return value

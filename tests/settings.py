@@ -1,0 +1,65 @@
+"""Test settings: the test project, plus a PostgreSQL queue when one answers.
+
+Every behaviour test runs once per backend alias in TASKS: "default" (SQLite)
+and "postgres" (TASKQ_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432/taskq).
+A worker subprocess is pointed at the test databases by TASKQ_DB_NAMES.
+"""
+
+import json
+import os
+
+import dj_database_url
+import psycopg
+
+from testproject.settings import *  # noqa: F403
+from testproject.settings import BASE_DIR, INSTALLED_APPS, SQLITE_OPTIONS
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests"]
+POSTGRES_URL = os.environ.get("TASKQ_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/taskq")
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": BASE_DIR / "tests" / "db.sqlite3",
+        # A file, not memory: worker processes must see the test database.
+        "TEST": {"NAME": BASE_DIR / "tests" / "test-db.sqlite3"},
+        "OPTIONS": SQLITE_OPTIONS,
+    }
+}
+TASKS = {
+    "default": {
+        "BACKEND": "django_tasks_q.backends.database.DatabaseBackend",
+        "QUEUES": ["default", "emails", "other"],
+        "OPTIONS": {"poll_interval": 0.05},
+    }
+}
+
+
+def _postgres_unavailable() -> str:
+    """Why PostgreSQL can't be used, or "" when it can."""
+    config = dj_database_url.parse(POSTGRES_URL)
+    try:
+        psycopg.connect(
+            host=config["HOST"],
+            port=config["PORT"] or 5432,
+            user=config["USER"],
+            password=config["PASSWORD"],
+            dbname="postgres",
+            connect_timeout=3,
+        ).close()
+    except psycopg.Error as error:
+        return f"PostgreSQL at {POSTGRES_URL} does not answer: {error}".strip()
+    return ""
+
+
+POSTGRES_UNAVAILABLE = _postgres_unavailable()
+if not POSTGRES_UNAVAILABLE:
+    DATABASES["postgres"] = dj_database_url.parse(POSTGRES_URL)
+    TASKS["postgres"] = {
+        **TASKS["default"],
+        "OPTIONS": {**TASKS["default"]["OPTIONS"], "database": "postgres"},
+    }
+
+# In a worker subprocess: use the databases the test run created.
+for alias, name in json.loads(os.environ.get("TASKQ_DB_NAMES", "{}")).items():
+    DATABASES[alias]["NAME"] = name

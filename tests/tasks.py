@@ -1,0 +1,103 @@
+"""Tasks the tests enqueue. Each records its runs in ``Execution`` on ``db``."""
+
+import asyncio
+import time
+from pathlib import Path
+
+import django.tasks
+from asgiref.sync import sync_to_async
+
+from django_tasks_q import Retry, task
+
+from .models import Execution
+
+
+def _record(db, label, context=None):
+    Execution.objects.using(db).create(
+        label=label,
+        task_id=context.task_result.id if context else "",
+        attempt=context.attempt if context else 0,
+    )
+
+
+@task(takes_context=True)
+def record(context, db, label):
+    _record(db, label, context)
+    return label
+
+
+@django.tasks.task
+def add(a, b):
+    """A plain Django task, no django-tasks-q options."""
+    return a + b
+
+
+@task
+async def async_add(a, b):
+    await asyncio.sleep(0.01)
+    return a + b
+
+
+@task(takes_context=True)
+async def async_record(context, db, label):
+    await sync_to_async(_record)(db, label, context)
+    return label
+
+
+@task
+def echo(*args, **kwargs):
+    return {"args": args, "kwargs": kwargs}
+
+
+@task(takes_context=True, max_retries=3, retry_backoff=0.2, retry_jitter=False)
+def fail_until(context, db, succeed_on):
+    _record(db, "attempt", context)
+    if context.attempt < succeed_on:
+        raise ValueError(f"attempt {context.attempt} fails")
+    return context.attempt
+
+
+@task(takes_context=True, max_retries=2)
+def explicit_retry(context, db, delay):
+    _record(db, "attempt", context)
+    if context.attempt < 3:
+        raise Retry(delay=delay, reason="asked to retry")
+    return "done"
+
+
+@task(takes_context=True)
+def retry_without_retries(context, db):
+    raise Retry(delay=0)
+
+
+@task
+def unserialisable_return():
+    return {1, 2, 3}
+
+
+@task(takes_context=True)
+def wait_for_file(context, db, path, timeout=60):
+    """Run until ``path`` exists: lets a test hold a task in the RUNNING state."""
+    _record(db, "started", context)
+    deadline = time.monotonic() + timeout
+    while not Path(path).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.02)
+    _record(db, "finished", context)
+    return "released"
+
+
+@task(takes_context=True, timeout=0.5, max_retries=1, retry_backoff=0)
+def overrun(context, db, seconds):
+    _record(db, "attempt", context)
+    time.sleep(seconds)
+    return "too late"
+
+
+def plain_function():
+    """Not a task: a row naming it must not run it."""
+    Path("/tmp/taskq-plain-function-ran").touch()
+
+
+NOT_A_TASK = 42

@@ -1,0 +1,214 @@
+"""Enqueueing and reading results, in the caller's process and transaction."""
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.db import transaction
+from django.tasks import TaskResultStatus, task_backends
+from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
+from django.tasks.signals import task_enqueued
+from django.utils import timezone
+
+from django_tasks_q import InvalidTaskArguments, QTask
+from django_tasks_q.models import Task, TaskResult
+
+from . import tasks
+
+
+def queued(backend):
+    return Task.objects.using(backend.database)
+
+
+def test_enqueue_writes_a_ready_row(queue_db):
+    result = tasks.echo.using(backend=queue_db.alias).enqueue(1, "two", three=[3])
+    assert result.status == TaskResultStatus.READY
+    assert result.backend == queue_db.alias
+    assert result.args == [1, "two"] and result.kwargs == {"three": [3]}
+    row = queued(queue_db).get()
+    assert str(row.id) == result.id
+    assert row.task_path == "tests.tasks.echo"
+    assert (row.status, row.attempts, row.args, row.kwargs) == (
+        "READY",
+        0,
+        [1, "two"],
+        {"three": [3]},
+    )
+    assert row.run_after == row.enqueued_at == result.enqueued_at
+
+
+def test_ids_are_short_strings_that_sort_by_time(queue_db):
+    enqueue = tasks.echo.using(backend=queue_db.alias).enqueue
+    ids = [enqueue(i).id for i in range(50)]
+    assert all(len(i) < 64 for i in ids)
+    assert ids == sorted(ids)
+    assert all(uuid.UUID(i).version == 7 for i in ids)
+
+
+def test_plain_django_task_uses_the_backend(queue_db):
+    """An unchanged @django.tasks.task function gets this backend's task class."""
+    assert isinstance(tasks.add, QTask)
+    result = tasks.add.using(backend=queue_db.alias).enqueue(2, 3)
+    assert task_backends[queue_db.alias].get_result(result.id).status == TaskResultStatus.READY
+    assert queued(queue_db).get().task_path == "tests.tasks.add"
+
+
+def test_rolled_back_transaction_leaves_no_task(queue_db):
+    with pytest.raises(RuntimeError), transaction.atomic(using=queue_db.database):
+        tasks.echo.using(backend=queue_db.alias).enqueue("lost")
+        assert queued(queue_db).count() == 1  # visible inside the transaction
+        raise RuntimeError("the view failed")
+    assert queued(queue_db).count() == 0
+
+
+def test_committed_transaction_keeps_the_task(queue_db):
+    with transaction.atomic(using=queue_db.database):
+        tasks.echo.using(backend=queue_db.alias).enqueue("kept")
+    assert queued(queue_db).count() == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "named"),
+    [
+        ((datetime.now(),), {}, "argument *args[0] (position 0)"),
+        ((), {"when": object()}, "argument 'when'"),
+        ((1, {1: "int key"}), {}, "argument *args[1] (position 1)"),
+        ((float("nan"),), {}, "argument *args[0] (position 0)"),
+        ((), {"blob": b"\xff\xfe"}, "argument 'blob'"),
+    ],
+)
+def test_unserialisable_arguments_fail_at_enqueue_naming_the_argument(
+    queue_db, args, kwargs, named
+):
+    with pytest.raises(InvalidTaskArguments) as raised:
+        tasks.echo.using(backend=queue_db.alias).enqueue(*args, **kwargs)
+    assert named in str(raised.value)
+    assert "tests.tasks.echo" in str(raised.value)
+    assert isinstance(raised.value, TypeError)  # also catchable as a TypeError
+    assert queued(queue_db).count() == 0
+
+
+def test_argument_is_named_by_its_parameter(queue_db):
+    with pytest.raises(InvalidTaskArguments, match="argument 'b' \\(position 1\\)"):
+        tasks.add.using(backend=queue_db.alias).enqueue(1, object())
+
+
+def test_arguments_are_normalised_like_json(queue_db):
+    result = tasks.echo.using(backend=queue_db.alias).enqueue((1, 2), {"k": (3,)})
+    assert result.args == [[1, 2], {"k": [3]}]
+    assert queued(queue_db).get().args == [[1, 2], {"k": [3]}]
+
+
+def test_run_after_datetime_and_timedelta(queue_db):
+    at = timezone.now() + timedelta(hours=1)
+    tasks.echo.using(backend=queue_db.alias, run_after=at).enqueue("at")
+    before = timezone.now()
+    tasks.echo.using(backend=queue_db.alias, run_after=timedelta(minutes=5)).enqueue("in")
+    rows = {row.args[0]: row for row in queued(queue_db)}
+    assert rows["at"].run_after == at
+    delay = rows["in"].run_after - rows["in"].enqueued_at
+    assert delay == timedelta(minutes=5)
+    assert rows["in"].enqueued_at >= before
+
+
+def test_invalid_task_options_are_rejected():
+    with pytest.raises(InvalidTask, match="not valid"):
+        tasks.echo.using(queue_name="nope")
+    with pytest.raises(InvalidTask, match="negative"):
+        tasks.echo.using(run_after=timedelta(seconds=-1))
+    with pytest.raises(InvalidTask, match="aware"):
+        tasks.echo.using(run_after=datetime(2030, 1, 1))
+    with pytest.raises(InvalidTask, match="max_retries"):
+        QTask(func=tasks.plain_function, max_retries=-1)
+    with pytest.raises(InvalidTask, match="timeout"):
+        QTask(func=tasks.plain_function, timeout=0)
+
+
+def test_priority_and_queue_are_stored(queue_db):
+    tasks.echo.using(backend=queue_db.alias, priority=7, queue_name="emails").enqueue()
+    row = queued(queue_db).get()
+    assert (row.priority, row.queue_name) == (7, "emails")
+    result = task_backends[queue_db.alias].get_result(str(row.id))
+    assert (result.task.priority, result.task.queue_name) == (7, "emails")
+
+
+def test_task_enqueued_signal(queue_db):
+    seen = []
+
+    def receiver(sender, task_result, **kwargs):
+        seen.append(task_result.id)
+
+    task_enqueued.connect(receiver)
+    try:
+        result = tasks.echo.using(backend=queue_db.alias).enqueue()
+    finally:
+        task_enqueued.disconnect(receiver)
+    assert seen == [result.id]
+
+
+def test_get_result_of_unknown_or_malformed_id(queue_db):
+    backend = task_backends[queue_db.alias]
+    with pytest.raises(TaskResultDoesNotExist):
+        backend.get_result(str(uuid.uuid4()))
+    with pytest.raises(TaskResultDoesNotExist):
+        backend.get_result("not-an-id")
+
+
+@pytest.mark.parametrize(
+    ("status", "django_status"),
+    [
+        ("SUCCESSFUL", TaskResultStatus.SUCCESSFUL),
+        ("FAILED", TaskResultStatus.FAILED),
+        ("CANCELLED", TaskResultStatus.FAILED),
+        ("EXPIRED", TaskResultStatus.FAILED),
+    ],
+)
+def test_get_result_maps_final_states(queue_db, status, django_status):
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    row = TaskResult.objects.using(queue_db.database).create(
+        id=uuid.uuid4(),
+        task_path="tests.tasks.echo",
+        queue_name="default",
+        status=status,
+        args=[1],
+        return_value={"ok": True} if status == "SUCCESSFUL" else None,
+        enqueued_at=now,
+        run_after=now,
+        finished_at=now,
+    )
+    result = task_backends[queue_db.alias].get_result(str(row.id))
+    assert result.status == django_status
+    assert result.finished_at == now
+    assert result.task is tasks.echo or result.task.func is tasks.echo.func
+    if status == "SUCCESSFUL":
+        assert result.return_value == {"ok": True}
+    else:
+        with pytest.raises(ValueError, match="failed"):
+            _ = result.return_value
+
+
+def test_get_result_of_a_row_naming_an_unregistered_task(queue_db):
+    now = timezone.now()
+    row = TaskResult.objects.using(queue_db.database).create(
+        id=uuid.uuid4(),
+        task_path="gone.module.old_task",
+        queue_name="default",
+        status="FAILED",
+        enqueued_at=now,
+        run_after=now,
+        finished_at=now,
+    )
+    result = task_backends[queue_db.alias].get_result(str(row.id))
+    assert result.task.module_path == "gone.module.old_task"
+    assert result.status == TaskResultStatus.FAILED
+
+
+def test_aenqueue_and_aget_result(queue_db):
+    async def enqueue_and_fetch():
+        result = await tasks.async_add.using(backend=queue_db.alias).aenqueue(1, 2)
+        return await task_backends[queue_db.alias].aget_result(result.id)
+
+    fetched = async_to_sync(enqueue_and_fetch)()
+    assert fetched.status == TaskResultStatus.READY
+    assert fetched.args == [1, 2]
