@@ -107,9 +107,9 @@ def encode_arguments(task, args, kwargs) -> tuple[list, dict]:
         pass
     # Something in there is not plain JSON: find it to say which.
     names = _positional_names(task, len(args))
-    labelled = [
-        (f"argument {names[i]} (position {i})", value) for i, value in enumerate(args)
-    ] + [(f"argument {name!r}", value) for name, value in kwargs.items()]
+    labelled = [(f"argument {names[i]} (position {i})", value) for i, value in enumerate(args)] + [
+        (f"argument {name!r}", value) for name, value in kwargs.items()
+    ]
     for label, value in labelled:
         try:
             json_round_trip(value)
