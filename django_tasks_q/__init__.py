@@ -7,6 +7,6 @@ def send_receipt(order_id): ...
 """
 
 from .exceptions import InvalidTaskArguments, Retry, TaskNotRegistered
-from .task import QTask, task
+from .task import Call, QTask, task
 
-__all__ = ["InvalidTaskArguments", "QTask", "Retry", "TaskNotRegistered", "task"]
+__all__ = ["Call", "InvalidTaskArguments", "QTask", "Retry", "TaskNotRegistered", "task"]

@@ -38,6 +38,8 @@ class Task(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     last_attempted_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # 1 + the task's max_retries when enqueued: lease recovery decides in SQL.
+    max_attempts = models.PositiveIntegerField(default=1)
     # One {"exception_class_path", "traceback"} per failed attempt, oldest first.
     errors = models.JSONField(default=list)
     # Every worker that claimed the task, one entry per attempt.
@@ -54,6 +56,12 @@ class Task(models.Model):
                 fields=["queue_name", "-priority", "run_after", "id"],
                 condition=Q(status=TaskStatus.READY),
                 name="taskq_task_ready",
+            ),
+            # Lease recovery: running rows whose worker stopped renewing.
+            models.Index(
+                fields=["lease_expires_at"],
+                condition=Q(status=TaskStatus.RUNNING),
+                name="taskq_task_lease",
             ),
         ]
 
@@ -85,3 +93,23 @@ class TaskResult(models.Model):
 
     def __str__(self):
         return f"{self.task_path} ({self.id})"
+
+
+class Worker(models.Model):
+    """A running ``runtaskworker`` process, kept fresh by its heartbeat."""
+
+    id = models.CharField(max_length=64, primary_key=True)
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    backend = models.CharField(max_length=100)
+    queues = models.JSONField(default=list)  # empty: every queue
+    concurrency = models.PositiveIntegerField()
+    pool = models.CharField(max_length=20, default="thread")
+    started_at = models.DateTimeField()
+    last_heartbeat_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = _("worker")
+
+    def __str__(self):
+        return self.id

@@ -1,13 +1,21 @@
 """``@task``: Django's ``Task`` with the options a production queue needs."""
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, DEFAULT_TASK_QUEUE_NAME
 from django.tasks import Task as DjangoTask
 from django.tasks.base import DEFAULT_TASK_PRIORITY
 from django.tasks.exceptions import InvalidTask
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One call for ``enqueue_many`` with both positional and keyword arguments."""
+
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,6 +40,17 @@ class QTask(DjangoTask):
         if self.timeout is not None and self.timeout <= 0:
             raise InvalidTask("timeout must be a positive number of seconds.")
         DjangoTask.__post_init__(self)
+
+    def enqueue_many(self, calls):
+        """Queue many calls at once, in one statement; returns their results.
+
+        Each call is a tuple of positional arguments, a dict of keyword
+        arguments, or a ``Call(args, kwargs)`` for both. Every call's arguments
+        are checked before anything is queued::
+
+            send_receipt.enqueue_many([(order.pk,) for order in orders])
+        """
+        return self.get_backend().enqueue_many(self, calls)
 
     def retry_delay(self, attempt: int) -> timedelta:
         """How long to wait after failed attempt number ``attempt`` (from 1)."""

@@ -11,7 +11,7 @@ from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued
 from django.utils import timezone
 
-from django_tasks_q import InvalidTaskArguments, QTask
+from django_tasks_q import Call, InvalidTaskArguments, QTask
 from django_tasks_q.models import Task, TaskResult
 
 from . import tasks
@@ -212,3 +212,33 @@ def test_aenqueue_and_aget_result(queue_db):
     fetched = async_to_sync(enqueue_and_fetch)()
     assert fetched.status == TaskResultStatus.READY
     assert fetched.args == [1, 2]
+
+
+def test_enqueue_many_writes_every_call_in_one_go(queue_db):
+    task = tasks.echo.using(backend=queue_db.alias, priority=3)
+    results = task.enqueue_many([(1, 2), {"k": "v"}, Call(args=(3,), kwargs={"x": [4]})])
+    assert [r.status for r in results] == [TaskResultStatus.READY] * 3
+    rows = {str(row.id): row for row in queued(queue_db)}
+    assert [(rows[r.id].args, rows[r.id].kwargs) for r in results] == [
+        ([1, 2], {}),
+        ([], {"k": "v"}),
+        ([3], {"x": [4]}),
+    ]
+    assert {(row.priority, row.task_path, row.max_attempts) for row in rows.values()} == {
+        (3, "tests.tasks.echo", 1)
+    }
+    assert [r.id for r in results] == sorted(r.id for r in results)
+
+
+def test_enqueue_many_checks_every_call_before_writing(queue_db):
+    task = tasks.echo.using(backend=queue_db.alias)
+    with pytest.raises(InvalidTaskArguments, match=r"Call #2: .*argument \*args\[0\]"):
+        task.enqueue_many([(1,), (2,), (object(),)])
+    with pytest.raises(InvalidTaskArguments, match="Call #0 of tests.tasks.echo is a int"):
+        task.enqueue_many([5])
+    assert queued(queue_db).count() == 0
+
+
+def test_max_attempts_is_taken_from_the_task(queue_db):
+    tasks.fail_until.using(backend=queue_db.alias).enqueue("default", 1)
+    assert queued(queue_db).get().max_attempts == 4

@@ -21,7 +21,7 @@ from django.utils.json import normalize_json
 from ..exceptions import InvalidTaskArguments, TaskNotRegistered
 from ..models import ResultStatus
 from ..registry import resolve
-from ..task import QTask
+from ..task import Call, QTask
 
 # Our final states, as Django's four-state API reports them.
 DJANGO_STATUS = {
@@ -45,6 +45,7 @@ class ClaimedTask:
     args: list
     kwargs: dict
     attempts: int  # including the one being made now
+    max_attempts: int
     errors: list[dict]
     worker_ids: list[str]
     enqueued_at: datetime
@@ -156,6 +157,37 @@ class QueueBackend(BaseTaskBackend):
             replace(task, run_after=None)
             return
         super().validate_task(task)
+
+    def enqueue_many(self, task, calls) -> list[TaskResult]:
+        """Enqueue many calls of ``task`` at once; see ``QTask.enqueue_many``."""
+        raise NotImplementedError
+
+    def encode_calls(self, task, calls) -> list[tuple[list, dict]]:
+        """Each call as JSON (args, kwargs); every call is checked before any is queued.
+
+        A call is a tuple or list of positional arguments, or a dict of keyword
+        arguments, or an ``(args, kwargs)`` pair given as ``Call(args, kwargs)``.
+        """
+        calls, encoded = list(calls), []
+        for index, call in enumerate(calls):
+            if isinstance(call, Call):
+                args, kwargs = call.args, call.kwargs
+            elif isinstance(call, dict):
+                args, kwargs = (), call
+            elif isinstance(call, (tuple, list)):
+                args, kwargs = call, {}
+            else:
+                raise InvalidTaskArguments(
+                    f"Call #{index} of {task.module_path} is a {type(call).__name__}; "
+                    "give a tuple of arguments, a dict of keyword arguments, or a Call."
+                )
+            try:
+                encoded.append(encode_arguments(task, args, kwargs))
+            except InvalidTaskArguments as error:
+                if len(calls) > 1:
+                    error.args = (f"Call #{index}: {error}",)
+                raise
+        return encoded
 
     def run_after_for(self, task, now: datetime) -> datetime:
         if task.run_after is None:

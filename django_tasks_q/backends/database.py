@@ -20,7 +20,8 @@ from django.utils import timezone
 
 from ..ids import uuid7
 from ..models import Task, TaskResult
-from .base import ClaimedTask, Outcome, QueueBackend, encode_arguments
+from ..task import Call
+from .base import ClaimedTask, Outcome, QueueBackend
 from .sql import queries_for
 
 RESULT_FIELDS = (
@@ -61,36 +62,34 @@ class DatabaseBackend(QueueBackend):
     # -- the django.tasks API ---------------------------------------------------
 
     def enqueue(self, task, args, kwargs):
+        return self.enqueue_many(task, [Call(args, kwargs)])[0]
+
+    def enqueue_many(self, task, calls):
         self.validate_task(task)
-        args, kwargs = encode_arguments(task, args, kwargs)
+        calls = [(uuid7(), *arguments) for arguments in self.encode_calls(task, calls)]
         now = timezone.now()
-        task_id = uuid7()
-        row = (
-            task_id,
-            task.module_path,
-            task.queue_name,
-            task.priority,
-            args,
-            kwargs,
-            self.run_after_for(task, now),
-            now,
-        )
         with self.connection.cursor() as cursor:
-            self.queries.insert(cursor, [row])
-        result = self.make_result(
-            task=task,
-            id=str(task_id),
-            status="READY",
-            enqueued_at=now,
-            started_at=None,
-            last_attempted_at=None,
-            finished_at=None,
-            args=args,
-            kwargs=kwargs,
-            worker_ids=[],
-        )
-        task_enqueued.send(type(self), task_result=result)
-        return result
+            self.queries.insert(
+                cursor, task, calls, run_after=self.run_after_for(task, now), now=now
+            )
+        results = [
+            self.make_result(
+                task=task,
+                id=str(task_id),
+                status="READY",
+                enqueued_at=now,
+                started_at=None,
+                last_attempted_at=None,
+                finished_at=None,
+                args=args,
+                kwargs=kwargs,
+                worker_ids=[],
+            )
+            for task_id, args, kwargs in calls
+        ]
+        for result in results:
+            task_enqueued.send(type(self), task_result=result)
+        return results
 
     def get_result(self, result_id):
         # Look in the queue first: a task moves to the history in one

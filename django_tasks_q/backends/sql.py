@@ -19,8 +19,8 @@ from .base import ClaimedTask, Outcome
 
 # What a claim hands back, in this order.
 CLAIMED_COLUMNS = (
-    "id, task_path, queue_name, priority, args, kwargs, attempts, errors, "
-    "worker_ids, enqueued_at, started_at, run_after"
+    "id, task_path, queue_name, priority, args, kwargs, attempts, max_attempts, "
+    "errors, worker_ids, enqueued_at, started_at, run_after"
 )
 
 
@@ -45,25 +45,31 @@ def _claimed(row, now: datetime) -> ClaimedTask:
         args=_json(row[4]),
         kwargs=_json(row[5]),
         attempts=row[6],
-        errors=_json(row[7]),
-        worker_ids=_json(row[8]),
-        enqueued_at=_datetime(row[9]),
-        started_at=_datetime(row[10]),
+        max_attempts=row[7],
+        errors=_json(row[8]),
+        worker_ids=_json(row[9]),
+        enqueued_at=_datetime(row[10]),
+        started_at=_datetime(row[11]),
         last_attempted_at=now,
     )
 
 
 def _claim_order(row):
     # RETURNING has no order: restore the claim query's (priority, run_after, id).
-    return (-row[3], _datetime(row[11]), str(uuid.UUID(str(row[0]))))
+    return (-row[3], _datetime(row[12]), str(uuid.UUID(str(row[0]))))
 
 
 class PostgresQueries:
+    # Any number of calls of one task in one statement; the calls' ids and
+    # arguments arrive as one JSON document.
     INSERT = """
         INSERT INTO django_tasks_q_task
             (id, task_path, queue_name, priority, status, args, kwargs,
-             run_after, enqueued_at, attempts, errors, worker_ids)
-        VALUES (%s, %s, %s, %s, 'READY', %s::jsonb, %s::jsonb, %s, %s, 0, '[]', '[]')
+             run_after, enqueued_at, attempts, max_attempts, errors, worker_ids)
+        SELECT c.id, %(task_path)s, %(queue_name)s, %(priority)s, 'READY',
+               c.args, c.kwargs, %(run_after)s, %(now)s, 0, %(max_attempts)s,
+               '[]', '[]'
+        FROM jsonb_to_recordset(%(calls)s::jsonb) AS c(id uuid, args jsonb, kwargs jsonb)
     """
 
     # The claim. SKIP LOCKED lets concurrent workers pass over each other's
@@ -151,24 +157,24 @@ class PostgresQueries:
     def json_datetime(self, value: datetime) -> str:
         return value.isoformat()
 
-    def insert(self, cursor, rows):
-        """rows: (id, task_path, queue_name, priority, args, kwargs, run_after,
-        enqueued_at) tuples, with Python values."""
-        params = [
-            (
-                self.param_id(row[0]),
-                *row[1:4],
-                json.dumps(row[4]),
-                json.dumps(row[5]),
-                self.param_datetime(row[6]),
-                self.param_datetime(row[7]),
-            )
-            for row in rows
+    def insert(self, cursor, task, calls, *, run_after, now):
+        """Queue ``calls`` of ``task``: (uuid, args, kwargs) triples, args as JSON."""
+        document = [
+            {"id": self.json_id(str(task_id)), "args": args, "kwargs": kwargs}
+            for task_id, args, kwargs in calls
         ]
-        if len(params) == 1:
-            cursor.execute(self.INSERT, params[0])
-        else:
-            cursor.executemany(self.INSERT, params)
+        cursor.execute(
+            self.INSERT,
+            {
+                "task_path": task.module_path,
+                "queue_name": task.queue_name,
+                "priority": task.priority,
+                "run_after": self.param_datetime(run_after),
+                "now": self.param_datetime(now),
+                "max_attempts": getattr(task, "max_retries", 0) + 1,
+                "calls": json.dumps(document),
+            },
+        )
 
     def queue_filter(self, queues):
         if queues is None:
@@ -243,8 +249,12 @@ class SQLiteQueries(PostgresQueries):
     INSERT = """
         INSERT INTO django_tasks_q_task
             (id, task_path, queue_name, priority, status, args, kwargs,
-             run_after, enqueued_at, attempts, errors, worker_ids)
-        VALUES (%s, %s, %s, %s, 'READY', %s, %s, %s, %s, 0, '[]', '[]')
+             run_after, enqueued_at, attempts, max_attempts, errors, worker_ids)
+        SELECT json_extract(c.value, '$.id'), %(task_path)s, %(queue_name)s,
+               %(priority)s, 'READY', json_extract(c.value, '$.args'),
+               json_extract(c.value, '$.kwargs'), %(run_after)s, %(now)s, 0,
+               %(max_attempts)s, '[]', '[]'
+        FROM json_each(%(calls)s) AS c
     """
 
     CLAIM = f"""

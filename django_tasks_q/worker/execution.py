@@ -53,11 +53,9 @@ def run_attempt(backend, claimed: ClaimedTask, task) -> Outcome:
 def failed_attempt(claimed: ClaimedTask, task, error: BaseException, started: float) -> Outcome:
     """A failure, retried if the task's policy has an attempt left."""
     now = timezone.now()
-    retries_left = isinstance(task, QTask) and claimed.attempts <= task.max_retries
+    retries_left = task is not None and claimed.attempts < claimed.max_attempts
     if isinstance(error, Retry) and not retries_left:
-        error.add_note(
-            f"The task has no retries left (max_retries={getattr(task, 'max_retries', 0)})."
-        )
+        error.add_note(f"The task has no retries left (max_retries={claimed.max_attempts - 1}).")
     outcome = Outcome(
         claimed=claimed,
         status="FAILED",
@@ -68,8 +66,10 @@ def failed_attempt(claimed: ClaimedTask, task, error: BaseException, started: fl
     if retries_left:
         if isinstance(error, Retry) and error.delay is not None:
             delay = timedelta(seconds=error.delay)
-        else:
+        elif isinstance(task, QTask):
             delay = task.retry_delay(claimed.attempts)
+        else:
+            delay = timedelta(0)
         outcome.status, outcome.retry_at = Outcome.RETRY, now + delay
     return outcome
 
