@@ -19,3 +19,8 @@ class Retry(Exception):
     def __init__(self, delay: float | None = None, reason: str = ""):
         self.delay = delay
         super().__init__(reason or "Retry requested")
+
+
+class WorkerLost(TaskException):
+    """The worker running an attempt stopped renewing its lease (killed, or cut
+    off from the database), so the attempt is counted as failed."""

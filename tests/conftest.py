@@ -31,12 +31,16 @@ def unavailable(reason: str):
     pytest.skip(reason)
 
 
+def postgres() -> Backend:
+    if "postgres" not in settings.TASKS:
+        unavailable(settings.POSTGRES_UNAVAILABLE)
+    return Backend("postgres", "postgres", "postgresql")
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def backend(request) -> Backend:
     if request.param == "postgres":
-        if "postgres" not in settings.TASKS:
-            unavailable(settings.POSTGRES_UNAVAILABLE)
-        return Backend("postgres", "postgres", "postgresql")
+        return postgres()
     return Backend("default", "default", "sqlite")
 
 
@@ -46,23 +50,30 @@ def queue_db(backend, transactional_db):
     return backend
 
 
+@pytest.fixture
+def postgres_queue_db(transactional_db):
+    """Like ``queue_db``, for behaviour only PostgreSQL has."""
+    return postgres()
+
+
 def pytest_collection_modifyitems(items):
     # Every test may touch either database; worker tests need real commits.
     for item in items:
-        if "queue_db" in getattr(item, "fixturenames", ()):
+        if {"queue_db", "postgres_queue_db"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.django_db(transaction=True, databases="__all__"))
 
 
 class WorkerProcess:
     """``manage.py runtaskworker`` in a real process, on the test databases."""
 
-    def __init__(self, backend: Backend, *args: str, log: Path):
+    def __init__(self, backend: Backend, *args: str, log: Path, env: dict | None = None):
         names = {alias: str(connections[alias].settings_dict["NAME"]) for alias in connections}
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "tests.settings",
             "TASKQ_DB_NAMES": json.dumps(names),
             "PYTHONUNBUFFERED": "1",
+            **(env or {}),
         }
         self.log = log
         self._log_file = open(log, "ab")  # noqa: SIM115 - closed in wait()
@@ -92,8 +103,9 @@ def start_worker(tmp_path):
     """Start worker processes; any still running at the end are killed."""
     workers = []
 
-    def start(backend: Backend, *args: str) -> WorkerProcess:
-        worker = WorkerProcess(backend, *args, log=tmp_path / f"worker-{len(workers)}.log")
+    def start(backend: Backend, *args: str, env: dict | None = None) -> WorkerProcess:
+        log = tmp_path / f"worker-{len(workers)}.log"
+        worker = WorkerProcess(backend, *args, log=log, env=env)
         workers.append(worker)
         return worker
 

@@ -30,7 +30,11 @@ TASKS = {
     "default": {
         "BACKEND": "django_tasks_q.backends.database.DatabaseBackend",
         "QUEUES": ["default", "emails", "other"],
-        "OPTIONS": {"poll_interval": 0.05},
+        "OPTIONS": {
+            "poll_interval": 0.05,
+            # Worker subprocesses of the recovery tests use a short lease.
+            "lease": float(os.environ.get("TASKQ_TEST_LEASE", 60)),
+        },
     }
 }
 

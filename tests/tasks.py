@@ -101,3 +101,15 @@ def plain_function():
 
 
 NOT_A_TASK = 42
+
+
+@task(takes_context=True, max_retries=3)
+def long_task(context, db, path):
+    """Like wait_for_file, with retries: survives its worker being killed."""
+    return wait_for_file.call(context, db, path)
+
+
+@task(takes_context=True, max_retries=8, retry_backoff=0.05)
+def soak_task(context, db, label):
+    _record(db, label, context)
+    return label

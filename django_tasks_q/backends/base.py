@@ -149,6 +149,13 @@ class QueueBackend(BaseTaskBackend):
     supports_get_result = True
     supports_priority = True
 
+    def __init__(self, alias, params):
+        super().__init__(alias, params)
+        # Seconds an idle worker waits between looks for tasks (when nothing
+        # wakes it sooner), and how long a claim holds without renewal.
+        self.poll_interval = float(self.options.get("poll_interval", 1.0))
+        self.lease = timedelta(seconds=float(self.options.get("lease", 60)))
+
     def validate_task(self, task):
         if isinstance(task.run_after, timedelta):
             if task.run_after < timedelta(0):
@@ -209,6 +216,28 @@ class QueueBackend(BaseTaskBackend):
     def release(self, task_ids: list[str], worker_id: str) -> None:
         """Hand tasks back unfinished, so another worker takes them at once."""
         raise NotImplementedError
+
+    def register_worker(self, worker_id: str, *, queues, concurrency: int, pool: str) -> None:
+        """Add the worker to the registry the admin and CLI read."""
+        raise NotImplementedError
+
+    def heartbeat(self, worker_id: str, task_ids: list[str]) -> bool:
+        """Renew the leases of ``task_ids`` (the tasks the worker holds) and its
+        registry entry; False if the entry was gone (it was taken for dead)."""
+        raise NotImplementedError
+
+    def recover(self) -> int:
+        """Requeue (or, out of attempts, fail) tasks whose lease expired, and
+        forget dead workers. Any worker may call it; returns tasks recovered."""
+        raise NotImplementedError
+
+    def unregister_worker(self, worker_id: str) -> None:
+        raise NotImplementedError
+
+    def listen(self, queues: list[str] | None, wake):
+        """Start calling ``wake()`` when tasks for ``queues`` arrive; return
+        something with ``stop()``, or None where only polling works."""
+        return None
 
     # -- building the API's TaskResult ----------------------------------------
 

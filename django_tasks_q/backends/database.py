@@ -5,9 +5,10 @@ transaction: a rolled-back view leaves no task behind, and no worker sees a
 task before its transaction commits. The statements are in ``sql.py``.
 """
 
+import os
+import socket
 import sqlite3
 import uuid
-from datetime import timedelta
 from functools import cached_property
 
 from django.apps import apps
@@ -19,9 +20,10 @@ from django.tasks.signals import task_enqueued
 from django.utils import timezone
 
 from ..ids import uuid7
-from ..models import Task, TaskResult
+from ..models import Task, TaskResult, Worker
 from ..task import Call
 from .base import ClaimedTask, Outcome, QueueBackend
+from .listener import PostgresListener
 from .sql import queries_for
 
 RESULT_FIELDS = (
@@ -48,8 +50,6 @@ class DatabaseBackend(QueueBackend):
     def __init__(self, alias, params):
         super().__init__(alias, params)
         self.database = self.options.get("database", DEFAULT_DB_ALIAS)
-        self.poll_interval = float(self.options.get("poll_interval", 1.0))
-        self.lease = timedelta(seconds=float(self.options.get("lease", 60)))
 
     @property
     def connection(self):
@@ -135,6 +135,50 @@ class DatabaseBackend(QueueBackend):
     def release(self, task_ids, worker_id) -> None:
         with self.connection.cursor() as cursor:
             self.queries.release(cursor, task_ids, worker_id)
+
+    def register_worker(self, worker_id, *, queues, concurrency, pool) -> None:
+        now = timezone.now()
+        Worker.objects.using(self.database).update_or_create(
+            id=worker_id,
+            defaults={
+                "hostname": socket.gethostname(),
+                "pid": os.getpid(),
+                "backend": self.alias,
+                "queues": queues or [],
+                "concurrency": concurrency,
+                "pool": pool,
+                "started_at": now,
+                "last_heartbeat_at": now,
+            },
+        )
+
+    def heartbeat(self, worker_id, task_ids) -> bool:
+        now = timezone.now()
+        if task_ids:
+            with self.connection.cursor() as cursor:
+                self.queries.renew(cursor, task_ids, worker_id, now + self.lease)
+        workers = Worker.objects.using(self.database)
+        return workers.filter(id=worker_id).update(last_heartbeat_at=now) == 1
+
+    def recover(self) -> int:
+        now = timezone.now()
+        with transaction.atomic(using=self.database):
+            with self.connection.cursor() as cursor:
+                recovered = self.queries.recover(cursor, now)
+        # A worker silent for two leases is gone: its tasks were recovered above.
+        Worker.objects.using(self.database).filter(
+            last_heartbeat_at__lt=now - 2 * self.lease
+        ).delete()
+        return recovered
+
+    def unregister_worker(self, worker_id) -> None:
+        Worker.objects.using(self.database).filter(id=worker_id).delete()
+
+    def listen(self, queues, wake):
+        if self.connection.vendor != "postgresql":
+            return None
+        params = self.connection.get_connection_params()
+        return PostgresListener(params, queues, wake).start()
 
     # -- system checks ----------------------------------------------------------
 

@@ -61,15 +61,22 @@ def _claim_order(row):
 
 class PostgresQueries:
     # Any number of calls of one task in one statement; the calls' ids and
-    # arguments arrive as one JSON document.
+    # arguments arrive as one JSON document. The NOTIFY wakes idle workers
+    # when the transaction commits (never before), once per statement, and
+    # PostgreSQL folds repeats of it within a transaction into one.
     INSERT = """
-        INSERT INTO django_tasks_q_task
-            (id, task_path, queue_name, priority, status, args, kwargs,
-             run_after, enqueued_at, attempts, max_attempts, errors, worker_ids)
-        SELECT c.id, %(task_path)s, %(queue_name)s, %(priority)s, 'READY',
-               c.args, c.kwargs, %(run_after)s, %(now)s, 0, %(max_attempts)s,
-               '[]', '[]'
-        FROM jsonb_to_recordset(%(calls)s::jsonb) AS c(id uuid, args jsonb, kwargs jsonb)
+        WITH inserted AS (
+            INSERT INTO django_tasks_q_task
+                (id, task_path, queue_name, priority, status, args, kwargs,
+                 run_after, enqueued_at, attempts, max_attempts, errors, worker_ids)
+            SELECT c.id, %(task_path)s, %(queue_name)s, %(priority)s, 'READY',
+                   c.args, c.kwargs, %(run_after)s, %(now)s, 0, %(max_attempts)s,
+                   '[]', '[]'
+            FROM jsonb_to_recordset(%(calls)s::jsonb) AS c(id uuid, args jsonb, kwargs jsonb)
+            RETURNING 1
+        )
+        SELECT pg_notify('django_tasks_q', %(queue_name)s)
+        WHERE %(run_after)s <= %(now)s AND EXISTS (SELECT FROM inserted)
     """
 
     # The claim. SKIP LOCKED lets concurrent workers pass over each other's
@@ -131,14 +138,75 @@ class PostgresQueries:
         RETURNING t.id
     """
 
-    # Undo the claim: the attempt did not happen.
+    # Undo the claim: the attempt did not happen. Wake other workers for it.
     RELEASE = """
-        UPDATE django_tasks_q_task
-        SET status = 'READY', worker_id = NULL, lease_expires_at = NULL,
-            attempts = attempts - 1,
-            worker_ids = worker_ids - (-1),
-            started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END
+        WITH released AS (
+            UPDATE django_tasks_q_task
+            SET status = 'READY', worker_id = NULL, lease_expires_at = NULL,
+                attempts = attempts - 1,
+                worker_ids = worker_ids - (-1),
+                started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END
+            WHERE id = ANY(%(ids)s::uuid[]) AND worker_id = %(worker)s
+            RETURNING queue_name
+        )
+        SELECT pg_notify('django_tasks_q', queue_name) FROM released GROUP BY queue_name
+    """
+
+    # The heartbeat: push back the leases of the tasks this worker knows it
+    # holds. Not "every row with our worker_id": a claim whose reply was lost
+    # (connection cut mid-statement) must expire and be recovered.
+    RENEW = """
+        UPDATE django_tasks_q_task SET lease_expires_at = %(lease_until)s
         WHERE id = ANY(%(ids)s::uuid[]) AND worker_id = %(worker)s
+    """
+
+    # Tasks whose worker stopped renewing (killed, lost power, cut off): the
+    # attempt failed with WorkerLost. With attempts left they are ready again
+    # (RECOVER); without, they go to the history as failed (ABANDON).
+    # SKIP LOCKED: two workers recovering at once split the rows.
+    LOST_ERROR = """
+        jsonb_build_object(
+            'exception_class_path', 'django_tasks_q.exceptions.WorkerLost',
+            'traceback', 'django_tasks_q.exceptions.WorkerLost: worker '
+                || t.worker_id || ' stopped renewing its lease during attempt '
+                || t.attempts || E'\n')
+    """
+    RECOVER = f"""
+        WITH lost AS (
+            SELECT id FROM django_tasks_q_task
+            WHERE status = 'RUNNING' AND lease_expires_at < %(now)s
+              AND attempts < max_attempts
+            FOR UPDATE SKIP LOCKED
+        ), recovered AS (
+            UPDATE django_tasks_q_task AS t
+            SET status = 'READY', worker_id = NULL, lease_expires_at = NULL,
+                errors = t.errors || jsonb_build_array({LOST_ERROR})
+            FROM lost WHERE t.id = lost.id
+            RETURNING t.queue_name
+        ), notified AS (
+            SELECT pg_notify('django_tasks_q', queue_name) FROM recovered GROUP BY queue_name
+        )
+        SELECT (SELECT count(*) FROM recovered), (SELECT count(*) FROM notified)
+    """
+    ABANDON = f"""
+        WITH lost AS (
+            DELETE FROM django_tasks_q_task AS t
+            WHERE id IN (
+                SELECT id FROM django_tasks_q_task
+                WHERE status = 'RUNNING' AND lease_expires_at < %(now)s
+                  AND attempts >= max_attempts
+                FOR UPDATE SKIP LOCKED
+            )
+            RETURNING t.*, {LOST_ERROR} AS lost_error
+        )
+        INSERT INTO django_tasks_q_taskresult
+            (id, task_path, queue_name, priority, status, args, kwargs,
+             return_value, errors, worker_ids, attempts, enqueued_at, run_after,
+             started_at, last_attempted_at, finished_at)
+        SELECT id, task_path, queue_name, priority, 'FAILED', args, kwargs, NULL,
+               errors || jsonb_build_array(lost_error), worker_ids, attempts,
+               enqueued_at, run_after, started_at, last_attempted_at, %(now)s
+        FROM lost
     """
 
     def __init__(self, connection):
@@ -235,7 +303,26 @@ class PostgresQueries:
         return {str(uuid.UUID(str(row[0]))) for row in cursor.fetchall()}
 
     def release(self, cursor, task_ids, worker_id):
-        cursor.execute(self.RELEASE, {"ids": list(task_ids), "worker": worker_id})
+        cursor.execute(self.RELEASE, {"ids": self.ids_param(task_ids), "worker": worker_id})
+
+    def ids_param(self, task_ids):
+        return list(task_ids)
+
+    def renew(self, cursor, task_ids, worker_id, lease_until):
+        params = {
+            "ids": self.ids_param(task_ids),
+            "worker": worker_id,
+            "lease_until": self.param_datetime(lease_until),
+        }
+        cursor.execute(self.RENEW, params)
+
+    def recover(self, cursor, now) -> int:
+        """Requeue or fail tasks whose lease expired; returns how many."""
+        params = {"now": self.param_datetime(now)}
+        cursor.execute(self.RECOVER, params)
+        recovered = cursor.fetchone()[0]
+        cursor.execute(self.ABANDON, params)
+        return recovered + cursor.rowcount
 
 
 class SQLiteQueries(PostgresQueries):
@@ -319,6 +406,44 @@ class SQLiteQueries(PostgresQueries):
         WHERE id IN (SELECT value FROM json_each(%(ids)s)) AND worker_id = %(worker)s
     """
 
+    RENEW = """
+        UPDATE django_tasks_q_task SET lease_expires_at = %(lease_until)s
+        WHERE id IN (SELECT value FROM json_each(%(ids)s)) AND worker_id = %(worker)s
+    """
+
+    LOST_ERROR = """
+        json_object(
+            'exception_class_path', 'django_tasks_q.exceptions.WorkerLost',
+            'traceback', 'django_tasks_q.exceptions.WorkerLost: worker '
+                || worker_id || ' stopped renewing its lease during attempt '
+                || attempts || char(10))
+    """
+    RECOVER = f"""
+        UPDATE django_tasks_q_task
+        SET status = 'READY', worker_id = NULL, lease_expires_at = NULL,
+            errors = json_insert(errors, '$[#]', {LOST_ERROR})
+        WHERE status = 'RUNNING' AND lease_expires_at < %(now)s
+          AND attempts < max_attempts
+    """
+    # Two statements in the caller's transaction, as for FINISH.
+    ABANDON = f"""
+        INSERT INTO django_tasks_q_taskresult
+            (id, task_path, queue_name, priority, status, args, kwargs,
+             return_value, errors, worker_ids, attempts, enqueued_at, run_after,
+             started_at, last_attempted_at, finished_at)
+        SELECT id, task_path, queue_name, priority, 'FAILED', args, kwargs, NULL,
+               json_insert(errors, '$[#]', {LOST_ERROR}), worker_ids, attempts,
+               enqueued_at, run_after, started_at, last_attempted_at, %(now)s
+        FROM django_tasks_q_task
+        WHERE status = 'RUNNING' AND lease_expires_at < %(now)s
+          AND attempts >= max_attempts
+    """
+    ABANDON_DELETE = """
+        DELETE FROM django_tasks_q_task
+        WHERE status = 'RUNNING' AND lease_expires_at < %(now)s
+          AND attempts >= max_attempts
+    """
+
     def param_id(self, task_id: uuid.UUID) -> str:
         return task_id.hex
 
@@ -373,9 +498,17 @@ class SQLiteQueries(PostgresQueries):
         cursor.execute(self.FINISH_DELETE, params)
         return recorded
 
-    def release(self, cursor, task_ids, worker_id):
-        ids = json.dumps([self.json_id(i) for i in task_ids])
-        cursor.execute(self.RELEASE, {"ids": ids, "worker": worker_id})
+    def ids_param(self, task_ids):
+        return json.dumps([self.json_id(i) for i in task_ids])
+
+    def recover(self, cursor, now) -> int:
+        params = {"now": self.param_datetime(now)}
+        cursor.execute(self.RECOVER, params)
+        recovered = cursor.rowcount
+        cursor.execute(self.ABANDON, params)
+        abandoned = cursor.rowcount
+        cursor.execute(self.ABANDON_DELETE, params)
+        return recovered + abandoned
 
 
 def queries_for(connection):

@@ -64,6 +64,9 @@ class Worker:
         self._stop_at: float | None = None  # set by the first signal
         self._stop_now = False  # set by the second
         self._backoff = 0.0
+        # Renew leases four times per lease: one late beat is not a lost task.
+        self._heartbeat_interval = backend.lease.total_seconds() / 4
+        self._next_heartbeat = 0.0
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -71,6 +74,8 @@ class Worker:
         autodiscover()
         previous = self._install_signal_handlers()
         self.pool = ThreadPool(self.concurrency, self._job_done)
+        self._register()
+        listener = self.backend.listen(self.queues, self._wake.set)
         logger.info(
             "Worker %s started: backend %r, queues %s, concurrency %d",
             self.worker_id,
@@ -81,7 +86,10 @@ class Worker:
         try:
             self._loop()
         finally:
+            if listener is not None:
+                listener.stop()
             self.pool.shutdown()
+            self._unregister()
             self._restore_signal_handlers(previous)
         logger.info("Worker %s stopped", self.worker_id)
 
@@ -119,6 +127,8 @@ class Worker:
     def _loop(self) -> None:
         while True:
             self._wake.clear()
+            if time.monotonic() >= self._next_heartbeat:
+                self._heartbeat()
             self._collect()
             if self._pending and not self._record():
                 if self._stop_now:
@@ -160,13 +170,48 @@ class Worker:
         return self.max_tasks is not None and self._claimed_total >= self.max_tasks
 
     def _wait_time(self) -> float:
-        wait = self.poll_interval
+        wait = min(self.poll_interval, max(self._next_heartbeat - time.monotonic(), 0.0))
         deadline = self.pool.next_deadline()
         if deadline is not None:
             wait = min(wait, max(deadline - time.monotonic(), 0.0))
         if self._stop_at is not None:
             wait = min(wait, max(self._stop_at - time.monotonic(), 0.0))
         return wait
+
+    # -- liveness --------------------------------------------------------------
+
+    def _register(self) -> None:
+        try:
+            self.backend.register_worker(
+                self.worker_id, queues=self.queues, concurrency=self.concurrency, pool="thread"
+            )
+        except DatabaseError:
+            logger.exception("Could not register worker %s", self.worker_id)
+            close_old_connections()
+
+    def _unregister(self) -> None:
+        try:
+            self.backend.unregister_worker(self.worker_id)
+        except DatabaseError:
+            logger.exception("Could not unregister worker %s", self.worker_id)
+
+    def _heartbeat(self) -> None:
+        """Renew our leases, then recover tasks whose workers have died."""
+        self._next_heartbeat = time.monotonic() + self._heartbeat_interval
+        try:
+            held = [*self._in_flight, *(o.claimed.id for o in self._pending)]
+            if not self.backend.heartbeat(self.worker_id, held):
+                self._register()
+            recovered = self.backend.recover()
+        except DatabaseError:
+            logger.exception("Heartbeat failed; will retry")
+            close_old_connections()
+            self._next_heartbeat = time.monotonic() + min(self._heartbeat_interval, 1.0)
+            return
+        if recovered:
+            logger.warning("Recovered %d task(s) from workers that stopped renewing", recovered)
+
+    # -- claiming and recording ----------------------------------------------------
 
     def _claim(self) -> list[ClaimedTask] | None:
         free = self._free_slots()

@@ -1,0 +1,55 @@
+"""Wake idle workers the moment a task is committed: PostgreSQL LISTEN/NOTIFY.
+
+Enqueueing runs ``pg_notify('django_tasks_q', <queue>)`` in the enqueueing
+transaction (see ``sql.py``), so the notification is delivered when, and only
+if, that transaction commits. The listener holds its own connection (LISTEN
+lasts as long as the session) and only sets an event: the worker's loop does
+the claiming. Polling stays as the fallback, so a lost notification costs at
+most one poll interval.
+"""
+
+import logging
+import threading
+from collections.abc import Callable
+
+import psycopg
+
+logger = logging.getLogger("django_tasks_q.worker")
+
+CHANNEL = "django_tasks_q"
+MAX_BACKOFF = 30.0
+
+
+class PostgresListener:
+    def __init__(self, connection_params: dict, queues: list[str] | None, wake: Callable[[], None]):
+        self._params = {**connection_params, "autocommit": True}
+        self._queues = set(queues) if queues else None
+        self._wake = wake
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="taskq-listener", daemon=True)
+
+    def start(self) -> "PostgresListener":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        backoff = 0.0
+        while not self._stopped.is_set():
+            try:
+                with psycopg.connect(**self._params) as connection:
+                    connection.execute(f"LISTEN {CHANNEL}")
+                    backoff = 0.0
+                    # Anything committed while we were not listening: look now.
+                    self._wake()
+                    while not self._stopped.is_set():
+                        for notification in connection.notifies(timeout=1.0):
+                            if self._queues is None or notification.payload in self._queues:
+                                self._wake()
+            except psycopg.Error as error:
+                backoff = min(max(backoff * 2, 0.5), MAX_BACKOFF)
+                logger.warning("LISTEN connection failed (%s); retrying in %.1f s", error, backoff)
+                self._stopped.wait(backoff)

@@ -1,0 +1,195 @@
+"""What happens when things go wrong: killed workers, lost connections, wake-ups."""
+
+import random
+import signal
+import time
+import uuid
+
+from django.db import connections, transaction
+from django.tasks import TaskResultStatus, task_backends
+
+from django_tasks_q.models import Task, TaskResult, Worker
+
+from . import tasks
+from .conftest import wait_until
+from .models import Execution
+
+# Worker subprocesses here hold claims for 1.5 s and renew them every 0.375 s,
+# so a killed worker's tasks come back quickly.
+SHORT_LEASE = {"TASKQ_TEST_LEASE": "1.5"}
+
+
+def enqueue(backend, task, *args):
+    return task.using(backend=backend.alias).enqueue(*args)
+
+
+def started(backend, n):
+    return lambda: Execution.objects.using(backend.database).filter(label="started").count() >= n
+
+
+def finished_count(backend):
+    return TaskResult.objects.using(backend.database).count()
+
+
+def test_killed_worker_tasks_are_finished_by_another(queue_db, start_worker, tmp_path):
+    release = tmp_path / "release"
+    results = [
+        enqueue(queue_db, tasks.long_task, queue_db.database, str(release)) for _ in range(4)
+    ]
+    first = start_worker(queue_db, "--concurrency", "4", "--worker-id", "doomed", env=SHORT_LEASE)
+    wait_until(started(queue_db, 4), message="all four tasks to start")
+    first.process.send_signal(signal.SIGKILL)
+    first.wait()
+
+    release.touch()
+    second = start_worker(queue_db, "--worker-id", "rescuer", env=SHORT_LEASE)
+    wait_until(lambda: finished_count(queue_db) == 4, message="the rescuer to finish them")
+    second.signal()
+    assert second.wait() == 0
+
+    assert Task.objects.using(queue_db.database).count() == 0
+    for result in results:
+        fresh = task_backends[queue_db.alias].get_result(result.id)
+        assert fresh.status == TaskResultStatus.SUCCESSFUL
+        assert fresh.attempts == 2
+        assert fresh.worker_ids == ["doomed", "rescuer"]
+        assert [e.exception_class_path for e in fresh.errors] == [
+            "django_tasks_q.exceptions.WorkerLost"
+        ]
+        assert "worker doomed stopped renewing its lease during attempt 1" in (
+            fresh.errors[0].traceback
+        )
+    assert "Recovered 4 task(s)" in second.output()
+
+
+def test_lost_task_out_of_attempts_fails_with_worker_lost(queue_db, start_worker, tmp_path):
+    result = enqueue(queue_db, tasks.wait_for_file, queue_db.database, str(tmp_path / "never"))
+    doomed = start_worker(queue_db, "--worker-id", "doomed", env=SHORT_LEASE)
+    wait_until(started(queue_db, 1), message="the task to start")
+    doomed.process.send_signal(signal.SIGKILL)
+    doomed.wait()
+
+    rescuer = start_worker(queue_db, env=SHORT_LEASE)
+    wait_until(lambda: finished_count(queue_db) == 1, message="the lost task to be failed")
+    rescuer.signal()
+    assert rescuer.wait() == 0
+
+    fresh = task_backends[queue_db.alias].get_result(result.id)
+    assert fresh.status == TaskResultStatus.FAILED
+    assert fresh.attempts == 1  # max_retries=0: the lost attempt was the only one
+    assert fresh.errors[-1].exception_class_path == "django_tasks_q.exceptions.WorkerLost"
+    # The dead worker was dropped from the registry once it had been silent for two leases.
+    wait_until(
+        lambda: (
+            not Worker.objects.using(queue_db.database).filter(id="doomed").exists()
+            or rescuer.process.poll() is not None
+        ),
+        message="the registry to forget the dead worker",
+    )
+
+
+def test_worker_registry_while_running(queue_db, start_worker):
+    worker = start_worker(queue_db, "--queue", "emails", "--concurrency", "3", "--worker-id", "w1")
+    entry = wait_until(
+        lambda: Worker.objects.using(queue_db.database).filter(id="w1").first(),
+        message="the worker to register",
+    )
+    assert (entry.backend, entry.queues, entry.concurrency, entry.pool) == (
+        queue_db.alias,
+        ["emails"],
+        3,
+        "thread",
+    )
+    assert entry.pid == worker.process.pid
+    worker.signal()
+    assert worker.wait() == 0
+    assert not Worker.objects.using(queue_db.database).filter(id="w1").exists()
+
+
+def test_soak_workers_killed_and_restarted_at_random(queue_db, start_worker):
+    """Every task ends up recorded exactly once, whatever is killed when."""
+    count = 3000
+    db = queue_db.database
+    with transaction.atomic(using=db):
+        ids = {
+            r.id
+            for r in tasks.soak_task.using(backend=queue_db.alias).enqueue_many(
+                [(db, f"t{i}") for i in range(count)]
+            )
+        }
+    rng = random.Random(20261123)  # the kill schedule is fixed; the timing is the machine's
+    args = ("--concurrency", "4")
+    workers = [start_worker(queue_db, *args, env=SHORT_LEASE) for _ in range(2)]
+    for _ in range(6):
+        time.sleep(rng.uniform(0.2, 1.0))
+        victim = rng.randrange(len(workers))
+        workers[victim].process.send_signal(signal.SIGKILL)
+        workers[victim].wait()
+        workers[victim] = start_worker(queue_db, *args, env=SHORT_LEASE)
+    wait_until(lambda: finished_count(queue_db) == count, timeout=300, message="every task")
+    for worker in workers:
+        worker.signal()
+        assert worker.wait() == 0
+
+    assert Task.objects.using(db).count() == 0
+    results = TaskResult.objects.using(db)
+    assert set(results.values_list("id", flat=True).iterator()) == {uuid.UUID(i) for i in ids}
+    assert set(results.values_list("status", flat=True).distinct()) == {"SUCCESSFUL"}
+    # At least once: a task killed mid-run ran again; none ran zero times.
+    ran = set(Execution.objects.using(db).values_list("task_id", flat=True).distinct())
+    assert ran == ids
+
+
+def test_terminated_connections_are_reopened_and_nothing_is_lost(postgres_queue_db, start_worker):
+    queue_db = postgres_queue_db
+    count = 1500
+    db = queue_db.database
+    tasks.soak_task.using(backend=queue_db.alias).enqueue_many(
+        [(db, f"t{i}") for i in range(count)]
+    )
+    worker = start_worker(queue_db, "--concurrency", "4", env=SHORT_LEASE)
+    kills = 0
+    with connections[db].cursor() as cursor:
+        while finished_count(queue_db) < count and kills < 5:
+            wait_until(
+                lambda: (
+                    Task.objects.using(db).filter(status="RUNNING").exists()
+                    or finished_count(queue_db) == count
+                ),
+                message="the worker to be busy",
+            )
+            cursor.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            kills += cursor.fetchone()[0] > 0
+            time.sleep(0.3)
+    wait_until(lambda: finished_count(queue_db) == count, timeout=300, message="every task")
+    worker.signal()
+    assert worker.wait() == 0
+
+    assert kills >= 1
+    assert Task.objects.using(db).count() == 0
+    assert set(TaskResult.objects.using(db).values_list("status", flat=True).distinct()) == {
+        "SUCCESSFUL"
+    }
+    output = worker.output()
+    assert "terminating connection" in output or "server closed the connection" in output
+
+
+def test_enqueue_wakes_an_idle_postgres_worker(postgres_queue_db, start_worker):
+    """SQLite has no LISTEN/NOTIFY: there, workers poll."""
+    queue_db = postgres_queue_db
+    # Poll and heartbeat so rarely that only the notification can explain a pickup.
+    worker = start_worker(queue_db, "--poll-interval", "600", env={"TASKQ_TEST_LEASE": "2400"})
+    wait_until(lambda: "started" in worker.output(), message="the worker to start")
+    time.sleep(0.5)  # let it go idle
+    for i in range(3):
+        result = enqueue(queue_db, tasks.add, i, i)
+        wait_until(
+            lambda r=result: task_backends[queue_db.alias].get_result(r.id).is_finished,
+            timeout=60,
+            message="the notification to wake the worker",
+        )
+    worker.signal()
+    assert worker.wait() == 0
