@@ -1,6 +1,8 @@
 """Tasks the tests enqueue. Each records its runs in ``Execution`` on ``db``."""
 
 import asyncio
+import os
+import threading
 import time
 from pathlib import Path
 
@@ -113,3 +115,30 @@ def long_task(context, db, path):
 def soak_task(context, db, label):
     _record(db, label, context)
     return label
+
+
+@task(takes_context=True)
+def record_pid(context, db):
+    _record(db, f"pid:{os.getpid()}", context)
+    return os.getpid()
+
+
+@task(max_retries=1, retry_backoff=0)
+def crash(code):
+    """Die the way a segfault or the OOM killer would end a process."""
+    os._exit(code)
+
+
+@task(takes_context=True, timeout=30)
+async def async_barrier(context, db, parties):
+    """Finishes only once ``parties`` of these run at the same time."""
+    await sync_to_async(_record)(db, f"thread:{threading.current_thread().name}", context)
+    count = sync_to_async(Execution.objects.using(db).filter(label__startswith="thread:").count)
+    while await count() < parties:
+        await asyncio.sleep(0.02)
+    return "met"
+
+
+@task(takes_context=True, timeout=0.3, max_retries=0)
+async def async_overrun(context, db):
+    await asyncio.sleep(30)

@@ -14,9 +14,9 @@ from . import tasks
 from .conftest import wait_until
 from .models import Execution
 
-# Worker subprocesses here hold claims for 1.5 s and renew them every 0.375 s,
+# Worker subprocesses here hold claims for 3 s and renew them every 0.75 s,
 # so a killed worker's tasks come back quickly.
-SHORT_LEASE = {"TASKQ_TEST_LEASE": "1.5"}
+SHORT_LEASE = {"TASKQ_TEST_LEASE": "3"}
 
 
 def enqueue(backend, task, *args):

@@ -3,7 +3,7 @@
 from django.tasks import TaskResultStatus, task_backends
 from django.tasks.signals import task_finished, task_started
 
-from django_tasks_q.worker import Worker
+from django_tasks_q.worker.worker import Worker
 
 from . import tasks
 

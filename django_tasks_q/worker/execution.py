@@ -1,9 +1,16 @@
-"""One attempt at one task: call it, and decide what its ending means."""
+"""One attempt at one task: call it, and decide what its ending means.
+
+The same functions serve every executor: the thread pool calls
+``run_attempt`` in its threads, the process pool in its children, and the
+asyncio loop awaits ``arun_attempt``.
+"""
 
 import time
+from dataclasses import dataclass, field
 from datetime import timedelta
 from traceback import format_exception
 
+from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 from django.tasks import TaskContext
 from django.tasks.signals import task_started
@@ -18,29 +25,36 @@ class TaskTimeout(Exception):
     """The attempt ran longer than the task's ``timeout``."""
 
 
-def run_attempt(backend, claimed: ClaimedTask, task) -> Outcome:
-    """Run ``task`` for ``claimed`` in this thread and return the outcome."""
-    started = time.monotonic()
+@dataclass(slots=True)
+class Job:
+    """A claimed task handed to an executor."""
+
+    claimed: ClaimedTask
+    task: object  # the registered django.tasks.Task
+    timeout: float | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def deadline(self) -> float:
+        return self.started + self.timeout
+
+
+def _start(backend, claimed: ClaimedTask, task) -> list:
+    """Send task_started; return the positional arguments for the call."""
     result = backend.result_for_claimed(claimed, task)
     task_started.send(sender=type(backend), task_result=result)
-    # As Django does around a request: drop connections that are broken or
-    # past CONN_MAX_AGE, so a long-lived worker thread doesn't hold a dead one.
-    close_old_connections()
+    if task.takes_context:
+        return [TaskContext(task_result=result), *claimed.args]
+    return claimed.args
+
+
+def _succeeded(claimed: ClaimedTask, value, started: float) -> Outcome:
     try:
-        args = claimed.args
-        if task.takes_context:
-            args = [TaskContext(task_result=result), *args]
-        value = task.call(*args, **claimed.kwargs)
-        try:
-            value = json_round_trip(value)
-        except TypeError as problem:
-            raise TypeError(
-                f"The return value of {claimed.task_path} is not JSON-serialisable: {problem}."
-            ) from None
-    except BaseException as error:  # noqa: BLE001 - a task's failure is data
-        return failed_attempt(claimed, task, error, started)
-    finally:
-        close_old_connections()
+        value = json_round_trip(value)
+    except TypeError as problem:
+        raise TypeError(
+            f"The return value of {claimed.task_path} is not JSON-serialisable: {problem}."
+        ) from None
     return Outcome(
         claimed=claimed,
         status="SUCCESSFUL",
@@ -48,6 +62,34 @@ def run_attempt(backend, claimed: ClaimedTask, task) -> Outcome:
         duration=time.monotonic() - started,
         return_value=value,
     )
+
+
+def run_attempt(backend, claimed: ClaimedTask, task) -> Outcome:
+    """Run ``task`` for ``claimed`` in this thread and return the outcome."""
+    started = time.monotonic()
+    # As Django does around a request: drop connections that are broken or
+    # past CONN_MAX_AGE, so a long-lived worker thread doesn't hold a dead one.
+    close_old_connections()
+    try:
+        args = _start(backend, claimed, task)
+        return _succeeded(claimed, task.call(*args, **claimed.kwargs), started)
+    except BaseException as error:  # noqa: BLE001 - a task's failure is data
+        return failed_attempt(claimed, task, error, started)
+    finally:
+        close_old_connections()
+
+
+async def arun_attempt(backend, claimed: ClaimedTask, task) -> Outcome:
+    """``run_attempt`` for an ``async def`` task, on the worker's event loop."""
+    started = time.monotonic()
+    await sync_to_async(close_old_connections)()
+    try:
+        args = _start(backend, claimed, task)
+        return _succeeded(claimed, await task.acall(*args, **claimed.kwargs), started)
+    except Exception as error:  # noqa: BLE001 - not CancelledError: a timeout cancels
+        return failed_attempt(claimed, task, error, started)
+    finally:
+        await sync_to_async(close_old_connections)()
 
 
 def failed_attempt(claimed: ClaimedTask, task, error: BaseException, started: float) -> Outcome:
@@ -74,9 +116,8 @@ def failed_attempt(claimed: ClaimedTask, task, error: BaseException, started: fl
     return outcome
 
 
-def timed_out_attempt(claimed: ClaimedTask, task, started: float) -> Outcome:
+def timed_out_attempt(job: Job, what_happened: str) -> Outcome:
     error = TaskTimeout(
-        f"{claimed.task_path} ran longer than its timeout of {task.timeout} s; "
-        "its thread was abandoned."
+        f"{job.claimed.task_path} ran longer than its timeout of {job.timeout} s; {what_happened}."
     )
-    return failed_attempt(claimed, task, error, started)
+    return failed_attempt(job.claimed, job.task, error, job.started)

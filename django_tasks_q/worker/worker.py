@@ -13,6 +13,7 @@ import signal
 import socket
 import threading
 import time
+from inspect import iscoroutinefunction
 
 from django.db import Error as DatabaseError
 from django.db import close_old_connections
@@ -22,8 +23,10 @@ from django.utils.crypto import get_random_string
 from ..backends.base import ClaimedTask, Outcome
 from ..exceptions import TaskNotRegistered
 from ..registry import autodiscover, resolve
-from .execution import failed_attempt, run_attempt, timed_out_attempt
-from .pool import Job, ThreadPool
+from .asyncio_loop import AsyncioLoop
+from .execution import Job, failed_attempt
+from .processes import ProcessPool
+from .threads import ThreadPool
 
 logger = logging.getLogger("django_tasks_q.worker")
 
@@ -46,6 +49,8 @@ class Worker:
         poll_interval: float | None = None,
         shutdown_timeout: float = 30.0,
         worker_id: str | None = None,
+        pool: str = "thread",
+        max_tasks_per_child: int | None = None,
     ):
         self.backend = backend
         self.queues = queues  # None: every queue
@@ -55,10 +60,12 @@ class Worker:
         self.poll_interval = poll_interval or backend.poll_interval
         self.shutdown_timeout = shutdown_timeout
         self.worker_id = worker_id or default_worker_id()
+        self.pool_kind = pool
+        self.max_tasks_per_child = max_tasks_per_child
 
         self._wake = threading.Event()
         self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
-        self._in_flight: dict[str, tuple[ClaimedTask, object]] = {}
+        self._in_flight: dict[str, ClaimedTask] = {}
         self._pending: list[Outcome] = []  # outcomes not yet recorded
         self._claimed_total = 0
         self._stop_at: float | None = None  # set by the first signal
@@ -73,14 +80,22 @@ class Worker:
     def run(self) -> None:
         autodiscover()
         previous = self._install_signal_handlers()
-        self.pool = ThreadPool(self.concurrency, self._job_done)
+        if self.pool_kind == "process":
+            self.pool = ProcessPool(
+                self.backend, self.concurrency, self._job_done, self.max_tasks_per_child
+            )
+            self.asyncio = None  # async tasks run in the children too
+        else:
+            self.pool = ThreadPool(self.backend, self.concurrency, self._job_done)
+            self.asyncio = AsyncioLoop(self.backend, self._job_done)
         self._register()
         listener = self.backend.listen(self.queues, self._wake.set)
         logger.info(
-            "Worker %s started: backend %r, queues %s, concurrency %d",
+            "Worker %s started: backend %r, queues %s, %s pool of %d",
             self.worker_id,
             self.backend.alias,
             ", ".join(self.queues) if self.queues else "(all)",
+            self.pool_kind,
             self.concurrency,
         )
         try:
@@ -89,6 +104,8 @@ class Worker:
             if listener is not None:
                 listener.stop()
             self.pool.shutdown()
+            if self.asyncio is not None:
+                self.asyncio.shutdown()
             self._unregister()
             self._restore_signal_handlers(previous)
         logger.info("Worker %s stopped", self.worker_id)
@@ -183,7 +200,10 @@ class Worker:
     def _register(self) -> None:
         try:
             self.backend.register_worker(
-                self.worker_id, queues=self.queues, concurrency=self.concurrency, pool="thread"
+                self.worker_id,
+                queues=self.queues,
+                concurrency=self.concurrency,
+                pool=self.pool_kind,
             )
         except DatabaseError:
             logger.exception("Could not register worker %s", self.worker_id)
@@ -235,21 +255,20 @@ class Worker:
             self._pending.append(failed_attempt(claimed, None, error, time.monotonic()))
             self._wake.set()
             return
-        self._in_flight[claimed.id] = (claimed, task)
-        self.pool.submit(
-            Job(
-                key=claimed.id,
-                run=lambda: run_attempt(self.backend, claimed, task),
-                timeout=getattr(task, "timeout", None),
-            )
-        )
+        self._in_flight[claimed.id] = claimed
+        job = Job(claimed, task, timeout=getattr(task, "timeout", None))
+        if self.asyncio is not None and iscoroutinefunction(task.func):
+            self.asyncio.submit(job)
+        else:
+            self.pool.submit(job)
 
-    def _job_done(self, job: Job, outcome: Outcome) -> None:
-        # In a pool thread: hand over to the loop, which owns all queue state.
+    def _job_done(self, outcome: Outcome) -> None:
+        # In an executor's thread: hand over to the loop, which owns all queue state.
         self._done.put(outcome)
         self._wake.set()
 
     def _collect(self) -> None:
+        self.pool.expire()  # timed-out attempts arrive as outcomes too
         while True:
             try:
                 outcome = self._done.get_nowait()
@@ -257,10 +276,6 @@ class Worker:
                 break
             if self._in_flight.pop(outcome.claimed.id, None) is not None:
                 self._pending.append(outcome)
-        for job in self.pool.expire():
-            claimed, task = self._in_flight.pop(job.key)
-            started = job.deadline - job.timeout
-            self._pending.append(timed_out_attempt(claimed, task, started))
 
     def _record(self) -> bool:
         try:

@@ -6,7 +6,7 @@ from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
 from django.tasks.exceptions import InvalidTaskBackend
 
 from django_tasks_q.backends.base import QueueBackend
-from django_tasks_q.worker import Worker
+from django_tasks_q.worker.worker import Worker
 
 
 class Command(BaseCommand):
@@ -30,7 +30,19 @@ class Command(BaseCommand):
             "--concurrency",
             type=int,
             default=4,
-            help="Tasks run at once, each in its own thread (default: %(default)s).",
+            help="Tasks run at once: threads or child processes (default: %(default)s).",
+        )
+        parser.add_argument(
+            "--pool",
+            choices=["thread", "process"],
+            default="thread",
+            help="Run tasks in threads (default; async tasks share one event loop), "
+            "or in child processes: for CPU-bound work, and timeouts that kill.",
+        )
+        parser.add_argument(
+            "--max-tasks-per-child",
+            type=int,
+            help="With --pool process: replace a child after it has run this many tasks.",
         )
         parser.add_argument(
             "--burst",
@@ -72,6 +84,10 @@ class Command(BaseCommand):
                 )
         if concurrency < 1:
             raise CommandError("--concurrency must be at least 1.")
+        if options["max_tasks_per_child"] is not None and (
+            options["pool"] != "process" or options["max_tasks_per_child"] < 1
+        ):
+            raise CommandError("--max-tasks-per-child needs --pool process and a number >= 1.")
         self._configure_logging(options["verbosity"])
         Worker(
             queue_backend,
@@ -82,6 +98,8 @@ class Command(BaseCommand):
             poll_interval=options["poll_interval"],
             shutdown_timeout=options["shutdown_timeout"],
             worker_id=options["worker_id"],
+            pool=options["pool"],
+            max_tasks_per_child=options["max_tasks_per_child"],
         ).run()
 
     def _configure_logging(self, verbosity):

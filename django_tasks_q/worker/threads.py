@@ -1,4 +1,5 @@
-"""A fixed number of threads that run tasks, and give up on ones that overrun.
+"""The thread pool: a fixed number of threads that run tasks, and give up on
+ones that overrun.
 
 A Python thread cannot be stopped from outside, so a task past its timeout is
 abandoned: the pool reports it as timed out at once, starts a fresh thread in
@@ -10,20 +11,13 @@ exits); use the process pool where a task must really be stopped.
 import queue
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 
-
-@dataclass(slots=True)
-class Job:
-    key: str
-    run: Callable[[], object]
-    timeout: float | None
-    deadline: float | None = None  # time.monotonic() once started
+from .execution import Job, run_attempt, timed_out_attempt
 
 
 class ThreadPool:
-    def __init__(self, size: int, on_done: Callable[[Job, object], None]):
+    def __init__(self, backend, size: int, on_done):
+        self._backend = backend
         self._on_done = on_done
         self._inbox: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -43,34 +37,30 @@ class ThreadPool:
     def _work(self):
         while (job := self._inbox.get()) is not None:
             with self._lock:
-                if job.timeout is not None:
-                    job.deadline = time.monotonic() + job.timeout
-                self._running[job.key] = job
-            result = job.run()
+                job.started = time.monotonic()
+                self._running[job.claimed.id] = job
+            outcome = run_attempt(self._backend, job.claimed, job.task)
             with self._lock:
-                abandoned = self._running.pop(job.key, None) is not job
+                abandoned = self._running.pop(job.claimed.id, None) is not job
             if abandoned:
-                return  # a new thread has taken this one's place
-            self._on_done(job, result)
+                return  # timed out: a new thread has taken this one's place
+            self._on_done(outcome)
 
     def next_deadline(self) -> float | None:
         with self._lock:
-            deadlines = [j.deadline for j in self._running.values() if j.deadline]
+            deadlines = [job.deadline for job in self._running.values() if job.timeout]
         return min(deadlines, default=None)
 
-    def expire(self) -> list[Job]:
-        """Abandon and return the jobs running past their deadline."""
+    def expire(self) -> None:
+        """Report and abandon the tasks running past their timeout."""
         now = time.monotonic()
         with self._lock:
-            expired = [
-                job
-                for job in self._running.values()
-                if job.deadline is not None and job.deadline <= now
-            ]
+            expired = [job for job in self._running.values() if job.timeout and job.deadline <= now]
             for job in expired:
-                del self._running[job.key]
+                del self._running[job.claimed.id]
                 self._start_thread()
-        return expired
+        for job in expired:
+            self._on_done(timed_out_attempt(job, "its thread was abandoned"))
 
     def shutdown(self) -> None:
         """Let idle threads exit; busy ones are daemons and end with the process."""

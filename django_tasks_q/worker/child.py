@@ -1,0 +1,40 @@
+"""The entry point of a process-pool child.
+
+Kept apart from ``processes.py`` because a spawned child imports this module
+before Django is set up: nothing here may import models at the top.
+"""
+
+import signal
+import time
+
+
+def main(connection, backend_alias: str) -> None:
+    # Ctrl-C and a service manager's SIGTERM reach the whole process group:
+    # the worker decides when its children stop, not the signal.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    import django
+
+    django.setup()
+    from django.tasks import task_backends
+
+    from ..exceptions import TaskNotRegistered
+    from ..registry import autodiscover, resolve
+    from .execution import failed_attempt, run_attempt
+
+    autodiscover()
+    backend = task_backends[backend_alias]
+    while True:
+        try:
+            claimed = connection.recv()
+        except EOFError:  # the worker is gone
+            return
+        if claimed is None:
+            return
+        # Resolved here, from the registry: the pipe carries data, not code.
+        try:
+            task = resolve(claimed.task_path)
+        except TaskNotRegistered as error:
+            connection.send(failed_attempt(claimed, None, error, time.monotonic()))
+            continue
+        connection.send(run_attempt(backend, claimed, task))
