@@ -11,12 +11,13 @@ subclass and register again to show another.
 
 import json
 import uuid
+from datetime import timedelta
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q
+from django.db.models import Max, Min, Q, QuerySet
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -152,11 +153,52 @@ class StateFilter(admin.SimpleListFilter):
 # -- the shared part ---------------------------------------------------------------
 
 
+class ProbedDatesQuerySet(QuerySet):
+    """``datetimes()`` for the date hierarchy without reading every row.
+
+    Django's asks ``SELECT DISTINCT DATE_TRUNC(...)`` over every matching row:
+    0.6 s at a million results, on each page load. This asks, for each year,
+    month or day between the first and the last row, whether any row falls in
+    it: at most 31 index probes, whatever the size of the table.
+    """
+
+    def datetimes(self, field_name, kind, order="ASC", tzinfo=None):
+        if kind not in ("year", "month", "day"):
+            return super().datetimes(field_name, kind, order, tzinfo)
+        tz = tzinfo or timezone.get_current_timezone()
+        bounds = self.aggregate(first=Min(field_name), last=Max(field_name))
+        if bounds["first"] is None:
+            return []
+        first, last = (timezone.localtime(bounds[k], tz) for k in ("first", "last"))
+        start = first.replace(hour=0, minute=0, second=0, microsecond=0)
+        if kind in ("year", "month"):
+            start = start.replace(day=1)
+        if kind == "year":
+            start = start.replace(month=1)
+        found = []
+        while start <= last:
+            if kind == "day":
+                end = start + timedelta(days=1)
+            elif kind == "month":
+                end = start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+            else:
+                end = start.replace(year=start.year + 1)
+            if self.filter(**{f"{field_name}__gte": start, f"{field_name}__lt": end}).exists():
+                found.append(start)
+            start = end
+        return found[::-1] if order == "DESC" else found
+
+
 class LeanChangeList(ChangeList):
     def get_queryset(self, request, exclude_parameters=None):
         # A list page shows none of the JSON payloads: don't read them.
         queryset = super().get_queryset(request, exclude_parameters)
-        return queryset.defer(*self.model_admin.list_defer)
+        queryset = queryset.defer(*self.model_admin.list_defer)
+        if self.model_admin.probe_dates:
+            queryset = ProbedDatesQuerySet(
+                model=queryset.model, query=queryset.query, using=queryset.db
+            )
+        return queryset
 
 
 class QueueModelAdmin(admin.ModelAdmin):
@@ -165,6 +207,7 @@ class QueueModelAdmin(admin.ModelAdmin):
     show_full_result_count = False  # no second COUNT(*) over the whole table
     list_per_page = 50
     list_defer = ("args", "kwargs", "errors")
+    probe_dates = False  # see ProbedDatesQuerySet: for tables too big to scan
     search_fields = ("task_path",)  # shows the search box; see get_search_results
     search_help_text = _("A task id, or part of a task's dotted path.")
 
@@ -419,6 +462,7 @@ class TaskResultAdmin(QueueModelAdmin):
     )
     list_filter = ("status", QueueFilter, TaskNameFilter)
     list_defer = ("args", "kwargs", "errors", "return_value")
+    probe_dates = True
     date_hierarchy = "finished_at"
     ordering = ("-finished_at",)
     actions = ("retry_results", "rerun_results", "delete_results")

@@ -1,7 +1,7 @@
 """The admin: lists, detail pages, actions with their confirmation, permissions,
 and the dashboard; on SQLite and PostgreSQL."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.contrib.auth.models import Permission, User
@@ -368,3 +368,21 @@ def test_dashboard_is_linked_from_the_admin_index_for_staff_only(admin_queue, su
 
     viewer = user("viewer", "view_task")
     assert viewer.get(DASHBOARD_URL).status_code == 200
+
+
+def test_date_hierarchy_probes_the_index_instead_of_reading_every_row(admin_queue, superuser):
+    march = datetime(2025, 3, 1, 12, tzinfo=UTC)
+    for day in (3, 17, 17):
+        make_result(admin_queue, finished_at=march.replace(day=day))
+    make_result(admin_queue, finished_at=datetime(2024, 12, 31, 23, tzinfo=UTC))
+
+    with CaptureQueriesContext(connections[admin_queue.database]) as queries:
+        years = superuser.get(RESULTS_URL).content.decode()
+    assert "finished_at__year=2024" in years and "finished_at__year=2025" in years
+    assert not any("DISTINCT" in q["sql"] for q in queries)
+
+    days = superuser.get(RESULTS_URL + "?finished_at__year=2025&finished_at__month=3")
+    links = days.content.decode()
+    assert "finished_at__day=3" in links and "finished_at__day=17" in links
+    assert "finished_at__day=4" not in links
+    assert len(days.context["cl"].result_list) == 3
