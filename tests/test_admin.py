@@ -386,3 +386,19 @@ def test_date_hierarchy_probes_the_index_instead_of_reading_every_row(admin_queu
     assert "finished_at__day=3" in links and "finished_at__day=17" in links
     assert "finished_at__day=4" not in links
     assert len(days.context["cl"].result_list) == 3
+
+
+def test_delete_from_the_detail_page(admin_queue, superuser):
+    result = make_result(admin_queue)
+    url = reverse("admin:django_tasks_q_taskresult_delete", args=[result.pk])
+    assert "Are you sure" in superuser.get(url).content.decode()
+    superuser.post(url, {"post": "yes"})
+    assert not history(admin_queue).exists()
+
+    waiting = make_task(admin_queue)
+    superuser.post(reverse("admin:django_tasks_q_task_delete", args=[waiting.pk]), {"post": "yes"})
+    assert not queue(admin_queue).exists()
+    running = make_task(admin_queue, status=TaskStatus.RUNNING)
+    url = reverse("admin:django_tasks_q_task_delete", args=[running.pk])
+    assert superuser.post(url, {"post": "yes"}).status_code == 403
+    assert list(queue(admin_queue)) == [running]
