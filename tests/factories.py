@@ -22,7 +22,7 @@ def enqueue(backend, task, *args, **kwargs):
 
 def claim(backend, worker_id="test-worker", limit=100):
     """Mark ready tasks RUNNING, as a worker's claim does."""
-    return task_backends[backend.alias].claim(None, limit, worker_id)
+    return task_backends[backend.alias].record_and_claim([], None, limit, worker_id)[1]
 
 
 def make_result(

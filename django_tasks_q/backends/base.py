@@ -205,12 +205,12 @@ class QueueBackend(BaseTaskBackend):
 
     # -- the worker's half: implemented by each store ------------------------
 
-    def claim(self, queues: list[str] | None, limit: int, worker_id: str) -> list[ClaimedTask]:
-        """Take up to ``limit`` ready tasks for ``worker_id``; None means any queue."""
-        raise NotImplementedError
-
-    def record(self, outcomes: list[Outcome], worker_id: str) -> list[Outcome]:
-        """Store outcomes; return those of tasks ``worker_id`` still held."""
+    def record_and_claim(
+        self, outcomes: list[Outcome], queues: list[str] | None, limit: int, worker_id: str
+    ) -> tuple[list[Outcome], list[ClaimedTask]]:
+        """Store ``outcomes`` (returning those of tasks ``worker_id`` still
+        held), then take up to ``limit`` ready tasks from ``queues`` (None: any
+        queue) for ``worker_id``. One call, so a store can do both at once."""
         raise NotImplementedError
 
     def release(self, task_ids: list[str], worker_id: str) -> None:

@@ -22,7 +22,7 @@ from django.utils import timezone
 from ..ids import uuid7
 from ..models import Task, TaskResult, Worker
 from ..task import Call
-from .base import ClaimedTask, Outcome, QueueBackend
+from .base import Outcome, QueueBackend
 from .listener import PostgresListener
 from .sql import queries_for
 
@@ -44,12 +44,18 @@ RESULT_FIELDS = (
 class DatabaseBackend(QueueBackend):
     """OPTIONS: ``database`` (the alias holding the queue, default "default"),
     ``poll_interval`` (seconds an idle worker waits between looks, default 1),
-    ``lease`` (seconds a claim is good for before it must be renewed, default 60).
+    ``lease`` (seconds a claim is good for before it must be renewed, default 60),
+    ``synchronous_commit`` (PostgreSQL: whether the worker's claims and records
+    wait for the WAL flush, default True).
     """
 
     def __init__(self, alias, params):
         super().__init__(alias, params)
         self.database = self.options.get("database", DEFAULT_DB_ALIAS)
+        # PostgreSQL: whether the worker's own claims and records wait for the
+        # WAL flush. Off, a database crash can lose the last moments of them,
+        # and those tasks then run again: never lost, as at-least-once allows.
+        self.synchronous_commit = bool(self.options.get("synchronous_commit", True))
 
     @property
     def connection(self):
@@ -115,22 +121,24 @@ class DatabaseBackend(QueueBackend):
 
     # -- the worker's store -----------------------------------------------------
 
-    def claim(self, queues, limit, worker_id) -> list[ClaimedTask]:
-        now = timezone.now()
-        with self.connection.cursor() as cursor:
-            return self.queries.claim(cursor, queues, limit, worker_id, now, now + self.lease)
-
-    def record(self, outcomes, worker_id) -> list[Outcome]:
+    def record_and_claim(self, outcomes, queues, limit, worker_id):
+        """Record ``outcomes`` and claim up to ``limit`` more, with one commit."""
         finished = [o for o in outcomes if o.status != Outcome.RETRY]
         retried = [o for o in outcomes if o.status == Outcome.RETRY]
-        recorded = set()
-        with transaction.atomic(using=self.database):
-            with self.connection.cursor() as cursor:
-                if finished:
-                    recorded |= self.queries.finish(cursor, finished, worker_id)
-                if retried:
-                    recorded |= self.queries.retry(cursor, retried, worker_id)
-        return [o for o in outcomes if o.claimed.id in recorded]
+        recorded, claimed = set(), []
+        now = timezone.now()
+        with transaction.atomic(using=self.database), self.connection.cursor() as cursor:
+            if not self.synchronous_commit:
+                self.queries.commit_asynchronously(cursor)
+            if finished:
+                recorded |= self.queries.finish(cursor, finished, worker_id)
+            if retried:
+                recorded |= self.queries.retry(cursor, retried, worker_id)
+            if limit > 0:
+                claimed = self.queries.claim(
+                    cursor, queues, limit, worker_id, now, now + self.lease
+                )
+        return [o for o in outcomes if o.claimed.id in recorded], claimed
 
     def release(self, task_ids, worker_id) -> None:
         with self.connection.cursor() as cursor:

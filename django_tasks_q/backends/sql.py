@@ -212,6 +212,10 @@ class PostgresQueries:
     def __init__(self, connection):
         self.connection = connection
 
+    def commit_asynchronously(self, cursor):
+        """This transaction's commit returns before its WAL is flushed to disk."""
+        cursor.execute("SET LOCAL synchronous_commit TO OFF")
+
     # How values are written: as statement parameters, and inside JSON documents.
     def param_id(self, task_id: uuid.UUID):
         return task_id
@@ -443,6 +447,9 @@ class SQLiteQueries(PostgresQueries):
         WHERE status = 'RUNNING' AND lease_expires_at < %(now)s
           AND attempts >= max_attempts
     """
+
+    def commit_asynchronously(self, cursor):
+        pass  # SQLite's durability is the database's journal_mode/synchronous
 
     def param_id(self, task_id: uuid.UUID) -> str:
         return task_id.hex

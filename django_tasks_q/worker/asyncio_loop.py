@@ -7,28 +7,31 @@ time). A timeout cancels the coroutine: unlike a thread, it really stops.
 
 import asyncio
 import threading
-import time
 
 from .execution import Job, arun_attempt, timed_out_attempt
 
 
 class AsyncioLoop:
-    def __init__(self, backend, on_done):
+    def __init__(self, backend, size: int, on_done):
         self._backend = backend
         self._on_done = on_done
         self._loop = asyncio.new_event_loop()
+        # Tasks claimed ahead wait here, as they would in a pool's queue.
+        self._slots = asyncio.Semaphore(size)
         threading.Thread(target=self._loop.run_forever, name="taskq-asyncio", daemon=True).start()
 
     def submit(self, job: Job) -> None:
         asyncio.run_coroutine_threadsafe(self._run(job), self._loop)
 
     async def _run(self, job: Job) -> None:
-        job.started = time.monotonic()
-        attempt = arun_attempt(self._backend, job.claimed, job.task)
-        try:
-            outcome = await asyncio.wait_for(attempt, job.timeout)
-        except TimeoutError:
-            outcome = timed_out_attempt(job, "it was cancelled")
+        async with self._slots:
+            if not job.begin():
+                return  # handed back while it waited
+            attempt = arun_attempt(self._backend, job.claimed, job.task)
+            try:
+                outcome = await asyncio.wait_for(attempt, job.timeout)
+            except TimeoutError:
+                outcome = timed_out_attempt(job, "it was cancelled")
         self._on_done(outcome)
 
     def shutdown(self) -> None:

@@ -5,8 +5,9 @@ The same functions serve every executor: the thread pool calls
 asyncio loop awaits ``arun_attempt``.
 """
 
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from traceback import format_exception
 
@@ -25,14 +26,38 @@ class TaskTimeout(Exception):
     """The attempt ran longer than the task's ``timeout``."""
 
 
-@dataclass(slots=True)
+_job_lock = threading.Lock()
+
+
+@dataclass(slots=True, eq=False)
 class Job:
-    """A claimed task handed to an executor."""
+    """A claimed task handed to an executor.
+
+    A worker claims ahead of its free slots, so a job may wait in an
+    executor's queue. ``begin()`` (the executor, when a slot takes it) and
+    ``hand_back()`` (the worker, when it stops) race for a waiting job; the
+    lock lets exactly one of them win.
+    """
 
     claimed: ClaimedTask
     task: object  # the registered django.tasks.Task
     timeout: float | None = None
-    started: float = field(default_factory=time.monotonic)
+    started: float | None = None  # time.monotonic(), once running
+    handed_back: bool = False
+
+    def begin(self) -> bool:
+        with _job_lock:
+            if self.handed_back:
+                return False
+            self.started = time.monotonic()
+            return True
+
+    def hand_back(self, running_too: bool = False) -> bool:
+        with _job_lock:
+            if self.started is not None and not running_too:
+                return False
+            self.handed_back = True
+            return True
 
     @property
     def deadline(self) -> float:

@@ -15,7 +15,6 @@ ignore SIGINT/SIGTERM: the worker decides when they stop.
 import multiprocessing
 import queue
 import threading
-import time
 
 from . import child
 from .execution import Job, failed_attempt, timed_out_attempt
@@ -66,9 +65,10 @@ class _Slot:
 
     def _supervise(self):
         while (job := self._pool.inbox.get()) is not None:
+            if not job.begin():
+                continue  # handed back while it waited
             if self._process is None:
                 self._spawn()
-            job.started = time.monotonic()
             self._pool.on_done(self._run(job))
             limit = self._pool.max_tasks_per_child
             if limit and self._tasks_run >= limit:

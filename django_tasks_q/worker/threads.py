@@ -36,8 +36,9 @@ class ThreadPool:
 
     def _work(self):
         while (job := self._inbox.get()) is not None:
+            if not job.begin():
+                continue  # handed back while it waited
             with self._lock:
-                job.started = time.monotonic()
                 self._running[job.claimed.id] = job
             outcome = run_attempt(self._backend, job.claimed, job.task)
             with self._lock:

@@ -1,9 +1,17 @@
 """The worker loop: claim in batches, run in a pool, record in batches.
 
 One thread (the one that calls ``Worker.run``) does all the queue's database
-work: it claims as many tasks as there are free slots in one statement, hands
-them to the pool, and records every outcome that has come back since its last
-turn in one transaction. Pool threads only run task code.
+work; executors only run task code. Each turn of the loop records the
+outcomes that have come back and claims more tasks in one transaction, so a
+busy worker pays one commit per batch, not per task.
+
+Two numbers shape the batches:
+
+* claims go ahead of the free slots by up to PREFETCH_SECONDS of work per
+  slot, judged by how long recent tasks took: many short tasks are claimed in
+  one statement, while long tasks are claimed one per free slot, so they are
+  not held back from other workers;
+* an outcome waits at most FLUSH_INTERVAL for others to be recorded with it.
 """
 
 import logging
@@ -31,6 +39,10 @@ from .threads import ThreadPool
 logger = logging.getLogger("django_tasks_q.worker")
 
 MAX_BACKOFF = 30.0  # seconds between attempts to reach an unavailable database
+FLUSH_INTERVAL = 0.005  # seconds an outcome may wait to be recorded with others
+FLUSH_BATCH = 500  # outcomes recorded at once at most
+PREFETCH_SECONDS = 0.05  # work claimed ahead per slot, by recent task durations
+MAX_PREFETCH = 100  # tasks claimed ahead per slot at most
 
 
 def default_worker_id() -> str:
@@ -65,8 +77,10 @@ class Worker:
 
         self._wake = threading.Event()
         self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
-        self._in_flight: dict[str, ClaimedTask] = {}
+        self._in_flight: dict[str, Job] = {}  # claimed: running or waiting for a slot
         self._pending: list[Outcome] = []  # outcomes not yet recorded
+        self._pending_since = 0.0  # when the oldest pending outcome came in
+        self._mean_duration: float | None = None  # of recent attempts, in seconds
         self._claimed_total = 0
         self._stop_at: float | None = None  # set by the first signal
         self._stop_now = False  # set by the second
@@ -87,7 +101,7 @@ class Worker:
             self.asyncio = None  # async tasks run in the children too
         else:
             self.pool = ThreadPool(self.backend, self.concurrency, self._job_done)
-            self.asyncio = AsyncioLoop(self.backend, self._job_done)
+            self.asyncio = AsyncioLoop(self.backend, self.concurrency, self._job_done)
         self._register()
         listener = self.backend.listen(self.queues, self._wake.set)
         logger.info(
@@ -134,7 +148,7 @@ class Worker:
                 "%s: finishing %d running task(s) (up to %.0f s); "
                 "signal again to hand them back now",
                 signal.Signals(signum).name,
-                len(self._in_flight),
+                sum(job.started is not None for job in self._in_flight.values()),
                 self.shutdown_timeout,
             )
         self.stop()
@@ -147,53 +161,86 @@ class Worker:
             if time.monotonic() >= self._next_heartbeat:
                 self._heartbeat()
             self._collect()
-            if self._pending and not self._record():
-                if self._stop_now:
-                    logger.error(
-                        "Exiting with %d outcome(s) unrecorded: those tasks run "
-                        "again once their leases expire",
-                        len(self._pending),
-                    )
-                    return
-                self._sleep(self._next_backoff())
-                continue
             if self._stop_at is not None:
-                if not self._in_flight:
+                if self._stopping():
                     return
-                if self._stop_now or time.monotonic() >= self._stop_at:
-                    self._hand_back()
+                continue
+            limit = self._claim_limit()
+            if limit or self._flush_due():
+                claimed = self._exchange(limit)
+                if claimed is None:  # the database is unavailable
+                    self._sleep(self._next_backoff())
+                    continue
+                for task in claimed:
+                    self._start(task)
+                if claimed:
+                    continue
+            if not self._in_flight and not self._pending:
+                if self.burst or self._limit_reached():
                     return
-                self._wake.wait(self._wait_time())
-                continue
-            claimed = self._claim()
-            if claimed is None:  # the database is unavailable
-                self._sleep(self._next_backoff())
-                continue
-            for task in claimed:
-                self._start(task)
-            if claimed:
-                continue
-            if not self._in_flight and (self.burst or self._limit_reached()):
-                return
             self._wake.wait(self._wait_time())
 
-    def _free_slots(self) -> int:
-        free = self.concurrency - len(self._in_flight)
+    def _stopping(self) -> bool:
+        """One turn of shutting down; True once there is nothing left to do."""
+        give_up = self._stop_now or time.monotonic() >= self._stop_at
+        # Tasks still waiting for a slot go back at once; running ones may
+        # finish until the grace period is over.
+        handed_back = self._hand_back(running_too=give_up)
+        if give_up and not handed_back:
+            logger.error(
+                "Exiting without handing back %d task(s): they run again once their leases expire",
+                len(self._in_flight),
+            )
+            return True
+        if self._pending and self._exchange(0) is None:
+            if give_up:
+                logger.error(
+                    "Exiting with %d outcome(s) unrecorded: those tasks run "
+                    "again once their leases expire",
+                    len(self._pending),
+                )
+                return True
+            self._sleep(self._next_backoff())
+            return False
+        if not self._in_flight:
+            return True
+        self._wake.wait(self._wait_time())
+        return False
+
+    def _claim_limit(self) -> int:
+        """How many tasks to claim now: 0 until the claimed-ahead buffer runs low."""
+        if self._mean_duration is None:
+            prefetch = 0
+        else:
+            per_slot = PREFETCH_SECONDS / max(self._mean_duration, 1e-4)
+            prefetch = int(min(per_slot, MAX_PREFETCH) * self.concurrency)
+        capacity = self.concurrency + prefetch
+        held = len(self._in_flight)
+        if held >= capacity or held > self.concurrency + prefetch // 2:
+            return 0
+        limit = capacity - held
         if self.max_tasks is not None:
-            free = min(free, self.max_tasks - self._claimed_total)
-        return free
+            limit = min(limit, self.max_tasks - self._claimed_total)
+        return max(limit, 0)
+
+    def _flush_due(self) -> bool:
+        if not self._pending:
+            return False
+        return (
+            len(self._pending) >= FLUSH_BATCH
+            or not self._in_flight
+            or time.monotonic() - self._pending_since >= FLUSH_INTERVAL
+        )
 
     def _limit_reached(self) -> bool:
         return self.max_tasks is not None and self._claimed_total >= self.max_tasks
 
     def _wait_time(self) -> float:
-        wait = min(self.poll_interval, max(self._next_heartbeat - time.monotonic(), 0.0))
-        deadline = self.pool.next_deadline()
-        if deadline is not None:
-            wait = min(wait, max(deadline - time.monotonic(), 0.0))
-        if self._stop_at is not None:
-            wait = min(wait, max(self._stop_at - time.monotonic(), 0.0))
-        return wait
+        deadlines = [self._next_heartbeat, self.pool.next_deadline(), self._stop_at]
+        if self._pending:
+            deadlines.append(self._pending_since + FLUSH_INTERVAL)
+        wait = min([self.poll_interval] + [d - time.monotonic() for d in deadlines if d])
+        return max(wait, 0.0)
 
     # -- liveness --------------------------------------------------------------
 
@@ -233,17 +280,21 @@ class Worker:
 
     # -- claiming and recording ----------------------------------------------------
 
-    def _claim(self) -> list[ClaimedTask] | None:
-        free = self._free_slots()
-        if free <= 0:
-            return []
+    def _exchange(self, limit: int) -> list[ClaimedTask] | None:
+        """Record what is pending and claim up to ``limit`` tasks, in one go."""
+        outcomes = self._pending[:FLUSH_BATCH]
         try:
-            claimed = self.backend.claim(self.queues, free, self.worker_id)
+            recorded, claimed = self.backend.record_and_claim(
+                outcomes, self.queues, limit, self.worker_id
+            )
         except DatabaseError:
-            logger.exception("Could not claim tasks; will retry")
+            logger.exception("Could not reach the queue; will retry")
             close_old_connections()
             return None
         self._backoff = 0.0
+        self._pending = self._pending[len(outcomes) :]
+        self._pending_since = time.monotonic()
+        self._report(outcomes, recorded)
         self._claimed_total += len(claimed)
         return claimed
 
@@ -252,11 +303,10 @@ class Worker:
             task = resolve(claimed.task_path)
         except TaskNotRegistered as error:
             # Never import what a row names: fail this task, keep working.
-            self._pending.append(failed_attempt(claimed, None, error, time.monotonic()))
-            self._wake.set()
+            self._add_pending(failed_attempt(claimed, None, error, time.monotonic()))
             return
-        self._in_flight[claimed.id] = claimed
         job = Job(claimed, task, timeout=getattr(task, "timeout", None))
+        self._in_flight[claimed.id] = job
         if self.asyncio is not None and iscoroutinefunction(task.func):
             self.asyncio.submit(job)
         else:
@@ -267,6 +317,11 @@ class Worker:
         self._done.put(outcome)
         self._wake.set()
 
+    def _add_pending(self, outcome: Outcome) -> None:
+        if not self._pending:
+            self._pending_since = time.monotonic()
+        self._pending.append(outcome)
+
     def _collect(self) -> None:
         self.pool.expire()  # timed-out attempts arrive as outcomes too
         while True:
@@ -275,64 +330,66 @@ class Worker:
             except queue.Empty:
                 break
             if self._in_flight.pop(outcome.claimed.id, None) is not None:
-                self._pending.append(outcome)
+                self._add_pending(outcome)
+                duration = outcome.duration
+                mean = self._mean_duration
+                self._mean_duration = duration if mean is None else 0.9 * mean + 0.1 * duration
 
-    def _record(self) -> bool:
-        try:
-            recorded = self.backend.record(self._pending, self.worker_id)
-        except DatabaseError:
-            logger.exception("Could not record %d outcome(s); will retry", len(self._pending))
-            close_old_connections()
-            return False
-        self._backoff = 0.0
+    def _report(self, outcomes: list[Outcome], recorded: list[Outcome]) -> None:
+        """Log each outcome, and send task_finished for those now stored."""
         kept = {o.claimed.id for o in recorded}
-        for outcome in self._pending:
-            if outcome.claimed.id in kept:
-                self._report(outcome)
-            else:
+        for outcome in outcomes:
+            claimed = outcome.claimed
+            if claimed.id not in kept:
                 logger.warning(
                     "Task %s %s: its lease was lost before its outcome (%s) was "
                     "recorded; another worker has it now",
-                    outcome.claimed.id,
-                    outcome.claimed.task_path,
+                    claimed.id,
+                    claimed.task_path,
                     outcome.status,
                 )
-        self._pending = []
-        return True
+            elif outcome.status == Outcome.RETRY:
+                logger.info(
+                    "Task %s %s failed (attempt %d), retrying in %.1f s",
+                    claimed.id,
+                    claimed.task_path,
+                    claimed.attempts,
+                    (outcome.retry_at - outcome.finished_at).total_seconds(),
+                )
+            else:
+                logger.info(
+                    "Task %s %s %s in %.1f ms (attempt %d)",
+                    claimed.id,
+                    claimed.task_path,
+                    outcome.status.lower(),
+                    outcome.duration * 1000,
+                    claimed.attempts,
+                )
+                task = self.backend.resolve_task(
+                    claimed.task_path, claimed.priority, claimed.queue_name
+                )
+                task_finished.send(
+                    type(self.backend),
+                    task_result=self.backend.result_for_claimed(claimed, task, outcome),
+                )
 
-    def _report(self, outcome: Outcome) -> None:
-        claimed = outcome.claimed
-        if outcome.status == Outcome.RETRY:
-            logger.info(
-                "Task %s %s failed (attempt %d), retrying in %.1f s",
-                claimed.id,
-                claimed.task_path,
-                claimed.attempts,
-                (outcome.retry_at - outcome.finished_at).total_seconds(),
-            )
-            return
-        logger.info(
-            "Task %s %s %s in %.1f ms (attempt %d)",
-            claimed.id,
-            claimed.task_path,
-            outcome.status.lower(),
-            outcome.duration * 1000,
-            claimed.attempts,
-        )
-        task = self.backend.resolve_task(claimed.task_path, claimed.priority, claimed.queue_name)
-        task_finished.send(
-            type(self.backend),
-            task_result=self.backend.result_for_claimed(claimed, task, outcome),
-        )
-
-    def _hand_back(self) -> None:
-        ids = list(self._in_flight)
+    def _hand_back(self, running_too: bool = False) -> bool:
+        """Return claimed tasks to the queue: those still waiting for a slot,
+        and with ``running_too`` those running (their outcome is then dropped).
+        False if the store could not be reached."""
+        ids = [key for key, job in self._in_flight.items() if job.hand_back(running_too)]
+        if not ids:
+            return True
         try:
             self.backend.release(ids, self.worker_id)
         except DatabaseError:
             logger.exception("Could not hand back %d task(s)", len(ids))
-            return
+            close_old_connections()
+            return False
+        for key in ids:
+            del self._in_flight[key]
         logger.info("Handed back %d unfinished task(s)", len(ids))
+        return True
 
     def _next_backoff(self) -> float:
         self._backoff = min(max(self._backoff * 2, 0.5), MAX_BACKOFF)
