@@ -21,6 +21,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
 from django.utils import timezone
 
+from .backends.listener import notify
 from .exceptions import TaskNotRegistered
 from .ids import uuid7
 from .models import ResultStatus, Task, TaskResult, TaskStatus
@@ -140,7 +141,7 @@ def retry(results, *, batch_size=BATCH_SIZE) -> int:
     statuses = ", ".join(f"'{status}'" for status in RETRYABLE)
 
     def run(cursor, selection, params):
-        return _move(
+        moved = _move(
             cursor,
             source="django_tasks_q_taskresult",
             target="django_tasks_q_task",
@@ -150,8 +151,13 @@ def retry(results, *, batch_size=BATCH_SIZE) -> int:
             where=f"status IN ({statuses}) AND id IN ({selection})",
             params=params,
         )
+        if moved:
+            notify(cursor, queues)  # wake idle workers when this commits
+        return moved
 
-    return _in_batches(results.filter(status__in=RETRYABLE), batch_size, run)
+    retryable = results.filter(status__in=RETRYABLE)
+    queues = sorted(set(retryable.values_list("queue_name", flat=True).distinct()))
+    return _in_batches(retryable, batch_size, run)
 
 
 def _max_attempts(task_path: str) -> int:

@@ -8,6 +8,7 @@ import uuid
 from django.db import connections, transaction
 from django.tasks import TaskResultStatus, task_backends
 
+from django_tasks_q import operations
 from django_tasks_q.models import Task, TaskResult, Worker
 
 from . import tasks
@@ -191,5 +192,26 @@ def test_enqueue_wakes_an_idle_postgres_worker(postgres_queue_db, start_worker):
             timeout=60,
             message="the notification to wake the worker",
         )
+    worker.signal()
+    assert worker.wait() == 0
+
+
+def test_a_retry_from_the_admin_wakes_an_idle_postgres_worker(postgres_queue_db, start_worker):
+    queue_db = postgres_queue_db
+    failing = enqueue(queue_db, tasks.fail_until, queue_db.database, 2)
+    Task.objects.using(queue_db.database).update(max_attempts=1)  # no retries of its own
+    worker = start_worker(queue_db, "--poll-interval", "600", env={"TASKQ_TEST_LEASE": "2400"})
+    backend = task_backends[queue_db.alias]
+    wait_until(lambda: backend.get_result(failing.id).is_finished, message="the first failure")
+    assert backend.get_result(failing.id).status == TaskResultStatus.FAILED
+
+    time.sleep(0.5)  # let it go idle
+    retried = operations.retry(TaskResult.objects.using(queue_db.database).all())
+    assert retried == 1
+    wait_until(
+        lambda: backend.get_result(failing.id).status == TaskResultStatus.SUCCESSFUL,
+        timeout=60,
+        message="the notification to wake the worker",
+    )
     worker.signal()
     assert worker.wait() == 0

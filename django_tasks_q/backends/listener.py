@@ -12,12 +12,19 @@ import logging
 import threading
 from collections.abc import Callable
 
-import psycopg
-
 logger = logging.getLogger("django_tasks_q.worker")
 
 CHANNEL = "django_tasks_q"
 MAX_BACKOFF = 30.0
+
+
+def notify(cursor, queues) -> None:
+    """Wake the workers of ``queues`` when the cursor's transaction commits (PostgreSQL)."""
+    if cursor.db.vendor == "postgresql" and queues:
+        cursor.execute(
+            f"SELECT pg_notify('{CHANNEL}', queue) FROM unnest(%s::text[]) AS queue",
+            [list(queues)],
+        )
 
 
 class PostgresListener:
@@ -37,6 +44,8 @@ class PostgresListener:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
+        import psycopg  # here: PostgreSQL is an optional extra
+
         backoff = 0.0
         while not self._stopped.is_set():
             try:
