@@ -1,9 +1,9 @@
 """The worker loop: claim in batches, run in a pool, record in batches.
 
-One thread (the one that calls ``Worker.run``) does all the queue's database
-work: it claims as many tasks as there are free slots in one statement, hands
+One thread (the one that calls ``Worker.run``) does all the queue's store
+work: it claims as many tasks as there are free slots in one call, hands
 them to the pool, and records every outcome that has come back since its last
-turn in one transaction. Pool threads only run task code.
+turn in one call. Pool threads only run task code.
 """
 
 import logging
@@ -15,7 +15,6 @@ import threading
 import time
 from inspect import iscoroutinefunction
 
-from django.db import Error as DatabaseError
 from django.db import close_old_connections
 from django.tasks.signals import task_finished
 from django.utils.crypto import get_random_string
@@ -30,7 +29,7 @@ from .threads import ThreadPool
 
 logger = logging.getLogger("django_tasks_q.worker")
 
-MAX_BACKOFF = 30.0  # seconds between attempts to reach an unavailable database
+MAX_BACKOFF = 30.0  # seconds between attempts to reach an unavailable store
 
 
 def default_worker_id() -> str:
@@ -166,7 +165,7 @@ class Worker:
                 self._wake.wait(self._wait_time())
                 continue
             claimed = self._claim()
-            if claimed is None:  # the database is unavailable
+            if claimed is None:  # the store is unavailable
                 self._sleep(self._next_backoff())
                 continue
             for task in claimed:
@@ -205,14 +204,14 @@ class Worker:
                 concurrency=self.concurrency,
                 pool=self.pool_kind,
             )
-        except DatabaseError:
+        except self.backend.transient_errors:
             logger.exception("Could not register worker %s", self.worker_id)
             close_old_connections()
 
     def _unregister(self) -> None:
         try:
             self.backend.unregister_worker(self.worker_id)
-        except DatabaseError:
+        except self.backend.transient_errors:
             logger.exception("Could not unregister worker %s", self.worker_id)
 
     def _heartbeat(self) -> None:
@@ -223,7 +222,7 @@ class Worker:
             if not self.backend.heartbeat(self.worker_id, held):
                 self._register()
             recovered = self.backend.recover()
-        except DatabaseError:
+        except self.backend.transient_errors:
             logger.exception("Heartbeat failed; will retry")
             close_old_connections()
             self._next_heartbeat = time.monotonic() + min(self._heartbeat_interval, 1.0)
@@ -239,7 +238,7 @@ class Worker:
             return []
         try:
             claimed = self.backend.claim(self.queues, free, self.worker_id)
-        except DatabaseError:
+        except self.backend.transient_errors:
             logger.exception("Could not claim tasks; will retry")
             close_old_connections()
             return None
@@ -280,7 +279,7 @@ class Worker:
     def _record(self) -> bool:
         try:
             recorded = self.backend.record(self._pending, self.worker_id)
-        except DatabaseError:
+        except self.backend.transient_errors:
             logger.exception("Could not record %d outcome(s); will retry", len(self._pending))
             close_old_connections()
             return False
@@ -329,7 +328,7 @@ class Worker:
         ids = list(self._in_flight)
         try:
             self.backend.release(ids, self.worker_id)
-        except DatabaseError:
+        except self.backend.transient_errors:
             logger.exception("Could not hand back %d task(s)", len(ids))
             return
         logger.info("Handed back %d unfinished task(s)", len(ids))
