@@ -8,6 +8,7 @@ from django.db import transaction
 from django.tasks import TaskResultStatus
 from django.tasks.exceptions import TaskResultDoesNotExist
 
+from django_tasks_q.backends import redis as redis_backend
 from django_tasks_q.backends.redis import LIBRARY, RedisBackend
 from django_tasks_q.models import TaskResult
 from django_tasks_q.worker.worker import Worker
@@ -89,7 +90,7 @@ def test_functions_are_loaded_again_if_the_server_forgot_them(redis_queue_db):
     assert backend.get_result(result.id).status == TaskResultStatus.READY
 
 
-def test_system_checks():
+def test_system_checks(monkeypatch):
     assert backend_with().check() == []
     errors = backend_with(url="http://nope", result_ttl=0, database="missing").check()
     assert [e.id for e in errors] == [
@@ -97,3 +98,5 @@ def test_system_checks():
         "django_tasks_q.E007",
         "django_tasks_q.E008",
     ]
+    monkeypatch.setattr(redis_backend, "redis", None)  # as if not installed
+    assert [e.id for e in backend_with().check()] == ["django_tasks_q.E006"]

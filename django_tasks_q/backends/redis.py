@@ -32,9 +32,9 @@ from ..ids import uuid7
 from ..models import TaskResult
 from ..task import Call
 from .base import ClaimedTask, Outcome, QueueBackend
-from .redis_listener import RedisListener
 
 SCRIPT = (Path(__file__).parent / "redis.lua").read_text()
+# "#!lua name=taskq_1": its functions are called "taskq_1_<name>".
 LIBRARY = SCRIPT.split("name=", 1)[1].split(None, 1)[0]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ENQUEUE_BATCH = 1000  # calls per function call: bounds how long one blocks the server
@@ -74,7 +74,7 @@ class RedisBackend(QueueBackend):
         self.enqueue_on_commit = self.options.get("enqueue_on_commit", True)
         self.database = self.options.get("database", DEFAULT_DB_ALIAS)
         self.record_results_in_database = self.options.get("record_results_in_database", False)
-        self._loaded = threading.Lock()
+        self._load_lock = threading.Lock()
         self._library_loaded = False
 
     @property
@@ -115,7 +115,7 @@ class RedisBackend(QueueBackend):
             return operation()
 
     def _load_library(self):
-        with self._loaded:
+        with self._load_lock:
             self.client.function_load(SCRIPT, replace=True)
             self._library_loaded = True
 
@@ -312,6 +312,9 @@ class RedisBackend(QueueBackend):
         pipeline.execute()
 
     def listen(self, queues, wake):
+        # Here, not at the top: without redis installed, check() says so.
+        from .redis_listener import RedisListener
+
         return RedisListener(self.client, self.key("wake"), queues, wake).start()
 
     # -- the database copy of results -------------------------------------------
