@@ -89,7 +89,14 @@ class TaskResult(models.Model):
 
     class Meta:
         verbose_name = _("task result")
-        indexes = [models.Index(fields=["finished_at"], name="taskq_result_finished")]
+        indexes = [
+            models.Index(fields=["finished_at"], name="taskq_result_finished"),
+            # The admin's filters, each with its list order (newest first)
+            # behind it, so a filtered page reads one index range.
+            models.Index(fields=["status", "finished_at"], name="taskq_result_status"),
+            models.Index(fields=["queue_name", "finished_at"], name="taskq_result_queue"),
+            models.Index(fields=["task_path", "finished_at"], name="taskq_result_task"),
+        ]
 
     def __str__(self):
         return f"{self.task_path} ({self.id})"
@@ -113,3 +120,13 @@ class Worker(models.Model):
 
     def __str__(self):
         return self.id
+
+
+class Dashboard(Task):
+    """No table and no permissions: the admin index's entry for the queue dashboard."""
+
+    class Meta:
+        proxy = True
+        default_permissions = ()
+        verbose_name = _("dashboard")
+        verbose_name_plural = _("dashboard")

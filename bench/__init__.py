@@ -1,0 +1,1 @@
+"""The benchmark of shared/BENCHMARK.md: ``python -m bench`` (see bench/README.md)."""

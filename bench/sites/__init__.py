@@ -1,0 +1,1 @@
+"""Small Django sites the Django-based systems run in."""

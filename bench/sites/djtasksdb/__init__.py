@@ -1,0 +1,1 @@
+"""The benchmark's site for django-tasks-db, Django's ORM reference backend."""

@@ -1,0 +1,1 @@
+"""The benchmark's site for django-tasks-q: the queue in PostgreSQL or SQLite."""

@@ -1,0 +1,106 @@
+"""The systems the benchmark measures: one entry per system and backend.
+
+Each runs through its driver (``bench/drivers/``) in a subprocess: this
+project's drivers in the project's environment, the peers' in
+``bench/.venv-peers``, which is made on first use from peers-requirements.txt.
+A Redis backend will be one more entry here.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+import psycopg
+
+from bench.drivers.common import DATA, ROOT, pg_dsn
+
+PEERS_VENV = ROOT / "bench" / ".venv-peers"
+PEERS_REQUIREMENTS = ROOT / "bench" / "peers-requirements.txt"
+ALL_WORKLOADS = ("enqueue_single", "enqueue_bulk", "drain", "latency")
+
+
+@dataclass(frozen=True)
+class System:
+    key: str  # what --systems takes
+    name: str
+    backend: str
+    driver: str  # the module under bench.drivers
+    database: str | None = None  # the PostgreSQL database it needs, made afresh
+    env: dict = field(default_factory=dict)
+    peer: bool = False  # runs in the peers' environment
+    workloads: tuple = ALL_WORKLOADS
+
+    @property
+    def python(self) -> str:
+        return str(PEERS_VENV / "bin" / "python") if self.peer else sys.executable
+
+    def prepare(self) -> None:
+        """Start from an empty database with the system's tables."""
+        if self.database:
+            self._admin(f"DROP DATABASE IF EXISTS {self.database}")
+            self._admin(f"CREATE DATABASE {self.database}")
+        else:
+            for path in DATA.glob("taskq.sqlite3*"):
+                path.unlink()
+        self.run("setup")
+
+    def clean_up(self) -> None:
+        if self.database:
+            self._admin(f"DROP DATABASE IF EXISTS {self.database}")
+
+    def _admin(self, statement: str) -> None:
+        with psycopg.connect(pg_dsn("postgres"), autocommit=True) as connection:
+            connection.execute(statement)
+
+    def run(self, *arguments: str) -> dict | None:
+        """Run the driver; its figures, or None for ``setup``. Raises on failure."""
+        completed = subprocess.run(
+            [self.python, "-m", f"bench.drivers.{self.driver}", *arguments],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **self.env},
+            capture_output=True,
+            text=True,
+        )
+        if completed.returncode != 0:
+            last = completed.stderr.strip().splitlines()[-1:] or ["(no output)"]
+            raise RuntimeError(f"{self.key} {' '.join(arguments)}: {last[0]}")
+        return json.loads(completed.stdout) if completed.stdout.strip() else None
+
+
+SYSTEMS = [
+    System(
+        "taskq-pg",
+        "django-tasks-q",
+        "PostgreSQL",
+        "taskq",
+        database="bench_taskq",
+        workloads=(*ALL_WORKLOADS, "backlog"),
+    ),
+    System("taskq-sqlite", "django-tasks-q", "SQLite", "taskq", env={"BENCH_DATABASE": "sqlite"}),
+    System("pgqueuer", "pgqueuer", "PostgreSQL", "pgq", database="bench_pgqueuer", peer=True),
+    System(
+        "django-tasks-db",
+        "django-tasks-db",
+        "PostgreSQL",
+        "django_tasks_db",
+        database="bench_djtasksdb",
+        peer=True,
+        workloads=("enqueue_single", "drain", "latency"),  # no batch API
+    ),
+]
+
+
+def ensure_peers_venv() -> None:
+    if (PEERS_VENV / "bin" / "python").exists():
+        return
+    uv = [os.environ["UV"]] if "UV" in os.environ else [shutil.which("uv") or "uv"]
+    print(f"Installing the peers into {PEERS_VENV} ...", file=sys.stderr)
+    subprocess.run([*uv, "venv", "-q", "--python", "3.12", str(PEERS_VENV)], check=True)
+    subprocess.run(
+        [*uv, "pip", "install", "-q", "--python", str(PEERS_VENV / "bin" / "python")]
+        + ["-r", str(PEERS_REQUIREMENTS)],
+        check=True,
+    )

@@ -1,0 +1,273 @@
+"""``manage.py taskq``: look at the queue and act on it from a shell.
+
+Thin: it parses arguments and calls ``stats`` and ``operations``, the same
+code the admin uses. Tables for people, ``--json`` for scripts.
+"""
+
+import json
+import sys
+from datetime import timedelta
+
+from django.core.management.base import BaseCommand, CommandError
+from django.tasks import DEFAULT_TASK_BACKEND_ALIAS
+from django.tasks.exceptions import InvalidTaskBackend
+from django.utils import timezone
+
+from django_tasks_q import operations, stats
+from django_tasks_q.models import ResultStatus, Task, TaskResult, TaskStatus
+
+QUEUE_STATES = ("waiting", "scheduled", "running")
+RESULT_STATES = tuple(status.lower() for status in ResultStatus.values)
+
+
+def table(headers, rows) -> str:
+    rows = [["" if cell is None else str(cell) for cell in row] for row in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    lines = [headers, ["-" * w for w in widths], *rows]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+
+
+def age(seconds):
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h"
+
+
+def when(value):
+    return value.isoformat(timespec="seconds") if value else None
+
+
+class Command(BaseCommand):
+    help = "Inspect and operate the task queue: status, list, retry, cancel, purge, prune, workers."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--backend",
+            default=DEFAULT_TASK_BACKEND_ALIAS,
+            help="The TASKS alias whose queue to use (default: %(default)s).",
+        )
+        parser.add_argument("--json", action="store_true", help="Print JSON, for scripts.")
+        commands = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
+
+        commands.add_parser("status", help="Per queue: waiting, scheduled, running, failed.")
+
+        listing = commands.add_parser("list", help="List tasks (the queue, or finished ones).")
+        listing.add_argument("--queue", help="Only this queue.")
+        listing.add_argument("--task", help="Only this task (its dotted path).")
+        listing.add_argument(
+            "--status",
+            choices=QUEUE_STATES + RESULT_STATES,
+            help="waiting, scheduled or running (the queue); or successful, failed, "
+            "cancelled or expired (the history). Default: the whole queue.",
+        )
+        listing.add_argument("--limit", type=int, default=50, help="At most this many (50).")
+
+        for name, what in [
+            ("retry", "Put failed (or cancelled, expired) tasks back in the queue."),
+            ("cancel", "Cancel waiting tasks (running ones are left to finish)."),
+        ]:
+            sub = commands.add_parser(name, help=what)
+            sub.add_argument("ids", nargs="*", metavar="ID", help="Task ids.")
+            sub.add_argument("--queue", help="Every one in this queue.")
+            sub.add_argument("--task", help="Every one of this task (its dotted path).")
+            sub.add_argument("--all", action="store_true", help="Every one there is.")
+
+        purge = commands.add_parser("purge", help="Delete every waiting task of a queue.")
+        purge.add_argument("queue")
+        purge.add_argument(
+            "--no-input",
+            action="store_false",
+            dest="interactive",
+            help="Don't ask for confirmation.",
+        )
+
+        prune = commands.add_parser("prune", help="Delete old results, in batches.")
+        prune.add_argument(
+            "--older-than",
+            type=float,
+            required=True,
+            metavar="DAYS",
+            help="Delete results that finished more than DAYS days ago.",
+        )
+        prune.add_argument(
+            "--status",
+            action="append",
+            choices=RESULT_STATES,
+            help="Only results with this status; repeatable.",
+        )
+        prune.add_argument(
+            "--batch-size",
+            type=int,
+            default=operations.BATCH_SIZE,
+            help="Rows per delete statement (%(default)s).",
+        )
+
+        workers = commands.add_parser("workers", help="The registered workers.")
+        workers.add_argument("--all", action="store_true", help="Include stale ones.")
+
+    def handle(self, *args, subcommand, backend, **options):
+        try:
+            self.using = operations.queue_database(backend)
+        except InvalidTaskBackend as error:
+            raise CommandError(error) from None
+        self.backend = backend
+        self.as_json = options["json"]
+        getattr(self, f"do_{subcommand}")(**options)
+
+    def emit(self, data, headers=None, rows=None, summary=None):
+        if self.as_json:
+            self.stdout.write(json.dumps(data, indent=2, default=str))
+            return
+        if headers is not None:
+            self.stdout.write(table(headers, rows) if rows else "(none)")
+        if summary:
+            self.stdout.write(summary)
+
+    # -- looking ------------------------------------------------------------------
+
+    def do_status(self, **options):
+        queues = stats.queue_stats(self.using, queues=stats.configured_queues(self.backend))
+        rows = [
+            [
+                q.queue,
+                q.waiting,
+                q.scheduled,
+                q.running,
+                q.failed_last_hour,
+                age(q.oldest_waiting_seconds),
+                q.finished_last_hour,
+            ]
+            for q in queues
+        ]
+        headers = ["QUEUE", "WAITING", "SCHEDULED", "RUNNING", "FAILED 1H", "OLDEST", "DONE 1H"]
+        self.emit([q.as_dict() for q in queues], headers, rows)
+
+    def do_list(self, *, queue, task, status, limit, **options):
+        now = timezone.now()
+        if status in RESULT_STATES:
+            rows = TaskResult.objects.using(self.using).filter(status=status.upper())
+            rows = rows.order_by("-finished_at")
+        else:
+            rows = Task.objects.using(self.using).order_by("-id")
+            rows = {
+                "waiting": rows.filter(status=TaskStatus.READY, run_after__lte=now),
+                "scheduled": rows.filter(status=TaskStatus.READY, run_after__gt=now),
+                "running": rows.filter(status=TaskStatus.RUNNING),
+            }.get(status, rows)
+        if queue:
+            rows = rows.filter(queue_name=queue)
+        if task:
+            rows = rows.filter(task_path=task)
+        columns = ["id", "task_path", "queue_name", "status", "priority", "attempts"]
+        columns += ["enqueued_at", "run_after"]
+        columns += ["finished_at"] if rows.model is TaskResult else ["worker_id"]
+        found = list(rows.values(*columns)[:limit])
+        for row in found:
+            row["id"] = str(row["id"])
+            if row["status"] == TaskStatus.READY:
+                row["status"] = "SCHEDULED" if row["run_after"] > now else "WAITING"
+            for column in ("enqueued_at", "run_after", "finished_at"):
+                if column in row:
+                    row[column] = when(row[column])
+        headers = ["ID", "TASK", "QUEUE", "STATUS", "PRIO", "ATTEMPTS", "ENQUEUED", "RUN AFTER"]
+        headers += ["FINISHED"] if rows.model is TaskResult else ["WORKER"]
+        self.emit(found, headers, [list(row.values()) for row in found])
+
+    def do_workers(self, *, all, **options):
+        found = stats.workers(self.using, timeout=stats.heartbeat_timeout(self.backend))
+        if not all:
+            found = [w for w in found if w.live]
+        self.emit(
+            [
+                {
+                    "id": w.id,
+                    "hostname": w.hostname,
+                    "pid": w.pid,
+                    "backend": w.backend,
+                    "queues": w.queues,
+                    "concurrency": w.concurrency,
+                    "pool": w.pool,
+                    "started_at": when(w.started_at),
+                    "last_heartbeat_at": when(w.last_heartbeat_at),
+                    "live": w.live,
+                }
+                for w in found
+            ],
+            ["ID", "HOST", "PID", "QUEUES", "CONCURRENCY", "POOL", "HEARTBEAT", "LIVE"],
+            [
+                [
+                    w.id,
+                    w.hostname,
+                    w.pid,
+                    ",".join(w.queues) or "(all)",
+                    w.concurrency,
+                    w.pool,
+                    f"{age(w.heartbeat_age)} ago",
+                    "yes" if w.live else "no",
+                ]
+                for w in found
+            ],
+        )
+
+    # -- acting -------------------------------------------------------------------
+
+    def selection(self, queryset, *, ids, queue, task, all, **options):
+        if not (ids or queue or task or all):
+            raise CommandError("Say which tasks: give ids, --queue, --task, or --all.")
+        if ids:
+            try:
+                queryset = queryset.filter(pk__in=operations.parse_ids(ids))
+            except ValueError as error:
+                raise CommandError(error) from None
+        if queue:
+            queryset = queryset.filter(queue_name=queue)
+        if task:
+            queryset = queryset.filter(task_path=task)
+        return queryset
+
+    def do_retry(self, **options):
+        results = self.selection(TaskResult.objects.using(self.using), **options)
+        count = operations.retry(results)
+        self.emit({"retried": count}, summary=f"Retried {count} task(s).")
+
+    def do_cancel(self, **options):
+        tasks = self.selection(Task.objects.using(self.using), **options)
+        count = operations.cancel(tasks)
+        self.emit({"cancelled": count}, summary=f"Cancelled {count} waiting task(s).")
+
+    def do_purge(self, *, queue, interactive, **options):
+        if interactive:
+            if not sys.stdin.isatty():
+                raise CommandError("Not a terminal to ask for confirmation: use --no-input.")
+            answer = input(f"Delete every waiting task in queue {queue!r}? Type 'yes': ")
+            if answer != "yes":
+                raise CommandError("Purge cancelled.")
+        count = operations.purge(queue, using=self.using)
+        self.emit(
+            {"purged": count, "queue": queue},
+            summary=f"Deleted {count} waiting task(s) from queue {queue!r}.",
+        )
+
+    def do_prune(self, *, older_than, status, batch_size, **options):
+        if older_than < 0:
+            raise CommandError("--older-than must be a number of days, 0 or more.")
+        if batch_size < 1:
+            raise CommandError("--batch-size must be at least 1.")
+        count = operations.prune(
+            timedelta(days=older_than),
+            using=self.using,
+            statuses=[s.upper() for s in status] if status else None,
+            batch_size=batch_size,
+        )
+        self.emit(
+            {"pruned": count},
+            summary=f"Deleted {count} result(s) older than {older_than:g} day(s).",
+        )

@@ -1,0 +1,113 @@
+"""The admin in a real browser: headless Chromium (Debian's), driven by Playwright.
+
+An operator logs in, finds a failed task from the dashboard, reads its
+traceback, retries it, and sees it succeed once a real worker has run it.
+Screenshots go to test-artifacts/.
+"""
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import connections
+
+from django_tasks_q.models import ResultStatus, TaskResult
+
+from . import tasks
+from .conftest import ROOT, unavailable
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("playwright is not installed (it is in the dev dependency group)")
+    if not CHROMIUM.exists():
+        unavailable(f"Chromium not found at {CHROMIUM}: apt-get install chromium")
+    # Playwright's sync API runs an event loop in this thread; the ORM calls
+    # the test makes between page loads are still plain synchronous code.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+            # The test ran inside Playwright's greenlet, which has its own
+            # database connections: close them, or they outlive the test
+            # database.
+            connections.close_all()
+
+
+def test_operator_retries_a_failed_task_from_the_dashboard(
+    queue_db, settings, live_server, browser, run_worker
+):
+    settings.TASKS = {**settings.TASKS, "default": settings.TASKS[queue_db.alias]}
+    User.objects.create_superuser("operator", password="s3cret-pw")
+    # A real failure: attempt 1 raises, and with no retries the task fails.
+    # The admin's retry allows one more attempt, which succeeds.
+    once = replace(tasks.fail_until, max_retries=0).using(backend=queue_db.alias)
+    result = once.enqueue(queue_db.database, succeed_on=2)
+    run_worker(queue_db)
+    assert TaskResult.objects.using(queue_db.database).get().status == ResultStatus.FAILED
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(30_000)
+
+    def shot(name):
+        page.screenshot(path=ARTIFACTS / f"{queue_db.vendor}-{name}.png", full_page=True)
+
+    page.goto(f"{live_server.url}/admin/")
+    page.fill("#id_username", "operator")
+    page.fill("#id_password", "s3cret-pw")
+    page.click("input[type=submit]")
+    page.click("text=Dashboard")
+    default = page.locator('#taskq-queues tr[data-queue="default"]')
+    assert default.locator('[data-stat="failed"]').inner_text() == "1"
+    assert default.locator('[data-stat="waiting"]').inner_text() == "0"
+    assert page.locator("svg.taskq-chart rect.failed").count() == 1
+    shot("1-dashboard")
+
+    # From the dashboard's failed count to the failed task, and its traceback.
+    default.locator('[data-stat="failed"] a').click()
+    shot("2-failed-list")
+    page.click(f'a[href*="{result.id}"]')
+    assert "ValueError: attempt 1 fails" in page.inner_text("#content")
+    shot("3-failed-task")
+
+    page.click("button:text('Retry')")
+    assert "Retry these tasks?" in page.inner_text("#content")
+    shot("4-confirm")
+    page.click("input[type=submit][value='Yes, retry them']")
+    assert "Retried 1 task: it is waiting in the queue." in page.inner_text(".messagelist")
+    shot("5-retried")
+
+    # A worker runs it; the same id now reads as a success.
+    run_worker(queue_db)
+    page.goto(f"{live_server.url}/admin/django_tasks_q/taskresult/{result.id}/change/")
+    content = page.inner_text("#content")
+    assert "Successful" in content and "failed: ValueError" in content
+    shot("6-succeeded")
+    page.goto(f"{live_server.url}/admin/django_tasks_q/dashboard/")
+    # No failure left in the last hour: the chart's bar turned from failed to ok.
+    assert default.locator('[data-stat="failed"]').inner_text() == "0"
+    assert page.locator("svg.taskq-chart rect.ok").count() == 1
+    assert page.locator("svg.taskq-chart rect.failed").count() == 0
+    shot("7-dashboard-after")
+    assert os.listdir(ARTIFACTS)
