@@ -37,6 +37,12 @@ def redis_store() -> Backend:
     return store
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "database_only: about the SQL tables; runs on the database backends only"
+    )
+
+
 @pytest.fixture(params=["sqlite", "postgres", "redis"])
 def backend(request) -> Backend:
     if request.param == "postgres":
@@ -70,12 +76,23 @@ def server_queue_db(request, transactional_db):
     return postgres() if request.param == "postgres" else redis_store()
 
 
-def pytest_collection_modifyitems(items):
+def pytest_collection_modifyitems(config, items):
     # Every test may touch either database; worker tests need real commits.
     fixtures = {"queue_db", "postgres_queue_db", "redis_queue_db", "server_queue_db"}
     for item in items:
         if fixtures & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.django_db(transaction=True, databases="__all__"))
+    # The admin, taskq, operations and metrics work on the SQL tables.
+    off_topic = [
+        item
+        for item in items
+        if item.get_closest_marker("database_only")
+        and getattr(item, "callspec", None)
+        and item.callspec.params.get("backend") == "redis"
+    ]
+    if off_topic:
+        config.hook.pytest_deselected(items=off_topic)
+        items[:] = [item for item in items if item not in off_topic]
 
 
 class WorkerProcess:
