@@ -4,24 +4,16 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.db import connections
 
+from .stores import Backend, DatabaseStore, RedisStore
+
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRE_SERVICES = os.environ.get("TASKQ_REQUIRE_SERVICES") == "1"
-
-
-@dataclass
-class Backend:
-    """A TASKS alias under test, and the database alias that holds its queue."""
-
-    alias: str
-    database: str
-    vendor: str
 
 
 def unavailable(reason: str):
@@ -34,14 +26,30 @@ def unavailable(reason: str):
 def postgres() -> Backend:
     if "postgres" not in settings.TASKS:
         unavailable(settings.POSTGRES_UNAVAILABLE)
-    return Backend("postgres", "postgres", "postgresql")
+    return DatabaseStore("postgres", "postgres", "postgresql")
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+def redis_store() -> Backend:
+    if "redis" not in settings.TASKS:
+        unavailable(settings.REDIS_UNAVAILABLE)
+    store = RedisStore("redis", "default", "redis")
+    store.client.flushdb()  # only the tests' own logical database
+    return store
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "database_only: about the SQL tables; runs on the database backends only"
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgres", "redis"])
 def backend(request) -> Backend:
     if request.param == "postgres":
         return postgres()
-    return Backend("default", "default", "sqlite")
+    if request.param == "redis":
+        return redis_store()
+    return DatabaseStore("default", "default", "sqlite")
 
 
 @pytest.fixture
@@ -56,11 +64,35 @@ def postgres_queue_db(transactional_db):
     return postgres()
 
 
-def pytest_collection_modifyitems(items):
+@pytest.fixture
+def redis_queue_db(transactional_db):
+    """Like ``queue_db``, for behaviour only Redis has."""
+    return redis_store()
+
+
+@pytest.fixture(params=["postgres", "redis"])
+def server_queue_db(request, transactional_db):
+    """The backends with a server: connections to cut, enqueues that wake workers."""
+    return postgres() if request.param == "postgres" else redis_store()
+
+
+def pytest_collection_modifyitems(config, items):
     # Every test may touch either database; worker tests need real commits.
+    fixtures = {"queue_db", "postgres_queue_db", "redis_queue_db", "server_queue_db"}
     for item in items:
-        if {"queue_db", "postgres_queue_db"} & set(getattr(item, "fixturenames", ())):
+        if fixtures & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.django_db(transaction=True, databases="__all__"))
+    # The admin, taskq, operations and metrics work on the SQL tables.
+    off_topic = [
+        item
+        for item in items
+        if item.get_closest_marker("database_only")
+        and getattr(item, "callspec", None)
+        and item.callspec.params.get("backend") == "redis"
+    ]
+    if off_topic:
+        config.hook.pytest_deselected(items=off_topic)
+        items[:] = [item for item in items if item not in off_topic]
 
 
 class WorkerProcess:

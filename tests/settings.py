@@ -1,8 +1,10 @@
-"""Test settings: the test project, plus a PostgreSQL queue when one answers.
+"""Test settings: the test project, plus PostgreSQL and Redis queues when they answer.
 
-Every behaviour test runs once per backend alias in TASKS: "default" (SQLite)
-and "postgres" (TASKQ_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432/taskq).
-A worker subprocess is pointed at the test databases by TASKQ_DB_NAMES.
+Every behaviour test runs once per backend alias in TASKS: "default" (SQLite),
+"postgres" (TASKQ_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432/taskq)
+and "redis" (TASKQ_REDIS_URL, default redis://127.0.0.1:6379/5; the tests
+flush that logical database). A worker subprocess is pointed at the test
+databases by TASKQ_DB_NAMES.
 """
 
 import json
@@ -10,12 +12,14 @@ import os
 
 import dj_database_url
 import psycopg
+import redis
 
 from testproject.settings import *  # noqa: F403
 from testproject.settings import BASE_DIR, INSTALLED_APPS, SQLITE_OPTIONS
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests"]
 POSTGRES_URL = os.environ.get("TASKQ_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/taskq")
+REDIS_URL = os.environ.get("TASKQ_REDIS_URL", "redis://127.0.0.1:6379/5")
 
 DATABASES = {
     "default": {
@@ -62,6 +66,24 @@ if not POSTGRES_UNAVAILABLE:
     TASKS["postgres"] = {
         **TASKS["default"],
         "OPTIONS": {**TASKS["default"]["OPTIONS"], "database": "postgres"},
+    }
+
+
+def _redis_unavailable() -> str:
+    """Why Redis can't be used, or "" when it can."""
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+    except redis.RedisError as error:
+        return f"Redis at {REDIS_URL} does not answer: {error}".strip()
+    return ""
+
+
+REDIS_UNAVAILABLE = _redis_unavailable()
+if not REDIS_UNAVAILABLE:
+    TASKS["redis"] = {
+        **TASKS["default"],
+        "BACKEND": "django_tasks_q.backends.redis.RedisBackend",
+        "OPTIONS": {**TASKS["default"]["OPTIONS"], "url": REDIS_URL},
     }
 
 # In a worker subprocess: use the databases the test run created.

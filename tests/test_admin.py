@@ -15,6 +15,9 @@ from django_tasks_q.pagination import EstimatedCountPaginator
 
 from .factories import make_result, make_task, make_worker
 
+# About the SQL tables: the database backends only.
+pytestmark = pytest.mark.database_only
+
 TASKS_URL = reverse("admin:django_tasks_q_task_changelist")
 RESULTS_URL = reverse("admin:django_tasks_q_taskresult_changelist")
 WORKERS_URL = reverse("admin:django_tasks_q_worker_changelist")

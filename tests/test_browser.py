@@ -29,6 +29,8 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 ARTIFACTS = ROOT / "test-artifacts"
+# The admin shows the SQL tables: the database backends only.
+pytestmark = pytest.mark.database_only
 
 
 @pytest.fixture
@@ -57,6 +59,7 @@ def browser(monkeypatch):
 def test_operator_retries_a_failed_task_from_the_dashboard(
     queue_db, settings, live_server, browser, run_worker
 ):
+
     settings.TASKS = {**settings.TASKS, "default": settings.TASKS[queue_db.alias]}
     User.objects.create_superuser("operator", password="s3cret-pw")
     # A real failure: attempt 1 raises, and with no retries the task fails.

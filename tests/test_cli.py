@@ -11,6 +11,9 @@ from django_tasks_q.models import ResultStatus, Task, TaskResult, TaskStatus
 
 from .factories import make_result, make_task, make_worker
 
+# About the SQL tables: the database backends only.
+pytestmark = pytest.mark.database_only
+
 
 def taskq(backend, *args, as_json=False):
     out = StringIO()

@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+import pytest
 from django.db import connections
 from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
@@ -12,6 +13,9 @@ from django_tasks_q.metrics import QueueCollector, metrics_view
 from django_tasks_q.models import ResultStatus, TaskStatus
 
 from .factories import make_result, make_task, make_worker
+
+# About the SQL tables: the database backends only.
+pytestmark = pytest.mark.database_only
 
 
 def scrape(backend):

@@ -15,6 +15,9 @@ from . import tasks
 from .conftest import Backend, unavailable
 from .factories import claim, enqueue, make_result, make_task
 
+# About the SQL tables: the database backends only.
+pytestmark = pytest.mark.database_only
+
 
 def queue(backend):
     return Task.objects.using(backend.database)

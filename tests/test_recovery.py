@@ -3,13 +3,12 @@
 import random
 import signal
 import time
-import uuid
 
-from django.db import connections, transaction
+from django.db import transaction
 from django.tasks import TaskResultStatus, task_backends
 
 from django_tasks_q import operations
-from django_tasks_q.models import Task, TaskResult, Worker
+from django_tasks_q.models import Task, TaskResult
 
 from . import tasks
 from .conftest import wait_until
@@ -28,10 +27,6 @@ def started(backend, n):
     return lambda: Execution.objects.using(backend.database).filter(label="started").count() >= n
 
 
-def finished_count(backend):
-    return TaskResult.objects.using(backend.database).count()
-
-
 def test_killed_worker_tasks_are_finished_by_another(queue_db, start_worker, tmp_path):
     release = tmp_path / "release"
     results = [
@@ -44,11 +39,11 @@ def test_killed_worker_tasks_are_finished_by_another(queue_db, start_worker, tmp
 
     release.touch()
     second = start_worker(queue_db, "--worker-id", "rescuer", env=SHORT_LEASE)
-    wait_until(lambda: finished_count(queue_db) == 4, message="the rescuer to finish them")
+    wait_until(lambda: queue_db.finished_count() == 4, message="the rescuer to finish them")
     second.signal()
     assert second.wait() == 0
 
-    assert Task.objects.using(queue_db.database).count() == 0
+    assert queue_db.queued_count() == 0
     for result in results:
         fresh = task_backends[queue_db.alias].get_result(result.id)
         assert fresh.status == TaskResultStatus.SUCCESSFUL
@@ -71,7 +66,7 @@ def test_lost_task_out_of_attempts_fails_with_worker_lost(queue_db, start_worker
     doomed.wait()
 
     rescuer = start_worker(queue_db, env=SHORT_LEASE)
-    wait_until(lambda: finished_count(queue_db) == 1, message="the lost task to be failed")
+    wait_until(lambda: queue_db.finished_count() == 1, message="the lost task to be failed")
     rescuer.signal()
     assert rescuer.wait() == 0
 
@@ -81,30 +76,24 @@ def test_lost_task_out_of_attempts_fails_with_worker_lost(queue_db, start_worker
     assert fresh.errors[-1].exception_class_path == "django_tasks_q.exceptions.WorkerLost"
     # The dead worker was dropped from the registry once it had been silent for two leases.
     wait_until(
-        lambda: (
-            not Worker.objects.using(queue_db.database).filter(id="doomed").exists()
-            or rescuer.process.poll() is not None
-        ),
+        lambda: "doomed" not in queue_db.workers() or rescuer.process.poll() is not None,
         message="the registry to forget the dead worker",
     )
 
 
 def test_worker_registry_while_running(queue_db, start_worker):
     worker = start_worker(queue_db, "--queue", "emails", "--concurrency", "3", "--worker-id", "w1")
-    entry = wait_until(
-        lambda: Worker.objects.using(queue_db.database).filter(id="w1").first(),
-        message="the worker to register",
-    )
-    assert (entry.backend, entry.queues, entry.concurrency, entry.pool) == (
+    entry = wait_until(lambda: queue_db.workers().get("w1"), message="the worker to register")
+    assert (entry["backend"], entry["queues"], entry["concurrency"], entry["pool"]) == (
         queue_db.alias,
         ["emails"],
         3,
         "thread",
     )
-    assert entry.pid == worker.process.pid
+    assert entry["pid"] == worker.process.pid
     worker.signal()
     assert worker.wait() == 0
-    assert not Worker.objects.using(queue_db.database).filter(id="w1").exists()
+    assert "w1" not in queue_db.workers()
 
 
 def test_soak_workers_killed_and_restarted_at_random(queue_db, start_worker):
@@ -127,22 +116,22 @@ def test_soak_workers_killed_and_restarted_at_random(queue_db, start_worker):
         workers[victim].process.send_signal(signal.SIGKILL)
         workers[victim].wait()
         workers[victim] = start_worker(queue_db, *args, env=SHORT_LEASE)
-    wait_until(lambda: finished_count(queue_db) == count, timeout=300, message="every task")
+    wait_until(lambda: queue_db.finished_count() == count, timeout=300, message="every task")
     for worker in workers:
         worker.signal()
         assert worker.wait() == 0
 
-    assert Task.objects.using(db).count() == 0
-    results = TaskResult.objects.using(db)
-    assert set(results.values_list("id", flat=True).iterator()) == {uuid.UUID(i) for i in ids}
-    assert set(results.values_list("status", flat=True).distinct()) == {"SUCCESSFUL"}
+    assert queue_db.queued_count() == 0
+    results = queue_db.finished()
+    assert {r["id"] for r in results} == ids
+    assert {r["status"] for r in results} == {"SUCCESSFUL"}
     # At least once: a task killed mid-run ran again; none ran zero times.
     ran = set(Execution.objects.using(db).values_list("task_id", flat=True).distinct())
     assert ran == ids
 
 
-def test_terminated_connections_are_reopened_and_nothing_is_lost(postgres_queue_db, start_worker):
-    queue_db = postgres_queue_db
+def test_terminated_connections_are_reopened_and_nothing_is_lost(server_queue_db, start_worker):
+    queue_db = server_queue_db
     count = 1500
     db = queue_db.database
     tasks.soak_task.using(backend=queue_db.alias).enqueue_many(
@@ -150,37 +139,30 @@ def test_terminated_connections_are_reopened_and_nothing_is_lost(postgres_queue_
     )
     worker = start_worker(queue_db, "--concurrency", "4", env=SHORT_LEASE)
     kills = 0
-    with connections[db].cursor() as cursor:
-        while finished_count(queue_db) < count and kills < 5:
-            wait_until(
-                lambda: (
-                    Task.objects.using(db).filter(status="RUNNING").exists()
-                    or finished_count(queue_db) == count
-                ),
-                message="the worker to be busy",
-            )
-            cursor.execute(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-            kills += cursor.fetchone()[0] > 0
-            time.sleep(0.3)
-    wait_until(lambda: finished_count(queue_db) == count, timeout=300, message="every task")
+    while queue_db.finished_count() < count and kills < 5:
+        wait_until(
+            lambda: queue_db.running_count() or queue_db.finished_count() == count,
+            message="the worker to be busy",
+        )
+        kills += queue_db.kill_connections() > 0
+        time.sleep(0.3)
+    wait_until(lambda: queue_db.finished_count() == count, timeout=300, message="every task")
     worker.signal()
     assert worker.wait() == 0
 
     assert kills >= 1
-    assert Task.objects.using(db).count() == 0
-    assert set(TaskResult.objects.using(db).values_list("status", flat=True).distinct()) == {
-        "SUCCESSFUL"
-    }
-    output = worker.output()
-    assert "terminating connection" in output or "server closed the connection" in output
+    assert queue_db.queued_count() == 0
+    assert {r["status"] for r in queue_db.finished()} == {"SUCCESSFUL"}
+    if queue_db.vendor == "postgresql":
+        # PostgreSQL fails the statement; redis-py reopens a connection cut
+        # while idle without a word, so only a cut mid-call shows in the log.
+        output = worker.output()
+        assert "terminating connection" in output or "server closed the connection" in output
 
 
-def test_enqueue_wakes_an_idle_postgres_worker(postgres_queue_db, start_worker):
+def test_enqueue_wakes_an_idle_worker(server_queue_db, start_worker):
     """SQLite has no LISTEN/NOTIFY: there, workers poll."""
-    queue_db = postgres_queue_db
+    queue_db = server_queue_db
     # Poll and heartbeat so rarely that only the notification can explain a pickup.
     worker = start_worker(queue_db, "--poll-interval", "600", env={"TASKQ_TEST_LEASE": "2400"})
     wait_until(lambda: "started" in worker.output(), message="the worker to start")

@@ -10,8 +10,6 @@ from django.db.models import Count
 from django.tasks import TaskResultStatus, task_backends
 from django.utils import timezone
 
-from django_tasks_q.models import Task, TaskResult
-
 from . import tasks
 from .conftest import wait_until
 from .models import Execution
@@ -27,10 +25,6 @@ def result_of(backend, result):
 
 def executions(backend, **filters):
     return Execution.objects.using(backend.database).filter(**filters).order_by("id")
-
-
-def finished(backend):
-    return TaskResult.objects.using(backend.database)
 
 
 def test_sync_and_async_tasks_run_to_results(queue_db, run_worker):
@@ -50,9 +44,9 @@ def test_sync_and_async_tasks_run_to_results(queue_db, run_worker):
         assert fresh.attempts == 1 and len(fresh.worker_ids) == 1
         assert fresh.enqueued_at <= fresh.started_at <= fresh.finished_at
         assert fresh.errors == []
-    # Finished tasks leave the queue table for the history table.
-    assert Task.objects.using(queue_db.database).count() == 0
-    assert finished(queue_db).count() == 3
+    # Finished tasks leave the queue for the history.
+    assert queue_db.queued_count() == 0
+    assert queue_db.finished_count() == 3
 
 
 def test_refresh_follows_a_result_through_the_worker(queue_db, run_worker):
@@ -95,7 +89,8 @@ def test_priority_then_run_after_then_enqueue_order(queue_db, run_worker):
     order = list(executions(queue_db).values_list("label", flat=True))
     assert order == ["high", "mid-early", "mid-late", "low-1", "low-2", "lowest"]
     # Not yet due: still waiting, never run.
-    assert Task.objects.using(db).get().args == [db, "future"]
+    [waiting] = queue_db.queued()
+    assert waiting["args"] == [db, "future"]
 
 
 def test_only_the_named_queues_are_served(queue_db, run_worker):
@@ -105,7 +100,8 @@ def test_only_the_named_queues_are_served(queue_db, run_worker):
     enqueue(queue_db, tasks.record, db, "default")
     run_worker(queue_db, "--queue", "emails", "--queue", "default")
     assert sorted(executions(queue_db).values_list("label", flat=True)) == ["default", "email"]
-    assert Task.objects.using(db).get().queue_name == "other"
+    [waiting] = queue_db.queued()
+    assert waiting["queue_name"] == "other"
 
 
 def test_max_tasks_stops_the_worker(queue_db, run_worker):
@@ -113,13 +109,13 @@ def test_max_tasks_stops_the_worker(queue_db, run_worker):
         enqueue(queue_db, tasks.record, queue_db.database, f"t{i}")
     run_worker(queue_db, "--max-tasks", "3", "--concurrency", "2")
     assert executions(queue_db).count() == 3
-    assert Task.objects.using(queue_db.database).count() == 2
+    assert queue_db.queued_count() == 2
 
 
 def test_retries_with_backoff_until_success(queue_db, start_worker):
     result = enqueue(queue_db, tasks.fail_until, queue_db.database, 3)
     worker = start_worker(queue_db)
-    wait_until(lambda: finished(queue_db).exists(), message="the task to finish")
+    wait_until(lambda: queue_db.finished_count(), message="the task to finish")
     worker.signal()
     assert worker.wait() == 0
 
@@ -140,7 +136,7 @@ def test_retries_with_backoff_until_success(queue_db, start_worker):
 def test_retries_until_final_failure(queue_db, start_worker):
     result = enqueue(queue_db, tasks.fail_until, queue_db.database, 99)
     worker = start_worker(queue_db)
-    wait_until(lambda: finished(queue_db).exists(), message="the task to fail")
+    wait_until(lambda: queue_db.finished_count(), message="the task to fail")
     worker.signal()
     assert worker.wait() == 0
 
@@ -157,7 +153,7 @@ def test_retries_until_final_failure(queue_db, start_worker):
 def test_explicit_retry_with_its_delay(queue_db, start_worker):
     result = enqueue(queue_db, tasks.explicit_retry, queue_db.database, 0.3)
     worker = start_worker(queue_db)
-    wait_until(lambda: finished(queue_db).exists(), message="the task to finish")
+    wait_until(lambda: queue_db.finished_count(), message="the task to finish")
     worker.signal()
     assert worker.wait() == 0
 
@@ -202,18 +198,11 @@ def test_rows_naming_unregistered_tasks_fail_and_the_worker_goes_on(
     queue_db, run_worker, task_path, reason, tmp_path
 ):
     marker = tmp_path / "pwned"
-    now = timezone.now()
-    bad = Task.objects.using(queue_db.database).create(
-        task_path=task_path,
-        queue_name="default",
-        args=[f"touch {marker}"],
-        run_after=now,
-        enqueued_at=now,
-    )
+    bad = queue_db.insert_task(task_path, [f"touch {marker}"])
     good = enqueue(queue_db, tasks.add, 1, 2)
     run_worker(queue_db)
 
-    failed = task_backends[queue_db.alias].get_result(str(bad.id))
+    failed = task_backends[queue_db.alias].get_result(bad)
     assert failed.status == TaskResultStatus.FAILED
     assert failed.errors[0].exception_class_path == "django_tasks_q.exceptions.TaskNotRegistered"
     assert f"{task_path!r} is not a registered task" in failed.errors[0].traceback
@@ -238,7 +227,7 @@ def test_get_result_in_every_state(queue_db, start_worker, tmp_path):
         _ = running.return_value
 
     release.touch()
-    wait_until(lambda: finished(queue_db).exists(), message="the task to finish")
+    wait_until(lambda: queue_db.finished_count(), message="the task to finish")
     done = result_of(queue_db, held)
     assert done.status == TaskResultStatus.SUCCESSFUL and done.return_value == "released"
     worker.signal()
@@ -283,9 +272,14 @@ def test_second_signal_hands_the_running_task_back(queue_db, start_worker, tmp_p
     worker.signal(signal.SIGINT)
     assert worker.wait() == 0
 
-    row = Task.objects.using(queue_db.database).get()
-    assert (row.status, row.attempts, row.worker_id, row.worker_ids) == ("READY", 0, None, [])
-    assert row.started_at is None
+    [row] = queue_db.queued()
+    assert (row["status"], row["attempts"], row["worker_id"], row["worker_ids"]) == (
+        "READY",
+        0,
+        None,
+        [],
+    )
+    assert row["started_at"] is None
     assert result_of(queue_db, result).status == TaskResultStatus.READY
 
 
@@ -296,7 +290,7 @@ def test_shutdown_timeout_hands_back_what_did_not_finish(queue_db, start_worker,
     worker.signal()
     assert worker.wait() == 0
     assert "Handed back 1 unfinished task" in worker.output()
-    assert Task.objects.using(queue_db.database).get().status == "READY"
+    assert [row["status"] for row in queue_db.queued()] == ["READY"]
 
 
 def test_thread_pool_timeout_fails_the_attempt_and_retries(queue_db, run_worker):
@@ -321,22 +315,24 @@ def test_two_workers_run_each_task_exactly_once(queue_db, start_worker):
     workers = [start_worker(queue_db, "--concurrency", "4") for _ in range(2)]
     for worker in workers:
         wait_until(lambda w=worker: "started" in w.output(), message="the workers to start")
-    # All at once, so both idle workers find a full queue.
+    # All at once, so both idle workers find a full queue (for Redis: sent
+    # together when the transaction commits).
     with transaction.atomic(using=db):
         for i in range(count):
             enqueue(queue_db, tasks.record, db, f"t{i}")
-    wait_until(lambda: finished(queue_db).count() == count, message="every task to finish")
+    wait_until(lambda: queue_db.finished_count() == count, message="every task to finish")
     for worker in workers:
         worker.signal()
         assert worker.wait() == 0, worker.output()
 
-    assert Task.objects.using(db).count() == 0
-    assert finished(queue_db).filter(status="SUCCESSFUL").count() == count
+    assert queue_db.queued_count() == 0
+    results = queue_db.finished()
+    assert [r["status"] for r in results] == ["SUCCESSFUL"] * count
     runs = executions(queue_db).values("task_id").annotate(n=Count("id"))
     assert len(runs) == count
     assert {r["n"] for r in runs} == {1}
     # Both workers took part.
-    per_worker = {ids[0] for ids in finished(queue_db).values_list("worker_ids", flat=True)}
+    per_worker = {r["worker_ids"][0] for r in results}
     assert len(per_worker) == 2
 
 

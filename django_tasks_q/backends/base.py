@@ -12,6 +12,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.apps import apps
+from django.core import checks
+from django.db import Error as DatabaseError
 from django.tasks import TaskResult, TaskResultStatus
 from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.base import TaskError
@@ -148,6 +151,9 @@ class QueueBackend(BaseTaskBackend):
     supports_async_task = True
     supports_get_result = True
     supports_priority = True
+    # What the worker treats as the store being briefly unreachable: it logs
+    # them, backs off and tries again, keeping what it could not record.
+    transient_errors: tuple[type[BaseException], ...] = (DatabaseError,)
 
     def __init__(self, alias, params):
         super().__init__(alias, params)
@@ -155,6 +161,26 @@ class QueueBackend(BaseTaskBackend):
         # wakes it sooner), and how long a claim holds without renewal.
         self.poll_interval = float(self.options.get("poll_interval", 1.0))
         self.lease = timedelta(seconds=float(self.options.get("lease", 60)))
+
+    def check(self, **kwargs):
+        errors = []
+        if not apps.is_installed("django_tasks_q"):
+            errors.append(
+                checks.Error(
+                    f"TASKS[{self.alias!r}] uses {type(self).__name__}, but "
+                    "'django_tasks_q' is not in INSTALLED_APPS.",
+                    id="django_tasks_q.E001",
+                )
+            )
+        if self.poll_interval <= 0 or self.lease.total_seconds() <= 0:
+            errors.append(
+                checks.Error(
+                    f"TASKS[{self.alias!r}]['OPTIONS']: poll_interval and lease "
+                    "must be positive numbers of seconds.",
+                    id="django_tasks_q.E005",
+                )
+            )
+        return errors
 
     def validate_task(self, task):
         if isinstance(task.run_after, timedelta):

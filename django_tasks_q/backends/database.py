@@ -11,7 +11,6 @@ import sqlite3
 import uuid
 from functools import cached_property
 
-from django.apps import apps
 from django.conf import settings
 from django.core import checks
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
@@ -191,15 +190,7 @@ class DatabaseBackend(QueueBackend):
     # -- system checks ----------------------------------------------------------
 
     def check(self, **kwargs):
-        errors = []
-        if not apps.is_installed("django_tasks_q"):
-            errors.append(
-                checks.Error(
-                    f"TASKS[{self.alias!r}] uses {type(self).__name__}, but "
-                    "'django_tasks_q' is not in INSTALLED_APPS.",
-                    id="django_tasks_q.E001",
-                )
-            )
+        errors = super().check(**kwargs)
         if self.database not in settings.DATABASES:
             errors.append(
                 checks.Error(
@@ -224,14 +215,6 @@ class DatabaseBackend(QueueBackend):
                     f"SQLite {sqlite3.sqlite_version} is too old: the queue "
                     "needs 3.35 or newer (for RETURNING).",
                     id="django_tasks_q.E004",
-                )
-            )
-        if self.poll_interval <= 0 or self.lease.total_seconds() <= 0:
-            errors.append(
-                checks.Error(
-                    f"TASKS[{self.alias!r}]['OPTIONS']: poll_interval and lease "
-                    "must be positive numbers of seconds.",
-                    id="django_tasks_q.E005",
                 )
             )
         return errors

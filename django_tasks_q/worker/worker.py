@@ -1,7 +1,7 @@
 """The worker loop: claim in batches, run in a pool, record in batches.
 
-One thread (the one that calls ``Worker.run``) does all the queue's database
-work; executors only run task code. Each turn of the loop records the
+One thread (the one that calls ``Worker.run``) does all the queue's store
+work (database or Redis); executors only run task code. Each turn of the loop records the
 outcomes that have come back and claims more tasks in one transaction, so a
 busy worker pays one commit per batch, not per task.
 
@@ -23,7 +23,6 @@ import threading
 import time
 from inspect import iscoroutinefunction
 
-from django.db import Error as DatabaseError
 from django.db import close_old_connections
 from django.tasks.signals import task_finished
 from django.utils.crypto import get_random_string
@@ -38,7 +37,7 @@ from .threads import ThreadPool
 
 logger = logging.getLogger("django_tasks_q.worker")
 
-MAX_BACKOFF = 30.0  # seconds between attempts to reach an unavailable database
+MAX_BACKOFF = 30.0  # seconds between attempts to reach an unavailable store
 FLUSH_INTERVAL = 0.005  # seconds an outcome may wait to be recorded with others
 FLUSH_BATCH = 500  # outcomes recorded at once at most
 PREFETCH_SECONDS = 0.05  # work claimed ahead per slot, by recent task durations
@@ -168,7 +167,7 @@ class Worker:
             limit = self._claim_limit()
             if limit or self._flush_due():
                 claimed = self._exchange(limit)
-                if claimed is None:  # the database is unavailable
+                if claimed is None:  # the store is unavailable
                     self._sleep(self._next_backoff())
                     continue
                 for task in claimed:
@@ -252,14 +251,14 @@ class Worker:
                 concurrency=self.concurrency,
                 pool=self.pool_kind,
             )
-        except DatabaseError:
+        except self.backend.transient_errors:
             logger.exception("Could not register worker %s", self.worker_id)
             close_old_connections()
 
     def _unregister(self) -> None:
         try:
             self.backend.unregister_worker(self.worker_id)
-        except DatabaseError:
+        except self.backend.transient_errors:
             logger.exception("Could not unregister worker %s", self.worker_id)
 
     def _heartbeat(self) -> None:
@@ -270,7 +269,7 @@ class Worker:
             if not self.backend.heartbeat(self.worker_id, held):
                 self._register()
             recovered = self.backend.recover()
-        except DatabaseError:
+        except self.backend.transient_errors:
             logger.exception("Heartbeat failed; will retry")
             close_old_connections()
             self._next_heartbeat = time.monotonic() + min(self._heartbeat_interval, 1.0)
@@ -287,7 +286,7 @@ class Worker:
             recorded, claimed = self.backend.record_and_claim(
                 outcomes, self.queues, limit, self.worker_id
             )
-        except DatabaseError:
+        except self.backend.transient_errors:
             logger.exception("Could not reach the queue; will retry")
             close_old_connections()
             return None
@@ -382,7 +381,7 @@ class Worker:
             return True
         try:
             self.backend.release(ids, self.worker_id)
-        except DatabaseError:
+        except self.backend.transient_errors:
             logger.exception("Could not hand back %d task(s)", len(ids))
             close_old_connections()
             return False

@@ -9,11 +9,12 @@ import sys
 from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
-from django.tasks import DEFAULT_TASK_BACKEND_ALIAS
+from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
 from django.tasks.exceptions import InvalidTaskBackend
 from django.utils import timezone
 
 from django_tasks_q import operations, stats
+from django_tasks_q.backends.database import DatabaseBackend
 from django_tasks_q.models import ResultStatus, Task, TaskResult, TaskStatus
 
 QUEUE_STATES = ("waiting", "scheduled", "running")
@@ -118,6 +119,12 @@ class Command(BaseCommand):
             self.using = operations.queue_database(backend)
         except InvalidTaskBackend as error:
             raise CommandError(error) from None
+        if not isinstance(task_backends[backend], DatabaseBackend):
+            # Its queue is not in these tables: don't report or change stale rows.
+            raise CommandError(
+                f"taskq works on the database backend's tables; TASKS[{backend!r}] is "
+                f"{type(task_backends[backend]).__name__}."
+            )
         self.backend = backend
         self.as_json = options["json"]
         getattr(self, f"do_{subcommand}")(**options)

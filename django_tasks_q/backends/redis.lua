@@ -1,0 +1,279 @@
+#!lua name=taskq_1
+--[[
+Every operation of the Redis backend that must be atomic, as one library of
+Redis functions (Redis 7+). ``redis.py`` loads it once and calls each function
+by name; a function runs alone on the server, so no two workers ever see a
+task half-claimed or half-recorded. Bump the version in the library name when
+a function's arguments change, so old and new workers can share a server.
+
+Keys, all under the prefix P (one hash tag, e.g. "{taskq}", so a cluster keeps
+them in one slot):
+
+  P:task:<id>         hash: one task, from enqueue until its result expires
+  P:ready:<queue>     zset, every score 0: due tasks, ordered by member, which
+                      is "<100 - priority, 3 digits><run_after, 16 digits><id>",
+                      so ZRANGE 0 n is priority desc, then run_after, then id
+                      (a UUIDv7: enqueue order)
+  P:scheduled:<queue> zset scored by run_after: tasks not yet due, members as
+                      in ready, moved there by the claim once due
+  P:running           zset scored by lease expiry: claimed tasks
+  P:queues            set of every queue ever used (claims for "any queue")
+  P:workers           zset scored by last heartbeat: the worker registry,
+                      with P:worker:<id> hashes that expire after two leases
+  P:outbox            list of finished task ids still to be copied to the
+                      database (only with record_results_in_database)
+  P:wake              pub/sub channel: a queue name when tasks become due
+
+Times are integer microseconds since the epoch, given by the caller (the same
+clock that computed run_after), never the server's clock. JSON fields are
+stored as the caller's text and appended to as text: cjson would turn an
+empty list into {}.
+]]
+
+-- How many scheduled tasks one claim moves to ready, per queue: bounds the
+-- time one call can block the server after a long pause; the rest follow on
+-- the next claims.
+local PROMOTE_BATCH = 1000
+-- How many expired leases one recover call handles, for the same reason.
+local RECOVER_BATCH = 1000
+
+local function member(priority, run_after, id)
+  return string.format('%03d%016d', 100 - tonumber(priority), tonumber(run_after)) .. id
+end
+
+local function id_of(member)
+  return string.sub(member, 20)
+end
+
+-- Append one JSON value (as text) to a JSON list (as text).
+local function json_append(list, value)
+  if list == '[]' or list == false or list == nil or list == '' then
+    return '[' .. value .. ']'
+  end
+  return string.sub(list, 1, -2) .. ',' .. value .. ']'
+end
+
+-- Put a READY task where the claim will find it: ready if due, else scheduled.
+local function queue_task(P, queue, priority, run_after, id, now)
+  local m = member(priority, run_after, id)
+  if tonumber(run_after) <= tonumber(now) then
+    redis.call('ZADD', P .. ':ready:' .. queue, 0, m)
+    return true
+  end
+  redis.call('ZADD', P .. ':scheduled:' .. queue, run_after, m)
+  return false
+end
+
+-- A finished task: keep it as a result for ``ttl`` seconds, and queue it for
+-- the database copy when asked to.
+local function keep_result(P, key, id, ttl, outbox)
+  redis.call('HDEL', key, 'worker_id', 'lease_until')
+  redis.call('EXPIRE', key, ttl)
+  if outbox == '1' then
+    redis.call('RPUSH', P .. ':outbox', id)
+  end
+end
+
+-- Wake idle workers once per queue per call, however many tasks it queued.
+local function wake(P, queues)
+  for queue in pairs(queues) do
+    redis.call('PUBLISH', P .. ':wake', queue)
+  end
+end
+
+-- ARGV: P, task_path, queue, priority, max_attempts, enqueued_at, run_after,
+-- then (id, args, kwargs) per call. One call for a whole enqueue_many batch.
+redis.register_function('taskq_1_enqueue', function(keys, args)
+  local P, queue, priority, now, run_after = args[1], args[3], args[4], args[6], args[7]
+  local due = false
+  for i = 8, #args, 3 do
+    local id = args[i]
+    redis.call('HSET', P .. ':task:' .. id,
+      'task_path', args[2], 'queue_name', queue, 'priority', priority,
+      'status', 'READY', 'args', args[i + 1], 'kwargs', args[i + 2],
+      'run_after', run_after, 'enqueued_at', now, 'attempts', 0,
+      'max_attempts', args[5], 'errors', '[]', 'worker_ids', '[]')
+    due = queue_task(P, queue, priority, run_after, id, now) or due
+  end
+  redis.call('SADD', P .. ':queues', queue)
+  if due then
+    wake(P, {[queue] = true})
+  end
+  return 1
+end)
+
+-- Mark one task claimed by ``worker`` and return its hash.
+local function claim_one(P, key, id, now, lease_until, worker)
+  local task = redis.call('HMGET', key, 'started_at', 'worker_ids')
+  local started_at = task[1]
+  if not started_at or started_at == '' then
+    started_at = now
+  end
+  redis.call('HSET', key,
+    'status', 'RUNNING', 'worker_id', worker, 'lease_until', lease_until,
+    'last_attempted_at', now, 'started_at', started_at,
+    'worker_ids', json_append(task[2], cjson.encode(worker)),
+    -- What release() restores if this attempt is handed back.
+    'previous_worker_ids', task[2], 'previous_started_at', task[1] or '')
+  redis.call('HINCRBY', key, 'attempts', 1)
+  redis.call('ZADD', P .. ':running', lease_until, id)
+  return redis.call('HGETALL', key)
+end
+
+-- ARGV: P, now, lease_until, limit, worker_id, queue names (none: every
+-- queue). Returns (id, HGETALL of its hash) per claimed task, in claim order.
+redis.register_function('taskq_1_claim', function(keys, args)
+  local P, now, lease_until, limit, worker = args[1], args[2], args[3], tonumber(args[4]), args[5]
+  local queues = {}
+  for i = 6, #args do
+    queues[#queues + 1] = args[i]
+  end
+  if #queues == 0 then
+    queues = redis.call('SMEMBERS', P .. ':queues')
+  end
+  -- Due scheduled tasks (delayed, or waiting to retry) become ready first,
+  -- so they compete on priority with the rest.
+  local candidates = {}
+  for _, queue in ipairs(queues) do
+    local ready, scheduled = P .. ':ready:' .. queue, P .. ':scheduled:' .. queue
+    local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, PROMOTE_BATCH)
+    for _, m in ipairs(due) do
+      redis.call('ZADD', ready, 0, m)
+      redis.call('ZREM', scheduled, m)
+    end
+    -- The first ``limit`` of each queue contain the first ``limit`` overall.
+    for _, m in ipairs(redis.call('ZRANGE', ready, 0, limit - 1)) do
+      candidates[#candidates + 1] = {m, ready}
+    end
+  end
+  table.sort(candidates, function(a, b) return a[1] < b[1] end)
+  local claimed = {}
+  for i = 1, math.min(limit, #candidates) do
+    local m, ready = candidates[i][1], candidates[i][2]
+    local id = id_of(m)
+    local key = P .. ':task:' .. id
+    redis.call('ZREM', ready, m)
+    -- A task evicted under memory pressure (see maxmemory-policy) is gone.
+    if redis.call('EXISTS', key) == 1 then
+      claimed[#claimed + 1] = id
+      claimed[#claimed + 1] = claim_one(P, key, id, now, lease_until, worker)
+    end
+  end
+  return claimed
+end)
+
+-- ARGV: P, worker_id, now, result_ttl, outbox ("1" to copy results to the
+-- database), then (id, status, return_value, errors, at) per outcome: ``at``
+-- is finished_at, or for status RETRY the new run_after. Only tasks the
+-- worker still holds are recorded: one whose lease ran out belongs to its
+-- new holder. Returns the ids recorded.
+redis.register_function('taskq_1_record', function(keys, args)
+  local P, worker, now, ttl, outbox = args[1], args[2], args[3], args[4], args[5]
+  local recorded = {}
+  for i = 6, #args, 5 do
+    local id, status, at = args[i], args[i + 1], args[i + 4]
+    local key = P .. ':task:' .. id
+    local task = redis.call('HMGET', key, 'worker_id', 'queue_name', 'priority')
+    if task[1] == worker then
+      redis.call('ZREM', P .. ':running', id)
+      if status == 'RETRY' then
+        redis.call('HSET', key, 'status', 'READY', 'run_after', at, 'errors', args[i + 3])
+        redis.call('HDEL', key, 'worker_id', 'lease_until')
+        queue_task(P, task[2], task[3], at, id, now)
+      else
+        redis.call('HSET', key, 'status', status, 'return_value', args[i + 2],
+          'errors', args[i + 3], 'finished_at', at)
+        keep_result(P, key, id, ttl, outbox)
+      end
+      recorded[#recorded + 1] = id
+    end
+  end
+  return recorded
+end)
+
+-- ARGV: P, worker_id, now, then task ids. Undo the claims: the attempts did
+-- not happen, so the tasks go back to the front of their queues as they were.
+redis.register_function('taskq_1_release', function(keys, args)
+  local P, worker, now = args[1], args[2], args[3]
+  local queues = {}
+  for i = 4, #args do
+    local id = args[i]
+    local key = P .. ':task:' .. id
+    local task = redis.call('HMGET', key, 'worker_id', 'queue_name', 'priority', 'run_after',
+      'previous_worker_ids', 'previous_started_at')
+    if task[1] == worker then
+      redis.call('ZREM', P .. ':running', id)
+      redis.call('HSET', key, 'status', 'READY', 'worker_ids', task[5], 'started_at', task[6])
+      redis.call('HDEL', key, 'worker_id', 'lease_until')
+      redis.call('HINCRBY', key, 'attempts', -1)
+      queue_task(P, task[2], task[3], task[4], id, now)
+      queues[task[2]] = true
+    end
+  end
+  wake(P, queues)
+  return 1
+end)
+
+-- ARGV: P, worker_id, now, lease_until, registry_ttl_ms, then the ids of the
+-- tasks the worker holds. Renews only those: a claim whose reply was lost
+-- (connection cut mid-call) is unknown to the worker, so it must expire and
+-- be recovered. Returns 0 if the worker's registry entry was gone.
+redis.register_function('taskq_1_heartbeat', function(keys, args)
+  local P, worker, now, lease_until = args[1], args[2], args[3], args[4]
+  for i = 6, #args do
+    local key = P .. ':task:' .. args[i]
+    if redis.call('HGET', key, 'worker_id') == worker then
+      redis.call('HSET', key, 'lease_until', lease_until)
+      redis.call('ZADD', P .. ':running', 'XX', lease_until, args[i])
+    end
+  end
+  local entry = P .. ':worker:' .. worker
+  if redis.call('EXISTS', entry) == 0 then
+    return 0
+  end
+  redis.call('HSET', entry, 'last_heartbeat_at', now)
+  redis.call('PEXPIRE', entry, args[5])
+  redis.call('ZADD', P .. ':workers', now, worker)
+  return 1
+end)
+
+-- ARGV: P, now, result_ttl, outbox, forget_before. Tasks whose lease expired
+-- (their worker was killed, lost power or was cut off): the attempt failed
+-- with WorkerLost; with attempts left the task is ready again, without it
+-- fails. Workers silent since ``forget_before`` leave the registry. Returns
+-- the number of tasks recovered.
+redis.register_function('taskq_1_recover', function(keys, args)
+  local P, now, ttl, outbox = args[1], args[2], args[3], args[4]
+  local lost = redis.call('ZRANGEBYSCORE', P .. ':running', '-inf', '(' .. now,
+    'LIMIT', 0, RECOVER_BATCH)
+  local queues = {}
+  for _, id in ipairs(lost) do
+    redis.call('ZREM', P .. ':running', id)
+    local key = P .. ':task:' .. id
+    local task = redis.call('HMGET', key, 'worker_id', 'attempts', 'max_attempts', 'errors',
+      'queue_name', 'priority', 'run_after')
+    if task[1] then
+      local errors = json_append(task[4], cjson.encode({
+        exception_class_path = 'django_tasks_q.exceptions.WorkerLost',
+        traceback = 'django_tasks_q.exceptions.WorkerLost: worker ' .. task[1]
+          .. ' stopped renewing its lease during attempt ' .. task[2] .. '\n',
+      }))
+      if tonumber(task[2]) < tonumber(task[3]) then
+        redis.call('HSET', key, 'status', 'READY', 'errors', errors)
+        redis.call('HDEL', key, 'worker_id', 'lease_until')
+        queue_task(P, task[5], task[6], task[7], id, now)
+        queues[task[5]] = true
+      else
+        redis.call('HSET', key, 'status', 'FAILED', 'errors', errors, 'finished_at', now)
+        keep_result(P, key, id, ttl, outbox)
+      end
+    end
+  end
+  wake(P, queues)
+  local silent = redis.call('ZRANGEBYSCORE', P .. ':workers', '-inf', '(' .. args[5])
+  for _, worker in ipairs(silent) do
+    redis.call('ZREM', P .. ':workers', worker)
+    redis.call('DEL', P .. ':worker:' .. worker)
+  end
+  return #lost
+end)

@@ -1,0 +1,416 @@
+"""The queue in Redis, for throughput: same tasks, same worker, no SQL on the hot path.
+
+Every change to the queue is one call of a Redis function from ``redis.lua``,
+where the keys are described. Enqueueing from inside a database transaction
+waits for the commit (``enqueue_on_commit``): Redis cannot join the
+transaction, and a worker must never run a task for a row that was rolled back.
+"""
+
+import json
+import os
+import socket
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from pathlib import Path
+
+from django.conf import settings
+from django.core import checks
+from django.db import DEFAULT_DB_ALIAS, transaction
+from django.db import Error as DatabaseError
+from django.tasks.exceptions import TaskResultDoesNotExist
+from django.tasks.signals import task_enqueued
+from django.utils import timezone
+
+try:
+    import redis
+except ImportError:  # reported by check()
+    redis = None
+
+from ..ids import uuid7
+from ..models import TaskResult
+from ..task import Call
+from .base import ClaimedTask, Outcome, QueueBackend
+
+SCRIPT = (Path(__file__).parent / "redis.lua").read_text()
+# "#!lua name=taskq_1": its functions are called "taskq_1_<name>".
+LIBRARY = SCRIPT.split("name=", 1)[1].split(None, 1)[0]
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ENQUEUE_BATCH = 1000  # calls per function call: bounds how long one blocks the server
+OUTBOX_BATCH = 500  # results copied to the database per statement
+
+
+def _us(value: datetime) -> int:
+    """A datetime as the scripts store it: exact integer microseconds."""
+    return (value - EPOCH) // timedelta(microseconds=1)
+
+
+def _datetime(value: str | None) -> datetime | None:
+    return EPOCH + timedelta(microseconds=int(value)) if value else None
+
+
+def _hash(flat: list[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+class RedisBackend(QueueBackend):
+    """OPTIONS: ``url`` (default "redis://127.0.0.1:6379/0"), ``prefix`` (of
+    every key, default "taskq"), ``result_ttl`` (seconds results are kept,
+    default one day), ``enqueue_on_commit`` (default True), ``database`` (the
+    alias whose transactions enqueueing waits for, default "default"),
+    ``record_results_in_database`` (also copy results to the TaskResult
+    table, default False), ``poll_interval`` and ``lease`` as for the
+    database backend.
+    """
+
+    def __init__(self, alias, params):
+        super().__init__(alias, params)
+        self.url = self.options.get("url", "redis://127.0.0.1:6379/0")
+        # One hash tag for every key: a Redis Cluster keeps them in one slot,
+        # as functions that touch many keys need.
+        self.prefix = "{" + self.options.get("prefix", "taskq") + "}"
+        self.result_ttl = self.options.get("result_ttl", 24 * 60 * 60)
+        self.enqueue_on_commit = self.options.get("enqueue_on_commit", True)
+        self.database = self.options.get("database", DEFAULT_DB_ALIAS)
+        self.record_results_in_database = self.options.get("record_results_in_database", False)
+        self._load_lock = threading.Lock()
+        self._library_loaded = False
+
+    @property
+    def transient_errors(self):
+        # A dropped connection, a restarting server (BusyLoadingError is a
+        # ConnectionError), a failover's read-only replica; and the database,
+        # which holds the copies of results.
+        return (
+            redis.ConnectionError,
+            redis.TimeoutError,
+            redis.exceptions.ReadOnlyError,
+            DatabaseError,
+        )
+
+    @cached_property
+    def client(self):
+        # Thread-safe: a pool of connections, each re-opened after a fault.
+        return redis.Redis.from_url(self.url, decode_responses=True)
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    def _call(self, function: str, *args):
+        """Call a function of the library, loading it first when needed."""
+        return self._run(lambda: self.client.fcall(f"{LIBRARY}_{function}", 0, self.prefix, *args))
+
+    def _run(self, operation):
+        if not self._library_loaded:
+            self._load_library()
+        try:
+            return operation()
+        except redis.ResponseError as error:
+            # A restarted server without persistence forgets functions; a call
+            # that found no function changed nothing, so running it again is safe.
+            if "function not found" not in str(error).lower():
+                raise
+            self._load_library()
+            return operation()
+
+    def _load_library(self):
+        with self._load_lock:
+            self.client.function_load(SCRIPT, replace=True)
+            self._library_loaded = True
+
+    # -- the django.tasks API ---------------------------------------------------
+
+    def enqueue(self, task, args, kwargs):
+        return self.enqueue_many(task, [Call(args, kwargs)])[0]
+
+    def enqueue_many(self, task, calls):
+        self.validate_task(task)
+        calls = [(str(uuid7()), *arguments) for arguments in self.encode_calls(task, calls)]
+        now = timezone.now()
+        results = [
+            self.make_result(
+                task=task,
+                id=task_id,
+                status="READY",
+                enqueued_at=now,
+                started_at=None,
+                last_attempted_at=None,
+                finished_at=None,
+                args=args,
+                kwargs=kwargs,
+                worker_ids=[],
+            )
+            for task_id, args, kwargs in calls
+        ]
+        header = [
+            task.module_path,
+            task.queue_name,
+            task.priority,
+            getattr(task, "max_retries", 0) + 1,
+            _us(now),
+            _us(self.run_after_for(task, now)),
+        ]
+
+        def send():
+            self._run(lambda: self._send(header, calls))
+            for result in results:
+                task_enqueued.send(type(self), task_result=result)
+
+        if self.enqueue_on_commit:
+            # At once outside a transaction; else when (and only if) it commits.
+            transaction.on_commit(send, using=self.database)
+        else:
+            send()
+        return results
+
+    def _send(self, header, calls):
+        # One transaction: a large enqueue_many is all queued or none of it.
+        pipeline = self.client.pipeline(transaction=True)
+        for start in range(0, len(calls), ENQUEUE_BATCH):
+            fields = []
+            for task_id, args, kwargs in calls[start : start + ENQUEUE_BATCH]:
+                fields += [task_id, json.dumps(args), json.dumps(kwargs)]
+            pipeline.fcall(f"{LIBRARY}_enqueue", 0, self.prefix, *header, *fields)
+        pipeline.execute()
+
+    def get_result(self, result_id):
+        try:
+            task_id = str(uuid.UUID(str(result_id)))
+        except ValueError:
+            raise TaskResultDoesNotExist(result_id) from None
+        fields = self.client.hgetall(self.key("task", task_id))
+        if not fields:
+            raise TaskResultDoesNotExist(result_id)
+        task = self.resolve_task(fields["task_path"], int(fields["priority"]), fields["queue_name"])
+        status = fields["status"]
+        return_value = fields.get("return_value")
+        return self.make_result(
+            task=task,
+            id=task_id,
+            status=status,
+            return_value=json.loads(return_value) if return_value else None,
+            errors=json.loads(fields["errors"]),
+            enqueued_at=_datetime(fields["enqueued_at"]),
+            started_at=_datetime(fields.get("started_at")),
+            last_attempted_at=_datetime(fields.get("last_attempted_at")),
+            finished_at=_datetime(fields.get("finished_at")),
+            args=json.loads(fields["args"]),
+            kwargs=json.loads(fields["kwargs"]),
+            worker_ids=json.loads(fields["worker_ids"]),
+        )
+
+    # -- the worker's store -----------------------------------------------------
+
+    def record_and_claim(self, outcomes, queues, limit, worker_id):
+        recorded = self._record(outcomes, worker_id) if outcomes else []
+        claimed = self._claim(queues, limit, worker_id) if limit > 0 else []
+        return recorded, claimed
+
+    def _claim(self, queues, limit, worker_id) -> list[ClaimedTask]:
+        now = timezone.now()
+        claimed = self._call(
+            "claim", _us(now), _us(now + self.lease), limit, worker_id, *(queues or ())
+        )
+        return [
+            self._claimed(task_id, _hash(flat), now)
+            for task_id, flat in zip(claimed[::2], claimed[1::2], strict=True)
+        ]
+
+    def _claimed(self, task_id, fields, now) -> ClaimedTask:
+        return ClaimedTask(
+            id=task_id,
+            task_path=fields["task_path"],
+            queue_name=fields["queue_name"],
+            priority=int(fields["priority"]),
+            args=json.loads(fields["args"]),
+            kwargs=json.loads(fields["kwargs"]),
+            attempts=int(fields["attempts"]),
+            max_attempts=int(fields["max_attempts"]),
+            errors=json.loads(fields["errors"]),
+            worker_ids=json.loads(fields["worker_ids"]),
+            enqueued_at=_datetime(fields["enqueued_at"]),
+            started_at=_datetime(fields["started_at"]),
+            last_attempted_at=now,
+        )
+
+    def _record(self, outcomes, worker_id) -> list[Outcome]:
+        fields = []
+        for o in outcomes:
+            retry = o.status == Outcome.RETRY
+            fields += [
+                o.claimed.id,
+                o.status,
+                "" if retry else json.dumps(o.return_value),
+                json.dumps(o.errors),
+                _us(o.retry_at if retry else o.finished_at),
+            ]
+        recorded = set(
+            self._call(
+                "record",
+                worker_id,
+                _us(timezone.now()),
+                self.result_ttl,
+                int(self.record_results_in_database),
+                *fields,
+            )
+        )
+        self.copy_results_to_database()
+        return [o for o in outcomes if o.claimed.id in recorded]
+
+    def release(self, task_ids, worker_id) -> None:
+        self._call("release", worker_id, _us(timezone.now()), *task_ids)
+
+    def register_worker(self, worker_id, *, queues, concurrency, pool) -> None:
+        now = _us(timezone.now())
+        entry = self.key("worker", worker_id)
+        pipeline = self.client.pipeline(transaction=True)
+        pipeline.hset(
+            entry,
+            mapping={
+                "hostname": socket.gethostname(),
+                "pid": os.getpid(),
+                "backend": self.alias,
+                "queues": json.dumps(queues or []),
+                "concurrency": concurrency,
+                "pool": pool,
+                "started_at": now,
+                "last_heartbeat_at": now,
+            },
+        )
+        pipeline.pexpire(entry, self._registry_ttl())
+        pipeline.zadd(self.key("workers"), {worker_id: now})
+        pipeline.execute()
+
+    def _registry_ttl(self) -> int:
+        # A worker silent for two leases is gone, as in the database backend.
+        return int(2 * self.lease.total_seconds() * 1000)
+
+    def heartbeat(self, worker_id, task_ids) -> bool:
+        now = timezone.now()
+        alive = self._call(
+            "heartbeat",
+            worker_id,
+            _us(now),
+            _us(now + self.lease),
+            self._registry_ttl(),
+            *task_ids,
+        )
+        return alive == 1
+
+    def recover(self) -> int:
+        now = timezone.now()
+        recovered = self._call(
+            "recover",
+            _us(now),
+            self.result_ttl,
+            int(self.record_results_in_database),
+            _us(now - 2 * self.lease),
+        )
+        self.copy_results_to_database()
+        return recovered
+
+    def unregister_worker(self, worker_id) -> None:
+        pipeline = self.client.pipeline(transaction=True)
+        pipeline.delete(self.key("worker", worker_id))
+        pipeline.zrem(self.key("workers"), worker_id)
+        pipeline.execute()
+
+    def listen(self, queues, wake):
+        # Here, not at the top: without redis installed, check() says so.
+        from .redis_listener import RedisListener
+
+        return RedisListener(self.client, self.key("wake"), queues, wake).start()
+
+    # -- the database copy of results -------------------------------------------
+
+    def copy_results_to_database(self) -> None:
+        """Copy finished tasks from the outbox to the TaskResult table, in batches.
+
+        Popped before they are written: on a database error they are pushed
+        back for the next call. Upserts, so a copy made twice is harmless.
+        """
+        if not self.record_results_in_database:
+            return
+        outbox = self.key("outbox")
+        while ids := self.client.lpop(outbox, OUTBOX_BATCH):
+            pipeline = self.client.pipeline(transaction=False)
+            for task_id in ids:
+                pipeline.hgetall(self.key("task", task_id))
+            rows = [
+                self._result_row(task_id, fields)
+                for task_id, fields in zip(ids, pipeline.execute(), strict=True)
+                if fields  # expired already: nothing to copy
+            ]
+            try:
+                TaskResult.objects.using(self.database).bulk_create(
+                    rows,
+                    update_conflicts=True,
+                    unique_fields=["id"],
+                    update_fields=[f.name for f in TaskResult._meta.concrete_fields[1:]],
+                )
+            except DatabaseError:
+                self.client.lpush(outbox, *reversed(ids))
+                raise
+            if len(ids) < OUTBOX_BATCH:
+                return
+
+    def _result_row(self, task_id, fields) -> TaskResult:
+        return TaskResult(
+            id=task_id,
+            task_path=fields["task_path"],
+            queue_name=fields["queue_name"],
+            priority=int(fields["priority"]),
+            status=fields["status"],
+            args=json.loads(fields["args"]),
+            kwargs=json.loads(fields["kwargs"]),
+            return_value=json.loads(fields.get("return_value") or "null"),
+            errors=json.loads(fields["errors"]),
+            worker_ids=json.loads(fields["worker_ids"]),
+            attempts=int(fields["attempts"]),
+            enqueued_at=_datetime(fields["enqueued_at"]),
+            run_after=_datetime(fields["run_after"]),
+            started_at=_datetime(fields.get("started_at")),
+            last_attempted_at=_datetime(fields.get("last_attempted_at")),
+            finished_at=_datetime(fields["finished_at"]),
+        )
+
+    # -- system checks ----------------------------------------------------------
+
+    def check(self, **kwargs):
+        errors = super().check(**kwargs)
+        if self.database not in settings.DATABASES:
+            errors.append(
+                checks.Error(
+                    f"TASKS[{self.alias!r}]['OPTIONS']['database'] names "
+                    f"{self.database!r}, which is not in DATABASES.",
+                    id="django_tasks_q.E002",
+                )
+            )
+        if redis is None:
+            errors.append(
+                checks.Error(
+                    f"TASKS[{self.alias!r}] uses {type(self).__name__}, which needs "
+                    "the redis package: pip install 'django-tasks-q[redis]'.",
+                    id="django_tasks_q.E006",
+                )
+            )
+            return errors
+        try:
+            redis.ConnectionPool.from_url(self.url)
+        except ValueError as error:
+            errors.append(
+                checks.Error(
+                    f"TASKS[{self.alias!r}]['OPTIONS']['url'] is not a Redis URL: {error}",
+                    id="django_tasks_q.E007",
+                )
+            )
+        if not isinstance(self.result_ttl, int) or self.result_ttl <= 0:
+            errors.append(
+                checks.Error(
+                    f"TASKS[{self.alias!r}]['OPTIONS']['result_ttl'] must be a "
+                    "positive whole number of seconds.",
+                    id="django_tasks_q.E008",
+                )
+            )
+        return errors

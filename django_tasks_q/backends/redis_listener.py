@@ -1,0 +1,63 @@
+"""Wake idle workers the moment a task is queued: Redis pub/sub.
+
+The functions in ``redis.lua`` publish a queue's name on the wake channel
+once per call that makes tasks of that queue due (enqueue, release, recover),
+so ``enqueue_many`` of 10,000 tasks sends one message. The listener holds its
+own connection and only sets an event: the worker's loop does the claiming.
+Polling stays as the fallback, so a lost message costs at most one poll
+interval (pub/sub delivers only to whoever is subscribed at that moment).
+"""
+
+import logging
+import threading
+from collections.abc import Callable
+
+import redis
+
+logger = logging.getLogger("django_tasks_q.worker")
+
+MAX_BACKOFF = 30.0
+
+
+class RedisListener:
+    def __init__(
+        self,
+        client: redis.Redis,
+        channel: str,
+        queues: list[str] | None,
+        wake: Callable[[], None],
+    ):
+        self._client = client
+        self._channel = channel
+        self._queues = set(queues) if queues else None
+        self._wake = wake
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="taskq-listener", daemon=True)
+
+    def start(self) -> "RedisListener":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        backoff = 0.0
+        while not self._stopped.is_set():
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self._channel)
+                backoff = 0.0
+                # Anything queued while we were not subscribed: look now.
+                self._wake()
+                while not self._stopped.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message and (self._queues is None or message["data"] in self._queues):
+                        self._wake()
+            except (redis.ConnectionError, redis.TimeoutError) as error:
+                backoff = min(max(backoff * 2, 0.5), MAX_BACKOFF)
+                logger.warning("Redis subscription failed (%s); retrying in %.1f s", error, backoff)
+                self._stopped.wait(backoff)
+            finally:
+                pubsub.close()

@@ -1,0 +1,109 @@
+"""What only the Redis backend has: enqueue on commit, result TTLs, the
+database copy of results, its functions library, its checks. Its queue
+behaviour is tested with every other backend's, in the parametrised suites."""
+
+import pytest
+from django.conf import settings
+from django.core.management import CommandError, call_command
+from django.db import transaction
+from django.tasks import TaskResultStatus
+from django.tasks.exceptions import TaskResultDoesNotExist
+
+from django_tasks_q.backends import redis as redis_backend
+from django_tasks_q.backends.redis import LIBRARY, RedisBackend
+from django_tasks_q.models import TaskResult
+from django_tasks_q.worker.worker import Worker
+
+from . import tasks
+
+
+def backend_with(**options) -> RedisBackend:
+    """The tests' Redis backend with other OPTIONS."""
+    options = {"url": settings.REDIS_URL, "poll_interval": 0.05, **options}
+    return RedisBackend("redis", {"QUEUES": ["default"], "OPTIONS": options})
+
+
+def test_enqueue_in_a_transaction_is_sent_on_commit(redis_queue_db):
+    backend = redis_queue_db.queue_backend
+    with transaction.atomic(using=redis_queue_db.database):
+        result = tasks.add.using(backend="redis").enqueue(1, 2)
+        assert result.status == TaskResultStatus.READY
+        # Not in Redis yet: a worker must not see it before the commit.
+        assert redis_queue_db.queued_count() == 0
+        with pytest.raises(TaskResultDoesNotExist):
+            backend.get_result(result.id)
+    assert backend.get_result(result.id).status == TaskResultStatus.READY
+
+
+def test_enqueue_in_a_rolled_back_transaction_is_never_sent(redis_queue_db):
+    sent = []
+    with pytest.raises(RuntimeError), transaction.atomic(using=redis_queue_db.database):
+        sent += tasks.add.using(backend="redis").enqueue_many([(1, 2), (3, 4)])
+        raise RuntimeError("the view failed")
+    assert redis_queue_db.queued_count() == 0
+    with pytest.raises(TaskResultDoesNotExist):
+        redis_queue_db.queue_backend.get_result(sent[0].id)
+
+
+def test_enqueue_on_commit_off_sends_at_once(redis_queue_db):
+    backend = backend_with(enqueue_on_commit=False)
+    with pytest.raises(RuntimeError), transaction.atomic(using=redis_queue_db.database):
+        result = backend.enqueue(tasks.add, (1, 2), {})
+        raise RuntimeError("rolled back, but the task was already sent")
+    assert backend.get_result(result.id).status == TaskResultStatus.READY
+
+
+def test_results_expire_after_result_ttl(redis_queue_db):
+    backend = backend_with(result_ttl=123)
+    waiting = backend.enqueue(tasks.add, (1, 2), {})
+    Worker(backend, burst=True).run()
+    assert backend.get_result(waiting.id).return_value == 3
+    key = backend.key("task", waiting.id)
+    assert 0 < redis_queue_db.client.ttl(key) <= 123
+    # Nothing but results is left behind once a queue has drained.
+    assert redis_queue_db.client.zcard(backend.key("running")) == 0
+
+
+def test_results_can_be_copied_to_the_database(redis_queue_db):
+    backend = backend_with(record_results_in_database=True)
+    ok = backend.enqueue(tasks.add, (2, 3), {})
+    bad = backend.enqueue(tasks.unserialisable_return, (), {})
+    Worker(backend, burst=True).run()
+
+    rows = {str(r.id): r for r in TaskResult.objects.using(redis_queue_db.database)}
+    assert rows.keys() == {ok.id, bad.id}
+    assert (rows[ok.id].status, rows[ok.id].return_value, rows[ok.id].attempts) == (
+        "SUCCESSFUL",
+        5,
+        1,
+    )
+    assert rows[ok.id].finished_at == backend.get_result(ok.id).finished_at
+    assert rows[bad.id].status == "FAILED" and "not JSON" in rows[bad.id].errors[0]["traceback"]
+    assert redis_queue_db.client.llen(backend.key("outbox")) == 0
+
+
+def test_functions_are_loaded_again_if_the_server_forgot_them(redis_queue_db):
+    """A restart without persistence drops the library: the next call reloads it."""
+    backend = redis_queue_db.queue_backend
+    backend.enqueue(tasks.add, (1, 1), {})
+    redis_queue_db.client.function_delete(LIBRARY)
+    result = backend.enqueue(tasks.add, (2, 2), {})
+    assert backend.get_result(result.id).status == TaskResultStatus.READY
+
+
+def test_taskq_refuses_a_redis_backend(redis_queue_db):
+    """taskq works on the SQL tables, which do not hold a Redis queue."""
+    with pytest.raises(CommandError, match="database backend's tables"):
+        call_command("taskq", "--backend", "redis", "status")
+
+
+def test_system_checks(monkeypatch):
+    assert backend_with().check() == []
+    errors = backend_with(url="http://nope", result_ttl=0, database="missing").check()
+    assert [e.id for e in errors] == [
+        "django_tasks_q.E002",
+        "django_tasks_q.E007",
+        "django_tasks_q.E008",
+    ]
+    monkeypatch.setattr(redis_backend, "redis", None)  # as if not installed
+    assert [e.id for e in backend_with().check()] == ["django_tasks_q.E006"]
