@@ -10,6 +10,7 @@ USE_TZ = True
 INSTALLED_APPS = ["django_tasks_q", "bench.sites.taskq"]
 
 if os.environ.get("BENCH_DATABASE") == "sqlite":
+    DATA.mkdir(parents=True, exist_ok=True)  # a fresh clone has no bench/.data yet
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
