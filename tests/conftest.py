@@ -153,8 +153,8 @@ def start_worker(tmp_path):
 def run_worker(start_worker):
     """Run a worker in --burst mode to the end and check it exited cleanly."""
 
-    def run(backend: Backend, *args: str) -> WorkerProcess:
-        worker = start_worker(backend, "--burst", *args)
+    def run(backend: Backend, *args: str, env: dict | None = None) -> WorkerProcess:
+        worker = start_worker(backend, "--burst", *args, env=env)
         code = worker.wait()
         assert code == 0, f"worker exited with {code}:\n{worker.output()}"
         return worker

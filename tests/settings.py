@@ -41,6 +41,8 @@ TASKS = {
         },
     }
 }
+if os.environ.get("TASKQ_TEST_RESULT_TTL"):  # the retention tests' workers
+    TASKS["default"]["OPTIONS"]["result_ttl"] = int(os.environ["TASKQ_TEST_RESULT_TTL"])
 
 
 def _postgres_unavailable() -> str:

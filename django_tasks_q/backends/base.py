@@ -260,6 +260,11 @@ class QueueBackend(BaseTaskBackend):
     def unregister_worker(self, worker_id: str) -> None:
         raise NotImplementedError
 
+    def prune_results(self, limit: int = 1000) -> int:
+        """Delete up to ``limit`` results older than the backend's retention;
+        returns how many. Stores whose results expire by themselves do nothing."""
+        return 0
+
     def listen(self, queues: list[str] | None, wake):
         """Start calling ``wake()`` when tasks for ``queues`` arrive; return
         something with ``stop()``, or None where only polling works."""

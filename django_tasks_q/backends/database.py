@@ -9,6 +9,7 @@ import os
 import socket
 import sqlite3
 import uuid
+from datetime import timedelta
 from functools import cached_property
 
 from django.conf import settings
@@ -45,7 +46,8 @@ class DatabaseBackend(QueueBackend):
     ``poll_interval`` (seconds an idle worker waits between looks, default 1),
     ``lease`` (seconds a claim is good for before it must be renewed, default 60),
     ``synchronous_commit`` (PostgreSQL: whether the worker's claims and records
-    wait for the WAL flush, default True).
+    wait for the WAL flush, default True), ``result_ttl`` (seconds finished
+    results are kept before workers delete them; default None, keep them).
     """
 
     def __init__(self, alias, params):
@@ -55,6 +57,9 @@ class DatabaseBackend(QueueBackend):
         # WAL flush. Off, a database crash can lose the last moments of them,
         # and those tasks then run again: never lost, as at-least-once allows.
         self.synchronous_commit = bool(self.options.get("synchronous_commit", True))
+        # Seconds finished results are kept; workers delete older ones. None: forever.
+        ttl = self.options.get("result_ttl")
+        self.result_ttl = None if ttl is None else timedelta(seconds=float(ttl))
 
     @property
     def connection(self):
@@ -178,6 +183,12 @@ class DatabaseBackend(QueueBackend):
         ).delete()
         return recovered
 
+    def prune_results(self, limit=1000) -> int:
+        if self.result_ttl is None:
+            return 0
+        with self.connection.cursor() as cursor:
+            return self.queries.prune(cursor, timezone.now() - self.result_ttl, limit)
+
     def unregister_worker(self, worker_id) -> None:
         Worker.objects.using(self.database).filter(id=worker_id).delete()
 
@@ -207,6 +218,14 @@ class DatabaseBackend(QueueBackend):
                     f"Database {self.database!r} is {vendor}; the database "
                     "backend supports PostgreSQL and SQLite.",
                     id="django_tasks_q.E003",
+                )
+            )
+        if self.result_ttl is not None and self.result_ttl.total_seconds() <= 0:
+            errors.append(
+                checks.Error(
+                    f"TASKS[{self.alias!r}]['OPTIONS']['result_ttl'] must be a positive "
+                    "number of seconds, or None to keep results.",
+                    id="django_tasks_q.E008",
                 )
             )
         if vendor == "sqlite" and sqlite3.sqlite_version_info < (3, 35):

@@ -209,6 +209,17 @@ class PostgresQueries:
         FROM lost
     """
 
+    # Retention: one batch of expired results, oldest first (index
+    # taskq_result_finished). SKIP LOCKED: workers pruning at once split it.
+    PRUNE = """
+        DELETE FROM django_tasks_q_taskresult WHERE id IN (
+            SELECT id FROM django_tasks_q_taskresult
+            WHERE finished_at < %(before)s
+            ORDER BY finished_at LIMIT %(limit)s
+            FOR UPDATE SKIP LOCKED
+        )
+    """
+
     def __init__(self, connection):
         self.connection = connection
 
@@ -319,6 +330,10 @@ class PostgresQueries:
             "lease_until": self.param_datetime(lease_until),
         }
         cursor.execute(self.RENEW, params)
+
+    def prune(self, cursor, before, limit) -> int:
+        cursor.execute(self.PRUNE, {"before": self.param_datetime(before), "limit": limit})
+        return cursor.rowcount
 
     def recover(self, cursor, now) -> int:
         """Requeue or fail tasks whose lease expired; returns how many."""
@@ -441,6 +456,13 @@ class SQLiteQueries(PostgresQueries):
         FROM django_tasks_q_task
         WHERE status = 'RUNNING' AND lease_expires_at < %(now)s
           AND attempts >= max_attempts
+    """
+    PRUNE = """
+        DELETE FROM django_tasks_q_taskresult WHERE id IN (
+            SELECT id FROM django_tasks_q_taskresult
+            WHERE finished_at < %(before)s
+            ORDER BY finished_at LIMIT %(limit)s
+        )
     """
     ABANDON_DELETE = """
         DELETE FROM django_tasks_q_task

@@ -42,6 +42,7 @@ FLUSH_INTERVAL = 0.005  # seconds an outcome may wait to be recorded with others
 FLUSH_BATCH = 500  # outcomes recorded at once at most
 PREFETCH_SECONDS = 0.05  # work claimed ahead per slot, by recent task durations
 MAX_PREFETCH = 100  # tasks claimed ahead per slot at most
+PRUNE_INTERVAL = 60.0  # seconds between a worker's deletions of expired results
 
 
 def default_worker_id() -> str:
@@ -87,6 +88,7 @@ class Worker:
         # Renew leases four times per lease: one late beat is not a lost task.
         self._heartbeat_interval = backend.lease.total_seconds() / 4
         self._next_heartbeat = 0.0
+        self._next_prune = 0.0
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -262,13 +264,18 @@ class Worker:
             logger.exception("Could not unregister worker %s", self.worker_id)
 
     def _heartbeat(self) -> None:
-        """Renew our leases, then recover tasks whose workers have died."""
+        """Renew our leases, recover tasks whose workers have died, and now and
+        then delete a batch of results past their retention."""
         self._next_heartbeat = time.monotonic() + self._heartbeat_interval
         try:
             held = [*self._in_flight, *(o.claimed.id for o in self._pending)]
             if not self.backend.heartbeat(self.worker_id, held):
                 self._register()
             recovered = self.backend.recover()
+            if time.monotonic() >= self._next_prune:
+                self._next_prune = time.monotonic() + PRUNE_INTERVAL
+                if pruned := self.backend.prune_results():
+                    logger.info("Deleted %d result(s) past their result_ttl", pruned)
         except self.backend.transient_errors:
             logger.exception("Heartbeat failed; will retry")
             close_old_connections()

@@ -94,9 +94,9 @@ class Command(BaseCommand):
         prune.add_argument(
             "--older-than",
             type=float,
-            required=True,
             metavar="DAYS",
-            help="Delete results that finished more than DAYS days ago.",
+            help="Delete results that finished more than DAYS days ago (default: "
+            "the backend's result_ttl option).",
         )
         prune.add_argument(
             "--status",
@@ -264,6 +264,11 @@ class Command(BaseCommand):
         )
 
     def do_prune(self, *, older_than, status, batch_size, **options):
+        if older_than is None:
+            ttl = getattr(task_backends[self.backend], "result_ttl", None)
+            if ttl is None:
+                raise CommandError("Give --older-than, or set the backend's result_ttl option.")
+            older_than = ttl.total_seconds() / 86400
         if older_than < 0:
             raise CommandError("--older-than must be a number of days, 0 or more.")
         if batch_size < 1:
