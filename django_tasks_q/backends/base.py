@@ -78,6 +78,12 @@ class Outcome:
 
 def json_round_trip(value):
     """``value`` as it comes back from JSON, or TypeError saying why it can't."""
+    try:  # Plain JSON already (the usual case): C-speed, no normalising to do.
+        decoded = json.loads(json.dumps(value, allow_nan=False))
+        if decoded == value:
+            return decoded
+    except (TypeError, ValueError):
+        pass
     try:
         normalised = normalize_json(value)
         encoded = json.dumps(normalised, allow_nan=False)
@@ -201,26 +207,31 @@ class QueueBackend(BaseTaskBackend):
         A call is a tuple or list of positional arguments, or a dict of keyword
         arguments, or an ``(args, kwargs)`` pair given as ``Call(args, kwargs)``.
         """
-        calls, encoded = list(calls), []
+        pairs = []
         for index, call in enumerate(calls):
             if isinstance(call, Call):
-                args, kwargs = call.args, call.kwargs
+                pairs.append([list(call.args), dict(call.kwargs)])
             elif isinstance(call, dict):
-                args, kwargs = (), call
+                pairs.append([[], dict(call)])
             elif isinstance(call, (tuple, list)):
-                args, kwargs = call, {}
+                pairs.append([list(call), {}])
             else:
                 raise InvalidTaskArguments(
                     f"Call #{index} of {task.module_path} is a {type(call).__name__}; "
                     "give a tuple of arguments, a dict of keyword arguments, or a Call."
                 )
+        try:  # the whole batch at once
+            return [(args, kwargs) for args, kwargs in json_round_trip(pairs)]
+        except TypeError:
+            pass
+        for index, (args, kwargs) in enumerate(pairs):  # find the culprit to name it
             try:
-                encoded.append(encode_arguments(task, args, kwargs))
+                encode_arguments(task, args, kwargs)
             except InvalidTaskArguments as error:
-                if len(calls) > 1:
+                if len(pairs) > 1:
                     error.args = (f"Call #{index}: {error}",)
                 raise
-        return encoded
+        raise InvalidTaskArguments(f"Cannot enqueue {task.module_path}: arguments are not JSON.")
 
     def run_after_for(self, task, now: datetime) -> datetime:
         if task.run_after is None:
