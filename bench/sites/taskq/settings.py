@@ -1,6 +1,7 @@
 """django-tasks-q on PostgreSQL (database bench_taskq) or, with
 BENCH_DATABASE=sqlite, on SQLite (bench/.data/taskq.sqlite3)."""
 
+import json
 import os
 
 from bench.drivers.common import DATA, PG_HOST, PG_PORT, PG_USER
@@ -41,5 +42,7 @@ TASKS = {
     "default": {
         "BACKEND": "django_tasks_q.backends.database.DatabaseBackend",
         "QUEUES": ["default"],
+        # e.g. BENCH_TASKQ_OPTIONS='{"synchronous_commit": false}'
+        "OPTIONS": json.loads(os.environ.get("BENCH_TASKQ_OPTIONS", "{}")),
     }
 }
