@@ -165,12 +165,20 @@ class RedisBackend(QueueBackend):
         return results
 
     def _send(self, header, calls):
+        batches = [
+            [
+                field
+                for task_id, args, kwargs in calls[start : start + ENQUEUE_BATCH]
+                for field in (task_id, json.dumps(args), json.dumps(kwargs))
+            ]
+            for start in range(0, len(calls), ENQUEUE_BATCH)
+        ]
+        if len(batches) == 1:  # one function call is atomic by itself: one reply
+            self.client.fcall(f"{LIBRARY}_enqueue", 0, self.prefix, *header, *batches[0])
+            return
         # One transaction: a large enqueue_many is all queued or none of it.
         pipeline = self.client.pipeline(transaction=True)
-        for start in range(0, len(calls), ENQUEUE_BATCH):
-            fields = []
-            for task_id, args, kwargs in calls[start : start + ENQUEUE_BATCH]:
-                fields += [task_id, json.dumps(args), json.dumps(kwargs)]
+        for fields in batches:
             pipeline.fcall(f"{LIBRARY}_enqueue", 0, self.prefix, *header, *fields)
         pipeline.execute()
 
