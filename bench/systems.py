@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import psycopg
 import redis
 
-from bench.drivers.common import DATA, REDIS_DB_TASKQ, ROOT, pg_dsn, redis_url
+from bench.drivers.common import DATA, REDIS_DB_HUEY, REDIS_DB_TASKQ, ROOT, pg_dsn, redis_url
 
 PEERS_VENV = ROOT / "bench" / ".venv-peers"
 PEERS_REQUIREMENTS = ROOT / "bench" / "peers-requirements.txt"
@@ -105,6 +105,16 @@ SYSTEMS = [
         database="bench_djtasksdb",
         peer=True,
         workloads=("enqueue_single", "drain", "latency"),  # no batch API
+    ),
+    System(
+        "huey",
+        "huey",
+        "Redis",
+        "huey_redis",
+        redis_db=REDIS_DB_HUEY,
+        peer=True,
+        # Its map() enqueues one task at a time: no batch API.
+        workloads=("enqueue_single", "drain", "latency"),
     ),
 ]
 
