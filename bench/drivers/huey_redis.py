@@ -23,9 +23,14 @@ def reset():
 
 
 def worker():
-    # ONE consumer process with 2 worker threads; its other options as default.
+    # ONE consumer process with 2 worker threads; its other options as default,
+    # but SIGTERM (what the benchmark stops every worker with) made its graceful
+    # stop: by default huey stops gracefully on SIGINT and at once on SIGTERM.
     consumer = os.path.join(os.path.dirname(sys.executable), "huey_consumer")
-    return [consumer, "bench.drivers.huey_tasks.huey", "-w", "2", "-k", "thread"]
+    return [
+        *(consumer, "bench.drivers.huey_tasks.huey"),
+        *("-w", "2", "-k", "thread", "--graceful-signal", "TERM"),
+    ]
 
 
 def enqueue_single(n, *, poll_interval):
