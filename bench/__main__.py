@@ -118,11 +118,14 @@ def main():
         if ours.peer:
             continue
         print(f"{ours.name} ({ours.backend}):")
+        goals = report.TARGET_RATIOS.get(ours.backend, {})
         for peer, peer_row in rows:
             if peer.peer:
-                goal = peer.key == "pgqueuer" and ours.backend == "PostgreSQL"
-                print("  " + report.ratios(row, peer_row, peer.name, targets=goal))
-        if ours.backend == "PostgreSQL" and (absolute := report.targets(row)):
+                print("  " + report.ratios(row, peer_row, peer.name, goals.get(peer.key, {})))
+        for key in sorted(set(goals) - {peer.key for peer, _ in rows}):
+            judged = ", ".join(goals[key])
+            print(f"  vs {key}: not in this run, so its targets ({judged}) are not judged")
+        if absolute := report.targets(row, ours.backend):
             print(f"  {absolute}")
     memory = report.memory([(s.name, s.backend, results[s.key]) for s in ready])
     if memory:

@@ -3,7 +3,6 @@
 Each runs through its driver (``bench/drivers/``) in a subprocess: this
 project's drivers in the project's environment, the peers' in
 ``bench/.venv-peers``, which is made on first use from peers-requirements.txt.
-A Redis backend will be one more entry here.
 """
 
 import json
@@ -14,8 +13,9 @@ import sys
 from dataclasses import dataclass, field
 
 import psycopg
+import redis
 
-from bench.drivers.common import DATA, ROOT, pg_dsn
+from bench.drivers.common import DATA, REDIS_DB_HUEY, REDIS_DB_TASKQ, ROOT, pg_dsn, redis_url
 
 PEERS_VENV = ROOT / "bench" / ".venv-peers"
 PEERS_REQUIREMENTS = ROOT / "bench" / "peers-requirements.txt"
@@ -29,6 +29,7 @@ class System:
     backend: str
     driver: str  # the module under bench.drivers
     database: str | None = None  # the PostgreSQL database it needs, made afresh
+    redis_db: int | None = None  # the Redis logical database it has to itself, flushed
     env: dict = field(default_factory=dict)
     peer: bool = False  # runs in the peers' environment
     workloads: tuple = ALL_WORKLOADS
@@ -42,14 +43,21 @@ class System:
         if self.database:
             self._admin(f"DROP DATABASE IF EXISTS {self.database}")
             self._admin(f"CREATE DATABASE {self.database}")
-        else:
+        elif self.env.get("BENCH_DATABASE") == "sqlite":
             for path in DATA.glob("taskq.sqlite3*"):
                 path.unlink()
+        self._flush_redis()
         self.run("setup")
 
     def clean_up(self) -> None:
         if self.database:
             self._admin(f"DROP DATABASE IF EXISTS {self.database}")
+        self._flush_redis()
+
+    def _flush_redis(self) -> None:
+        if self.redis_db is not None:
+            with redis.Redis.from_url(redis_url(self.redis_db)) as client:
+                client.flushdb()
 
     def _admin(self, statement: str) -> None:
         with psycopg.connect(pg_dsn("postgres"), autocommit=True) as connection:
@@ -80,6 +88,14 @@ SYSTEMS = [
         workloads=(*ALL_WORKLOADS, "backlog"),
     ),
     System("taskq-sqlite", "django-tasks-q", "SQLite", "taskq", env={"BENCH_DATABASE": "sqlite"}),
+    System(
+        "taskq-redis",
+        "django-tasks-q",
+        "Redis",
+        "taskq",
+        env={"BENCH_QUEUE": "redis"},
+        redis_db=REDIS_DB_TASKQ,
+    ),
     System("pgqueuer", "pgqueuer", "PostgreSQL", "pgq", database="bench_pgqueuer", peer=True),
     System(
         "django-tasks-db",
@@ -89,6 +105,16 @@ SYSTEMS = [
         database="bench_djtasksdb",
         peer=True,
         workloads=("enqueue_single", "drain", "latency"),  # no batch API
+    ),
+    System(
+        "huey",
+        "huey",
+        "Redis",
+        "huey_redis",
+        redis_db=REDIS_DB_HUEY,
+        peer=True,
+        # Its map() enqueues one task at a time: no batch API.
+        workloads=("enqueue_single", "drain", "latency"),
     ),
 ]
 

@@ -20,6 +20,11 @@ DATA = ROOT / "bench" / ".data"  # SQLite files, worker logs, latency stamps
 PG_HOST = os.environ.get("BENCH_PGHOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("BENCH_PGPORT", "5432"))
 PG_USER = os.environ.get("BENCH_PGUSER", "postgres")
+# The Redis server; each system has a logical database of its own on it (see
+# systems.py), flushed before each workload, and no other database is touched.
+REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
+REDIS_DB_TASKQ = 9
+REDIS_DB_HUEY = 10
 
 WARM_UPS = 20  # untimed enqueue() calls before enqueue_single
 BULK_BATCH = 1000  # tasks per enqueue_many() call
@@ -35,6 +40,10 @@ TIMEOUT = 600.0  # seconds any one wait may take before the workload fails
 
 def pg_dsn(database: str) -> str:
     return f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{database}"
+
+
+def redis_url(db: int) -> str:
+    return f"{REDIS}/{db}"
 
 
 def record_start(index) -> None:

@@ -1,7 +1,7 @@
 """django-tasks-q's driver: the project's own environment, its own worker command.
 
-BENCH_DATABASE=sqlite runs it on SQLite, otherwise on PostgreSQL (see
-bench/sites/taskq/settings.py).
+BENCH_DATABASE=sqlite runs it on SQLite, BENCH_QUEUE=redis with the Redis
+backend, otherwise on PostgreSQL (see bench/sites/taskq/settings.py).
 """
 
 import os
@@ -13,15 +13,18 @@ import django  # noqa: E402
 
 django.setup()
 
+from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
+from django.tasks import task_backends  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 from bench.drivers import common  # noqa: E402
 from bench.sites.taskq.tasks import noop, stamp  # noqa: E402
 from django_tasks_q.models import TaskResult  # noqa: E402
 
-NAME = f"taskq-{connection.vendor}"
+REDIS = settings.REDIS_QUEUE
+NAME = "taskq-redis" if REDIS else f"taskq-{connection.vendor}"
 os.environ["BENCH_STAMPS"] = str(common.DATA / f"stamps-{NAME}.txt")
 TABLES = ["django_tasks_q_task", "django_tasks_q_taskresult", "django_tasks_q_worker"]
 
@@ -59,9 +62,15 @@ BACKLOG_HISTORY = 5_000_000
 
 def setup():
     call_command("migrate", verbosity=0)
+    if REDIS:
+        reset()
 
 
 def reset():
+    if REDIS:
+        # Only the benchmark's own logical database (see settings.py).
+        task_backends["default"].client.flushdb()
+        return
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(f"TRUNCATE {', '.join(TABLES)}")
@@ -80,6 +89,33 @@ def worker(poll_interval):
         *(sys.executable, "-m", "django", "runtaskworker"),
         *("--concurrency", "2", "--poll-interval", str(poll_interval)),
     ]
+
+
+def redis_finished(n):
+    """How many of ``n`` queued tasks are finished, from three ZCARDs.
+
+    A task leaves the ready, scheduled and running sets only in the Lua
+    function that records its outcome, in the same atomic call that stores its
+    result, so with no retries (noop) this is exactly the number of results.
+    ``check_redis_results`` confirms it after the drain, untimed.
+    """
+    backend = task_backends["default"]
+    pipeline = backend.client.pipeline(transaction=False)
+    for key in ("ready:default", "scheduled:default", "running"):
+        pipeline.zcard(backend.key(*key.split(":")))
+    return n - sum(pipeline.execute())
+
+
+def check_redis_results(n):
+    """Untimed: every one of the ``n`` task hashes says SUCCESSFUL."""
+    backend = task_backends["default"]
+    keys = list(backend.client.scan_iter(backend.key("task", "*"), count=1000))
+    pipeline = backend.client.pipeline(transaction=False)
+    for key in keys:
+        pipeline.hget(key, "status")
+    successful = pipeline.execute().count("SUCCESSFUL")
+    if successful != n:
+        raise RuntimeError(f"{successful} successful results in Redis, not {n}")
 
 
 def finished(since=None):
@@ -104,6 +140,10 @@ def enqueue_bulk(n, *, poll_interval):
 def drain(n, *, poll_interval):
     reset()
     queue(n)
+    if REDIS:
+        figures = common.drain(n, worker(poll_interval), lambda: redis_finished(n), f"{NAME}-drain")
+        check_redis_results(n)
+        return figures
     return common.drain(n, worker(poll_interval), finished, f"{NAME}-drain")
 
 
