@@ -120,13 +120,19 @@ SYSTEMS = [
 
 
 def ensure_peers_venv() -> None:
-    if (PEERS_VENV / "bin" / "python").exists():
+    """Make the peers' environment, and bring it up to date when the pinned
+    requirements change (a stamp file keeps the ones it was made from)."""
+    wanted = PEERS_REQUIREMENTS.read_text()
+    stamp = PEERS_VENV / "requirements.installed"
+    if stamp.exists() and stamp.read_text() == wanted:
         return
     uv = [os.environ["UV"]] if "UV" in os.environ else [shutil.which("uv") or "uv"]
     print(f"Installing the peers into {PEERS_VENV} ...", file=sys.stderr)
-    subprocess.run([*uv, "venv", "-q", "--python", "3.12", str(PEERS_VENV)], check=True)
+    if not (PEERS_VENV / "bin" / "python").exists():
+        subprocess.run([*uv, "venv", "-q", "--python", "3.12", str(PEERS_VENV)], check=True)
     subprocess.run(
         [*uv, "pip", "install", "-q", "--python", str(PEERS_VENV / "bin" / "python")]
         + ["-r", str(PEERS_REQUIREMENTS)],
         check=True,
     )
+    stamp.write_text(wanted)
