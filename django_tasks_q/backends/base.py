@@ -316,6 +316,24 @@ class QueueBackend(BaseTaskBackend):
         object.__setattr__(result, "_return_value", return_value)
         return result
 
+    def ready_results(self, task, calls, now) -> list[TaskResult]:
+        """What ``enqueue_many`` returns: one READY result per (id, args, kwargs)."""
+        return [
+            self.make_result(
+                task=task,
+                id=str(task_id),
+                status="READY",
+                enqueued_at=now,
+                started_at=None,
+                last_attempted_at=None,
+                finished_at=None,
+                args=args,
+                kwargs=kwargs,
+                worker_ids=[],
+            )
+            for task_id, args, kwargs in calls
+        ]
+
     def result_for_claimed(
         self, claimed: ClaimedTask, task, outcome: Outcome | None = None
     ) -> TaskResult:

@@ -82,21 +82,7 @@ class DatabaseBackend(QueueBackend):
             self.queries.insert(
                 cursor, task, calls, run_after=self.run_after_for(task, now), now=now
             )
-        results = [
-            self.make_result(
-                task=task,
-                id=str(task_id),
-                status="READY",
-                enqueued_at=now,
-                started_at=None,
-                last_attempted_at=None,
-                finished_at=None,
-                args=args,
-                kwargs=kwargs,
-                worker_ids=[],
-            )
-            for task_id, args, kwargs in calls
-        ]
+        results = self.ready_results(task, calls, now)
         for result in results:
             task_enqueued.send(type(self), task_result=result)
         return results

@@ -128,21 +128,7 @@ class RedisBackend(QueueBackend):
         self.validate_task(task)
         calls = [(str(uuid7()), *arguments) for arguments in self.encode_calls(task, calls)]
         now = timezone.now()
-        results = [
-            self.make_result(
-                task=task,
-                id=task_id,
-                status="READY",
-                enqueued_at=now,
-                started_at=None,
-                last_attempted_at=None,
-                finished_at=None,
-                args=args,
-                kwargs=kwargs,
-                worker_ids=[],
-            )
-            for task_id, args, kwargs in calls
-        ]
+        results = self.ready_results(task, calls, now)
         header = [
             task.module_path,
             task.queue_name,
