@@ -7,6 +7,14 @@ def send_receipt(order_id): ...
 """
 
 from .exceptions import InvalidTaskArguments, Retry, TaskNotRegistered
-from .task import Call, QTask, task
+from .task import Call, QTask, QTaskResult, task
 
-__all__ = ["Call", "InvalidTaskArguments", "QTask", "Retry", "TaskNotRegistered", "task"]
+__all__ = [
+    "Call",
+    "InvalidTaskArguments",
+    "QTask",
+    "QTaskResult",
+    "Retry",
+    "TaskNotRegistered",
+    "task",
+]

@@ -16,6 +16,15 @@ from .ids import uuid7
 class TaskStatus(models.TextChoices):
     READY = "READY", _("Ready")  # waiting; "scheduled" while run_after is ahead
     RUNNING = "RUNNING", _("Running")
+    # Waiting for other tasks to finish (a chain); not claimable until then.
+    WAITING = "WAITING", _("Waiting for other tasks")
+
+
+class RunOn(models.TextChoices):
+    """When a task that waits for others (``TaskDependency``) becomes ready."""
+
+    SUCCESS = "SUCCESS", _("Once every task it waits for succeeded")
+    FAILURE = "FAILURE", _("Once a task it waits for failed")
 
 
 class ResultStatus(models.TextChoices):
@@ -47,9 +56,30 @@ class Task(models.Model):
     # The worker holding the task now, and until when its claim is good.
     worker_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # Enqueueing the same key again while this row exists returns this task.
+    unique_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    # Not started by then: not run, recorded as EXPIRED.
+    expires_at = models.DateTimeField(null=True, blank=True)
+    # Someone asked for the running task to stop (cooperatively, or hard in
+    # the process pool); the worker sees it and ends the attempt as CANCELLED.
+    abort_requested_at = models.DateTimeField(null=True, blank=True)
+    # For a WAITING task: whether it runs when the tasks it waits for succeed
+    # or when one of them fails.
+    run_on = models.CharField(max_length=7, choices=RunOn.choices, null=True, blank=True)  # noqa: DJ001
+    # Some WAITING task waits for this one: its ending must be passed on.
+    has_dependents = models.BooleanField(db_default=False)  # raw INSERTs leave it out
 
     class Meta:
         verbose_name = _("queued task")
+        constraints = [
+            # Deduplication by the database, not by check-then-insert: only
+            # rows still in the queue (waiting or running) hold their key.
+            models.UniqueConstraint(
+                fields=["unique_key"],
+                condition=Q(unique_key__isnull=False),
+                name="taskq_task_unique_key",
+            ),
+        ]
         indexes = [
             # The claim query's index: ready rows only, in claim order.
             models.Index(
@@ -62,6 +92,12 @@ class Task(models.Model):
                 fields=["lease_expires_at"],
                 condition=Q(status=TaskStatus.RUNNING),
                 name="taskq_task_lease",
+            ),
+            # The expiry sweep: ready rows with a deadline, soonest first.
+            models.Index(
+                fields=["expires_at"],
+                condition=Q(status=TaskStatus.READY, expires_at__isnull=False),
+                name="taskq_task_expiry",
             ),
         ]
 
@@ -100,6 +136,50 @@ class TaskResult(models.Model):
 
     def __str__(self):
         return f"{self.task_path} ({self.id})"
+
+
+class TaskDependency(models.Model):
+    """``child`` (a WAITING task) waits for ``parent`` to finish.
+
+    ``position`` orders the parents' return values in the child's first
+    argument. Rows are removed when the child leaves the WAITING state.
+    """
+
+    child = models.UUIDField()
+    parent = models.UUIDField(db_index=True)
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        verbose_name = _("task dependency")
+        constraints = [
+            models.UniqueConstraint(fields=["child", "parent"], name="taskq_dependency_unique"),
+        ]
+
+    def __str__(self):
+        return f"{self.child} after {self.parent}"
+
+
+class Schedule(models.Model):
+    """The state of a periodic task declared in code (see ``schedules.py``).
+
+    Workers add a row for each declared schedule. The row's ``next_tick_at``
+    is advanced with a compare-and-set in the transaction that enqueues the
+    tick, so each tick is enqueued once however many workers run.
+    """
+
+    name = models.CharField(max_length=200, primary_key=True)
+    task_path = models.CharField(max_length=255)
+    description = models.CharField(max_length=255)  # the cron expression or interval
+    paused = models.BooleanField(default=False)
+    next_tick_at = models.DateTimeField(null=True, blank=True)
+    last_tick_at = models.DateTimeField(null=True, blank=True)
+    last_task_id = models.UUIDField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("schedule")
+
+    def __str__(self):
+        return self.name
 
 
 class Worker(models.Model):

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, DEFAULT_TASK_QUEUE_NAME
 from django.tasks import Task as DjangoTask
+from django.tasks import TaskResult as DjangoTaskResult
 from django.tasks.base import DEFAULT_TASK_PRIORITY
 from django.tasks.exceptions import InvalidTask
 
@@ -16,6 +17,14 @@ class Call:
 
     args: tuple = ()
     kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QTaskResult(DjangoTaskResult):
+    """The ``django.tasks.TaskResult`` this package's backends return.
+
+    Everything Django's has, plus what a production queue adds on top.
+    """
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -15,7 +15,7 @@ from typing import Any
 from django.apps import apps
 from django.core import checks
 from django.db import Error as DatabaseError
-from django.tasks import TaskResult, TaskResultStatus
+from django.tasks import TaskResultStatus
 from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.base import TaskError
 from django.tasks.exceptions import InvalidTask
@@ -24,12 +24,13 @@ from django.utils.json import normalize_json
 from ..exceptions import InvalidTaskArguments, TaskNotRegistered
 from ..models import ResultStatus
 from ..registry import resolve
-from ..task import Call, QTask
+from ..task import Call, QTask, QTaskResult
 
 # Our final states, as Django's four-state API reports them.
 DJANGO_STATUS = {
     "READY": TaskResultStatus.READY,
     "RUNNING": TaskResultStatus.RUNNING,
+    "WAITING": TaskResultStatus.READY,  # for other tasks: not started yet
     ResultStatus.SUCCESSFUL: TaskResultStatus.SUCCESSFUL,
     ResultStatus.FAILED: TaskResultStatus.FAILED,
     ResultStatus.CANCELLED: TaskResultStatus.FAILED,
@@ -197,7 +198,7 @@ class QueueBackend(BaseTaskBackend):
             return
         super().validate_task(task)
 
-    def enqueue_many(self, task, calls) -> list[TaskResult]:
+    def enqueue_many(self, task, calls) -> list[QTaskResult]:
         """Enqueue many calls of ``task`` at once; see ``QTask.enqueue_many``."""
         raise NotImplementedError
 
@@ -298,8 +299,8 @@ class QueueBackend(BaseTaskBackend):
 
     def make_result(
         self, *, task, id, status, return_value=None, errors=(), **fields
-    ) -> TaskResult:
-        result = TaskResult(
+    ) -> QTaskResult:
+        result = QTaskResult(
             task=task,
             id=id,
             status=DJANGO_STATUS[status],
@@ -316,7 +317,7 @@ class QueueBackend(BaseTaskBackend):
         object.__setattr__(result, "_return_value", return_value)
         return result
 
-    def ready_results(self, task, calls, now) -> list[TaskResult]:
+    def ready_results(self, task, calls, now) -> list[QTaskResult]:
         """What ``enqueue_many`` returns: one READY result per (id, args, kwargs)."""
         return [
             self.make_result(
@@ -336,7 +337,7 @@ class QueueBackend(BaseTaskBackend):
 
     def result_for_claimed(
         self, claimed: ClaimedTask, task, outcome: Outcome | None = None
-    ) -> TaskResult:
+    ) -> QTaskResult:
         """The API's view of a claimed task: running, or ended as ``outcome`` says."""
         if outcome is None:
             status, finished_at, errors = "RUNNING", None, claimed.errors
