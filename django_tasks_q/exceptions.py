@@ -24,3 +24,8 @@ class Retry(Exception):
 class WorkerLost(TaskException):
     """The worker running an attempt stopped renewing its lease (killed, or cut
     off from the database), so the attempt is counted as failed."""
+
+
+class TaskExpired(TaskException):
+    """The task was not started by its deadline (``expires_at``), so it was not
+    run: recorded in its result's errors, with status EXPIRED."""

@@ -142,3 +142,16 @@ async def async_barrier(context, db, parties):
 @task(takes_context=True, timeout=0.3, max_retries=0)
 async def async_overrun(context, db):
     await asyncio.sleep(30)
+
+
+@task(unique=True)
+def unique_echo(*args, **kwargs):
+    """Queued at most once at a time per set of arguments."""
+    return {"args": args, "kwargs": kwargs}
+
+
+@task(takes_context=True, expires=3600)
+def record_soon(context, db, label):
+    """Must start within an hour of its run_after."""
+    _record(db, label, context)
+    return label
