@@ -90,6 +90,12 @@ class QTask(DjangoTask):
     def _check_unique(self):
         if not isinstance(self.unique, bool):
             raise InvalidTask("unique must be True or False.")
+        # A derived key is "<path>:<SHA-256 in hex>".
+        if self.unique and len(self.module_path) + 65 > UNIQUE_KEY_MAX_LENGTH:
+            raise InvalidTask(
+                f"{self.module_path} is too long a path for derived unique keys; "
+                "give each call a unique_key instead."
+            )
         key = self.unique_key
         if key is not None and not (isinstance(key, str) and 0 < len(key) <= UNIQUE_KEY_MAX_LENGTH):
             raise InvalidTask(

@@ -194,6 +194,15 @@ def test_unique_must_be_a_boolean():
         QTask(func=tasks.plain_function, unique="yes")
 
 
+def test_a_path_too_long_for_derived_keys_is_refused():
+    def function():
+        pass
+
+    function.__qualname__ = "f" * 200
+    with pytest.raises(InvalidTask, match="too long a path for derived unique keys"):
+        QTask(func=function, unique=True)
+
+
 def test_redis_refuses_unique_tasks(redis_queue_db):
     with pytest.raises(InvalidTask, match="Redis backend does not support unique tasks"):
         tasks.echo.using(backend=redis_queue_db.alias, unique_key="k")

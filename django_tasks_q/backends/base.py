@@ -25,7 +25,7 @@ from django.utils.json import normalize_json
 from ..exceptions import InvalidTaskArguments, TaskNotRegistered
 from ..models import ResultStatus
 from ..registry import resolve
-from ..task import UNIQUE_KEY_MAX_LENGTH, Call, QTask, QTaskResult, as_delay
+from ..task import Call, QTask, QTaskResult, as_delay
 
 # Our final states, as Django's four-state API reports them.
 DJANGO_STATUS = {
@@ -279,14 +279,8 @@ class QueueBackend(BaseTaskBackend):
             return [task.unique_key] * len(calls)
         if not getattr(task, "unique", False):
             return None
-        prefix = f"{task.module_path}:"
-        if len(prefix) + 64 > UNIQUE_KEY_MAX_LENGTH:  # 64: a SHA-256 in hex
-            raise InvalidTask(
-                f"{task.module_path} is too long a path for a derived unique key; "
-                "give an explicit unique_key."
-            )
         return [
-            prefix + hashlib.sha256(_canonical_json([args, kwargs])).hexdigest()
+            f"{task.module_path}:{hashlib.sha256(_canonical_json([args, kwargs])).hexdigest()}"
             for _, args, kwargs in calls
         ]
 
