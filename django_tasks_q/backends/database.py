@@ -98,7 +98,9 @@ class DatabaseBackend(QueueBackend):
         """Queue each call unless a queued task holds its key; then the caller
         gets that task's result, with ``created`` False."""
         results = [None] * len(calls)
-        pending = list(range(len(calls)))
+        # In key order: concurrent batches whose keys overlap then take them
+        # in the same order, and cannot deadlock waiting on each other.
+        pending = sorted(range(len(calls)), key=keys.__getitem__)
         while pending:
             inserted = self.queries.insert_unique(
                 cursor,
