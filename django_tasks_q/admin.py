@@ -373,7 +373,7 @@ class TaskAdmin(QueueModelAdmin):
     ordering = ("-id",)  # ids are UUIDv7: newest first, through the primary key
     actions = ("cancel_tasks", "abort_tasks", "delete_tasks")
     fieldsets = (
-        (None, {"fields": ("id", "task_name", "queue_name", "state", "priority")}),
+        (None, {"fields": ("id", "task_name", "queue_name", "state", "priority", "unique_key")}),
         (_("Call"), {"fields": ("args_json", "kwargs_json")}),
         (
             _("Attempts"),
@@ -386,6 +386,7 @@ class TaskAdmin(QueueModelAdmin):
                 "fields": (
                     "enqueued",
                     "scheduled_for",
+                    "deadline",
                     "started",
                     "last_attempted",
                     "lease_expires",
@@ -398,6 +399,14 @@ class TaskAdmin(QueueModelAdmin):
 
     lease_expires = timestamp("lease_expires_at", _("lease expires"))
     abort_requested = timestamp("abort_requested_at", _("abort requested"))
+    deadline = timestamp("expires_at", _("expires (if not started by then)"))
+    search_help_text = _("A task id, a unique key, or part of a task's dotted path.")
+
+    def get_search_results(self, request, queryset, search_term):
+        found, duplicates = super().get_search_results(request, queryset, search_term)
+        if term := search_term.strip():
+            found |= queryset.filter(unique_key=term)  # whole keys only: the unique index
+        return found, duplicates
 
     @admin.display(description=_("state"), ordering="status")
     def state(self, obj):

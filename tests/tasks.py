@@ -202,3 +202,16 @@ async def async_read_resource(context):
 @task(store_result=False)
 def unstored_result():
     return {1, 2, 3}  # not JSON: with store_result=False not even checked
+
+
+@task(unique=True)
+def unique_echo(*args, **kwargs):
+    """Queued at most once at a time per set of arguments."""
+    return {"args": args, "kwargs": kwargs}
+
+
+@task(takes_context=True, expires=3600)
+def record_soon(context, db, label):
+    """Must start within an hour of its run_after."""
+    _record(db, label, context)
+    return label

@@ -1,4 +1,4 @@
-#!lua name=taskq_1
+#!lua name=taskq_2
 --[[
 Every operation of the Redis backend that must be atomic, as one library of
 Redis functions (Redis 7+). ``redis.py`` loads it once and calls each function
@@ -17,6 +17,8 @@ them in one slot):
   P:scheduled:<queue> zset scored by run_after: tasks not yet due, members as
                       in ready, moved there by the claim once due
   P:running           zset scored by lease expiry: claimed tasks
+  P:expiring          zset scored by expires_at: READY tasks with a deadline
+                      (a claimed one leaves it, and returns if it is retried)
   P:queues            set of every queue ever used (claims for "any queue")
   P:workers           zset scored by last heartbeat: the worker registry,
                       with P:worker:<id> hashes that expire after two leases
@@ -38,6 +40,8 @@ empty list into {}.
 local PROMOTE_BATCH = 1000
 -- How many expired leases one recover call handles, for the same reason.
 local RECOVER_BATCH = 1000
+-- How many tasks past their deadline one expire call records, likewise.
+local EXPIRE_BATCH = 1000
 
 local function member(priority, run_after, id)
   return string.format('%03d%016d', 100 - tonumber(priority), tonumber(run_after)) .. id
@@ -55,8 +59,12 @@ local function json_append(list, value)
   return string.sub(list, 1, -2) .. ',' .. value .. ']'
 end
 
--- Put a READY task where the claim will find it: ready if due, else scheduled.
-local function queue_task(P, queue, priority, run_after, id, now)
+-- Put a READY task where the claim will find it: ready if due, else
+-- scheduled; and where the expiry sweep will, if it has a deadline.
+local function queue_task(P, queue, priority, run_after, id, now, expires_at)
+  if expires_at and expires_at ~= '' then
+    redis.call('ZADD', P .. ':expiring', expires_at, id)
+  end
   local m = member(priority, run_after, id)
   if tonumber(run_after) <= tonumber(now) then
     redis.call('ZADD', P .. ':ready:' .. queue, 0, m)
@@ -84,18 +92,24 @@ local function wake(P, queues)
 end
 
 -- ARGV: P, task_path, queue, priority, max_attempts, enqueued_at, run_after,
--- then (id, args, kwargs) per call. One call for a whole enqueue_many batch.
-redis.register_function('taskq_1_enqueue', function(keys, args)
+-- expires_at ("" for none), then (id, args, kwargs) per call. One call for a
+-- whole enqueue_many batch.
+redis.register_function('taskq_2_enqueue', function(keys, args)
   local P, queue, priority, now, run_after = args[1], args[3], args[4], args[6], args[7]
+  local expires_at = args[8]
   local due = false
-  for i = 8, #args, 3 do
+  for i = 9, #args, 3 do
     local id = args[i]
-    redis.call('HSET', P .. ':task:' .. id,
+    local key = P .. ':task:' .. id
+    redis.call('HSET', key,
       'task_path', args[2], 'queue_name', queue, 'priority', priority,
       'status', 'READY', 'args', args[i + 1], 'kwargs', args[i + 2],
       'run_after', run_after, 'enqueued_at', now, 'attempts', 0,
       'max_attempts', args[5], 'errors', '[]', 'worker_ids', '[]')
-    due = queue_task(P, queue, priority, run_after, id, now) or due
+    if expires_at ~= '' then
+      redis.call('HSET', key, 'expires_at', expires_at)
+    end
+    due = queue_task(P, queue, priority, run_after, id, now, expires_at) or due
   end
   redis.call('SADD', P .. ':queues', queue)
   if due then
@@ -104,27 +118,30 @@ redis.register_function('taskq_1_enqueue', function(keys, args)
   return 1
 end)
 
--- Mark one task claimed by ``worker`` and return its hash.
-local function claim_one(P, key, id, now, lease_until, worker)
-  local task = redis.call('HMGET', key, 'started_at', 'worker_ids')
-  local started_at = task[1]
+-- Mark one task claimed by ``worker`` and return its hash. ``task``: its
+-- status, expires_at, started_at and worker_ids.
+local function claim_one(P, key, id, now, lease_until, worker, task)
+  local started_at = task[3]
   if not started_at or started_at == '' then
     started_at = now
   end
   redis.call('HSET', key,
     'status', 'RUNNING', 'worker_id', worker, 'lease_until', lease_until,
     'last_attempted_at', now, 'started_at', started_at,
-    'worker_ids', json_append(task[2], cjson.encode(worker)),
+    'worker_ids', json_append(task[4], cjson.encode(worker)),
     -- What release() restores if this attempt is handed back.
-    'previous_worker_ids', task[2], 'previous_started_at', task[1] or '')
+    'previous_worker_ids', task[4], 'previous_started_at', task[3] or '')
   redis.call('HINCRBY', key, 'attempts', 1)
   redis.call('ZADD', P .. ':running', lease_until, id)
+  if task[2] then
+    redis.call('ZREM', P .. ':expiring', id)
+  end
   return redis.call('HGETALL', key)
 end
 
 -- ARGV: P, now, lease_until, limit, worker_id, queue names (none: every
 -- queue). Returns (id, HGETALL of its hash) per claimed task, in claim order.
-redis.register_function('taskq_1_claim', function(keys, args)
+redis.register_function('taskq_2_claim', function(keys, args)
   local P, now, lease_until, limit, worker = args[1], args[2], args[3], tonumber(args[4]), args[5]
   local queues = {}
   for i = 6, #args do
@@ -155,10 +172,12 @@ redis.register_function('taskq_1_claim', function(keys, args)
     local id = id_of(m)
     local key = P .. ':task:' .. id
     redis.call('ZREM', ready, m)
-    -- A task evicted under memory pressure (see maxmemory-policy) is gone.
-    if redis.call('EXISTS', key) == 1 then
+    local task = redis.call('HMGET', key, 'status', 'expires_at', 'started_at', 'worker_ids')
+    -- A task evicted under memory pressure (see maxmemory-policy) is gone;
+    -- one past its deadline is never started: taskq_2_expire records it.
+    if task[1] and not (task[2] and tonumber(task[2]) <= tonumber(now)) then
       claimed[#claimed + 1] = id
-      claimed[#claimed + 1] = claim_one(P, key, id, now, lease_until, worker)
+      claimed[#claimed + 1] = claim_one(P, key, id, now, lease_until, worker, task)
     end
   end
   return claimed
@@ -169,19 +188,19 @@ end)
 -- is finished_at, or for status RETRY the new run_after. Only tasks the
 -- worker still holds are recorded: one whose lease ran out belongs to its
 -- new holder. Returns the ids recorded.
-redis.register_function('taskq_1_record', function(keys, args)
+redis.register_function('taskq_2_record', function(keys, args)
   local P, worker, now, ttl, outbox = args[1], args[2], args[3], args[4], args[5]
   local recorded = {}
   for i = 6, #args, 5 do
     local id, status, at = args[i], args[i + 1], args[i + 4]
     local key = P .. ':task:' .. id
-    local task = redis.call('HMGET', key, 'worker_id', 'queue_name', 'priority')
+    local task = redis.call('HMGET', key, 'worker_id', 'queue_name', 'priority', 'expires_at')
     if task[1] == worker then
       redis.call('ZREM', P .. ':running', id)
       if status == 'RETRY' then
         redis.call('HSET', key, 'status', 'READY', 'run_after', at, 'errors', args[i + 3])
         redis.call('HDEL', key, 'worker_id', 'lease_until')
-        queue_task(P, task[2], task[3], at, id, now)
+        queue_task(P, task[2], task[3], at, id, now, task[4])
       else
         redis.call('HSET', key, 'status', status, 'return_value', args[i + 2],
           'errors', args[i + 3], 'finished_at', at)
@@ -195,20 +214,20 @@ end)
 
 -- ARGV: P, worker_id, now, then task ids. Undo the claims: the attempts did
 -- not happen, so the tasks go back to the front of their queues as they were.
-redis.register_function('taskq_1_release', function(keys, args)
+redis.register_function('taskq_2_release', function(keys, args)
   local P, worker, now = args[1], args[2], args[3]
   local queues = {}
   for i = 4, #args do
     local id = args[i]
     local key = P .. ':task:' .. id
     local task = redis.call('HMGET', key, 'worker_id', 'queue_name', 'priority', 'run_after',
-      'previous_worker_ids', 'previous_started_at')
+      'previous_worker_ids', 'previous_started_at', 'expires_at')
     if task[1] == worker then
       redis.call('ZREM', P .. ':running', id)
       redis.call('HSET', key, 'status', 'READY', 'worker_ids', task[5], 'started_at', task[6])
       redis.call('HDEL', key, 'worker_id', 'lease_until')
       redis.call('HINCRBY', key, 'attempts', -1)
-      queue_task(P, task[2], task[3], task[4], id, now)
+      queue_task(P, task[2], task[3], task[4], id, now, task[7])
       queues[task[2]] = true
     end
   end
@@ -220,7 +239,7 @@ end)
 -- tasks the worker holds. Renews only those: a claim whose reply was lost
 -- (connection cut mid-call) is unknown to the worker, so it must expire and
 -- be recovered. Returns 0 if the worker's registry entry was gone.
-redis.register_function('taskq_1_heartbeat', function(keys, args)
+redis.register_function('taskq_2_heartbeat', function(keys, args)
   local P, worker, now, lease_until = args[1], args[2], args[3], args[4]
   for i = 6, #args do
     local key = P .. ':task:' .. args[i]
@@ -244,7 +263,7 @@ end)
 -- with WorkerLost; with attempts left the task is ready again, without it
 -- fails. Workers silent since ``forget_before`` leave the registry. Returns
 -- the number of tasks recovered.
-redis.register_function('taskq_1_recover', function(keys, args)
+redis.register_function('taskq_2_recover', function(keys, args)
   local P, now, ttl, outbox = args[1], args[2], args[3], args[4]
   local lost = redis.call('ZRANGEBYSCORE', P .. ':running', '-inf', '(' .. now,
     'LIMIT', 0, RECOVER_BATCH)
@@ -253,7 +272,7 @@ redis.register_function('taskq_1_recover', function(keys, args)
     redis.call('ZREM', P .. ':running', id)
     local key = P .. ':task:' .. id
     local task = redis.call('HMGET', key, 'worker_id', 'attempts', 'max_attempts', 'errors',
-      'queue_name', 'priority', 'run_after')
+      'queue_name', 'priority', 'run_after', 'expires_at')
     if task[1] then
       local errors = json_append(task[4], cjson.encode({
         exception_class_path = 'django_tasks_q.exceptions.WorkerLost',
@@ -263,7 +282,7 @@ redis.register_function('taskq_1_recover', function(keys, args)
       if tonumber(task[2]) < tonumber(task[3]) then
         redis.call('HSET', key, 'status', 'READY', 'errors', errors)
         redis.call('HDEL', key, 'worker_id', 'lease_until')
-        queue_task(P, task[5], task[6], task[7], id, now)
+        queue_task(P, task[5], task[6], task[7], id, now, task[8])
         queues[task[5]] = true
       else
         redis.call('HSET', key, 'status', 'FAILED', 'errors', errors, 'finished_at', now)
@@ -285,7 +304,7 @@ end)
 -- queue and are kept as CANCELLED results; running ones get
 -- abort_requested_at, and their worker is told on P:abort. Returns
 -- {cancelled, asked to stop}.
-redis.register_function('taskq_1_cancel', function(keys, args)
+redis.register_function('taskq_2_cancel', function(keys, args)
   local P, now, ttl, outbox, abort = args[1], args[2], args[3], args[4], args[5]
   local cancelled, stopping = 0, 0
   for i = 6, #args do
@@ -297,6 +316,7 @@ redis.register_function('taskq_1_cancel', function(keys, args)
       local m = member(task[3], task[4], id)
       redis.call('ZREM', P .. ':ready:' .. task[2], m)
       redis.call('ZREM', P .. ':scheduled:' .. task[2], m)
+      redis.call('ZREM', P .. ':expiring', id)
       redis.call('HSET', key, 'status', 'CANCELLED', 'finished_at', now)
       keep_result(P, key, id, ttl, outbox)
       cancelled = cancelled + 1
@@ -307,4 +327,30 @@ redis.register_function('taskq_1_cancel', function(keys, args)
     end
   end
   return {cancelled, stopping}
+end)
+
+-- ARGV: P, now, result_ttl, outbox. READY tasks past their deadline are not
+-- run: they leave the queue as EXPIRED results. Returns how many, at most
+-- EXPIRE_BATCH: call again while it returns that many.
+redis.register_function('taskq_2_expire', function(keys, args)
+  local P, now, ttl, outbox = args[1], args[2], args[3], args[4]
+  local due = redis.call('ZRANGEBYSCORE', P .. ':expiring', '-inf', now, 'LIMIT', 0, EXPIRE_BATCH)
+  for _, id in ipairs(due) do
+    redis.call('ZREM', P .. ':expiring', id)
+    local key = P .. ':task:' .. id
+    local task = redis.call('HMGET', key, 'queue_name', 'priority', 'run_after', 'errors',
+      'status')
+    if task[5] == 'READY' then
+      local m = member(task[2], task[3], id)
+      redis.call('ZREM', P .. ':ready:' .. task[1], m)
+      redis.call('ZREM', P .. ':scheduled:' .. task[1], m)
+      local errors = json_append(task[4], cjson.encode({
+        exception_class_path = 'django_tasks_q.exceptions.TaskExpired',
+        traceback = 'django_tasks_q.exceptions.TaskExpired: not started by its deadline\n',
+      }))
+      redis.call('HSET', key, 'status', 'EXPIRED', 'errors', errors, 'finished_at', now)
+      keep_result(P, key, id, ttl, outbox)
+    end
+  end
+  return #due
 end)

@@ -286,14 +286,17 @@ class Worker:
             logger.exception("Could not unregister worker %s", self.worker_id)
 
     def _heartbeat(self) -> None:
-        """Renew our leases, recover tasks whose workers have died, and now and
-        then delete a batch of results past their retention."""
+        """Renew our leases, recover tasks whose workers have died, record
+        tasks past their deadline as expired, and now and then delete a batch
+        of results past their retention."""
         self._next_heartbeat = time.monotonic() + self._heartbeat_interval
         try:
             held = [*self._in_flight, *(o.claimed.id for o in self._pending)]
             if not self.backend.heartbeat(self.worker_id, held):
                 self._register()
             recovered = self.backend.recover()
+            if expired := self.backend.expire_tasks():
+                logger.info("Recorded %d task(s) not started by their deadline as expired", expired)
             if time.monotonic() >= self._next_prune:
                 self._next_prune = time.monotonic() + PRUNE_INTERVAL
                 if pruned := self.backend.prune_results():
