@@ -6,15 +6,18 @@ from django_tasks_q import task
 def send_receipt(order_id): ...
 """
 
-from .exceptions import InvalidTaskArguments, Retry, TaskNotRegistered
+from .exceptions import InvalidSchedule, InvalidTaskArguments, Retry, TaskNotRegistered
+from .schedules import periodic
 from .task import Call, QTask, QTaskResult, task
 
 __all__ = [
     "Call",
+    "InvalidSchedule",
     "InvalidTaskArguments",
     "QTask",
     "QTaskResult",
     "Retry",
     "TaskNotRegistered",
+    "periodic",
     "task",
 ]

@@ -24,3 +24,7 @@ class Retry(Exception):
 class WorkerLost(TaskException):
     """The worker running an attempt stopped renewing its lease (killed, or cut
     off from the database), so the attempt is counted as failed."""
+
+
+class InvalidSchedule(InvalidTask):
+    """A periodic task's declaration is wrong: raised where it is declared."""
