@@ -25,14 +25,17 @@ from inspect import iscoroutinefunction
 
 from django.db import close_old_connections
 from django.tasks.signals import task_finished
+from django.utils import timezone
 from django.utils.crypto import get_random_string
 
 from ..backends.base import ClaimedTask, Outcome
 from ..exceptions import TaskNotRegistered
 from ..registry import autodiscover, resolve
+from ..schedules import declared_schedules
 from .asyncio_loop import AsyncioLoop
 from .execution import Job, failed_attempt
 from .processes import ProcessPool
+from .scheduler import Scheduler
 from .threads import ThreadPool
 
 logger = logging.getLogger("django_tasks_q.worker")
@@ -43,6 +46,7 @@ FLUSH_BATCH = 500  # outcomes recorded at once at most
 PREFETCH_SECONDS = 0.05  # work claimed ahead per slot, by recent task durations
 MAX_PREFETCH = 100  # tasks claimed ahead per slot at most
 PRUNE_INTERVAL = 60.0  # seconds between a worker's deletions of expired results
+SCHEDULE_INTERVAL = 1.0  # seconds between a worker's looks for due periodic tasks, at most
 
 
 def default_worker_id() -> str:
@@ -63,6 +67,7 @@ class Worker:
         worker_id: str | None = None,
         pool: str = "thread",
         max_tasks_per_child: int | None = None,
+        schedules: bool = True,
     ):
         self.backend = backend
         self.queues = queues  # None: every queue
@@ -74,6 +79,10 @@ class Worker:
         self.worker_id = worker_id or default_worker_id()
         self.pool_kind = pool
         self.max_tasks_per_child = max_tasks_per_child
+        # A burst worker drains the queue and exits: it leaves schedules to
+        # the workers that keep running.
+        self.schedules = schedules and not burst
+        self._scheduler: Scheduler | None = None
 
         self._wake = threading.Event()
         self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
@@ -89,6 +98,7 @@ class Worker:
         self._heartbeat_interval = backend.lease.total_seconds() / 4
         self._next_heartbeat = 0.0
         self._next_prune = 0.0
+        self._next_schedule_check = 0.0
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -104,6 +114,7 @@ class Worker:
             self.pool = ThreadPool(self.backend, self.concurrency, self._job_done)
             self.asyncio = AsyncioLoop(self.backend, self.concurrency, self._job_done)
         self._register()
+        self._scheduler = self._make_scheduler()
         listener = self.backend.listen(self.queues, self._wake.set)
         logger.info(
             "Worker %s started: backend %r, queues %s, %s pool of %d",
@@ -161,6 +172,9 @@ class Worker:
             self._wake.clear()
             if time.monotonic() >= self._next_heartbeat:
                 self._heartbeat()
+            if self._scheduler and self._stop_at is None:
+                if time.monotonic() >= self._next_schedule_check:
+                    self._run_schedules()
             self._collect()
             if self._stop_at is not None:
                 if self._stopping():
@@ -238,6 +252,8 @@ class Worker:
 
     def _wait_time(self) -> float:
         deadlines = [self._next_heartbeat, self.pool.next_deadline(), self._stop_at]
+        if self._scheduler:
+            deadlines.append(self._next_schedule_check)
         if self._pending:
             deadlines.append(self._pending_since + FLUSH_INTERVAL)
         wait = min([self.poll_interval] + [d - time.monotonic() for d in deadlines if d])
@@ -283,6 +299,38 @@ class Worker:
             return
         if recovered:
             logger.warning("Recovered %d task(s) from workers that stopped renewing", recovered)
+
+    # -- periodic tasks --------------------------------------------------------
+
+    def _make_scheduler(self) -> Scheduler | None:
+        """The schedules this worker ticks: those of its backend's tasks in its queues."""
+        if not (self.schedules and self.backend.supports_periodic):
+            return None
+        mine = [
+            schedule
+            for schedule in declared_schedules()
+            if schedule.task.backend == self.backend.alias
+            and (self.queues is None or schedule.task.queue_name in self.queues)
+        ]
+        if not mine:
+            return None
+        logger.info("Worker %s ticks %d schedule(s)", self.worker_id, len(mine))
+        return Scheduler(self.backend, mine)
+
+    def _run_schedules(self) -> None:
+        self._next_schedule_check = time.monotonic() + SCHEDULE_INTERVAL
+        try:
+            self._scheduler.run_due()
+        except self.backend.transient_errors:
+            logger.exception("Could not enqueue periodic tasks; will retry")
+            close_old_connections()
+            return
+        if self._scheduler.next_due is not None:
+            # Look again at the next tick, if it comes sooner: on time, not up to a second late.
+            until = (self._scheduler.next_due - timezone.now()).total_seconds()
+            self._next_schedule_check = min(
+                self._next_schedule_check, time.monotonic() + max(until, 0.0)
+            )
 
     # -- claiming and recording ----------------------------------------------------
 
