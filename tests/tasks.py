@@ -9,7 +9,7 @@ from pathlib import Path
 import django.tasks
 from asgiref.sync import sync_to_async
 
-from django_tasks_q import Retry, task
+from django_tasks_q import Retry, periodic, task
 
 from .models import Execution
 
@@ -142,3 +142,11 @@ async def async_barrier(context, db, parties):
 @task(takes_context=True, timeout=0.3, max_retries=0)
 async def async_overrun(context, db):
     await asyncio.sleep(30)
+
+
+# Only in the worker processes of test_schedules.py, which set this to
+# "<backend alias>:<database alias>": declared everywhere, a schedule ticking
+# every second would enqueue tasks in the workers of every other test.
+if _schedule := os.environ.get("TASKQ_TEST_SCHEDULE"):
+    _alias, _db = _schedule.split(":")
+    periodic(every=1, name="every-second", args=(_db, "tick"))(record.using(backend=_alias))
