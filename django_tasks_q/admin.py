@@ -716,19 +716,18 @@ class ScheduleAdmin(admin.ModelAdmin):
         return False  # declared in code
 
     def has_delete_permission(self, request, obj=None):
-        return False  # a worker would add it back
+        return False  # the workers keep the rows of the declared schedules
 
     def has_change_permission(self, request, obj=None):
         # The change permission allows pausing and resuming; no field is edited.
         return obj is None and super().has_change_permission(request)
 
     last_tick = timestamp("last_tick_at", _("last tick"))
+    next_tick_time = timestamp("next_tick_at", _("next tick"))
 
     @admin.display(description=_("next tick"), ordering="next_tick_at")
     def next_tick(self, obj):
-        if obj.paused:
-            return _("paused")
-        return timestamp("next_tick_at", "")(self, obj)
+        return _("paused") if obj.paused else self.next_tick_time(obj)
 
     @admin.display(description=_("last task"))
     def last_task(self, obj):

@@ -252,7 +252,7 @@ class Worker:
 
     def _wait_time(self) -> float:
         deadlines = [self._next_heartbeat, self.pool.next_deadline(), self._stop_at]
-        if self._scheduler:
+        if self._scheduler and self._stop_at is None:  # a stopping worker ticks nothing
             deadlines.append(self._next_schedule_check)
         if self._pending:
             deadlines.append(self._pending_since + FLUSH_INTERVAL)
