@@ -40,3 +40,7 @@ class WorkerStartupError(Exception):
 class TaskExpired(TaskException):
     """The task was not started by its deadline (``expires_at``), so it was not
     run: recorded in its result's errors, with status EXPIRED."""
+
+
+class InvalidSchedule(InvalidTask):
+    """A periodic task's declaration is wrong: raised where it is declared."""

@@ -164,6 +164,9 @@ class QueueBackend(BaseTaskBackend):
     supports_async_task = True
     supports_get_result = True
     supports_priority = True
+    # Whether @periodic may target it: a tick's state (the Schedule table) and
+    # its task must commit in one transaction.
+    supports_periodic = False
     # What the worker treats as the store being briefly unreachable: it logs
     # them, backs off and tries again, keeping what it could not record.
     transient_errors: tuple[type[BaseException], ...] = (DatabaseError,)

@@ -53,6 +53,8 @@ class DatabaseBackend(QueueBackend):
     results are kept before workers delete them; default None, keep them).
     """
 
+    supports_periodic = True
+
     def __init__(self, alias, params):
         super().__init__(alias, params)
         self.database = self.options.get("database", DEFAULT_DB_ALIAS)
