@@ -24,3 +24,13 @@ class Retry(Exception):
 class WorkerLost(TaskException):
     """The worker running an attempt stopped renewing its lease (killed, or cut
     off from the database), so the attempt is counted as failed."""
+
+
+class DependencyFailed(TaskException):
+    """A task this one waited for (``QTask.after``) did not succeed, so this
+    one was cancelled without running."""
+
+
+class FallbackNotNeeded(TaskException):
+    """Every task this fallback (``after(..., on="failure")``) waited for
+    succeeded, so it was cancelled without running."""

@@ -142,3 +142,14 @@ async def async_barrier(context, db, parties):
 @task(takes_context=True, timeout=0.3, max_retries=0)
 async def async_overrun(context, db):
     await asyncio.sleep(30)
+
+
+@task
+def double(value, *extra):
+    """A link of a chain: its first argument is the previous task's value."""
+    return value * 2
+
+
+@task
+def boom(*args):
+    raise ValueError("boom")

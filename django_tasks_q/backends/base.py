@@ -6,8 +6,10 @@ Two halves: the ``django.tasks`` API that application code calls (``enqueue``,
 the worker, retries and signals are shared.
 """
 
+import asyncio
 import inspect
 import json
+import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -158,6 +160,8 @@ class QueueBackend(BaseTaskBackend):
     supports_async_task = True
     supports_get_result = True
     supports_priority = True
+    # Whether tasks can wait for others: QTask.after() (chains).
+    supports_after = False
     # What the worker treats as the store being briefly unreachable: it logs
     # them, backs off and tries again, keeping what it could not record.
     transient_errors: tuple[type[BaseException], ...] = (DatabaseError,)
@@ -190,6 +194,11 @@ class QueueBackend(BaseTaskBackend):
         return errors
 
     def validate_task(self, task):
+        if getattr(task, "waits_for", ()) and not self.supports_after:
+            raise InvalidTask(
+                f"{type(self).__name__} does not support after() (chains); "
+                "use the database backend for tasks that wait for others."
+            )
         if isinstance(task.run_after, timedelta):
             if task.run_after < timedelta(0):
                 raise InvalidTask("run_after must not be a negative timedelta.")
@@ -240,6 +249,37 @@ class QueueBackend(BaseTaskBackend):
         if isinstance(task.run_after, timedelta):
             return now + task.run_after
         return task.run_after
+
+    # Waiting for a result by polling: the first look comes this soon (in
+    # seconds), then each wait doubles, up to poll_interval.
+    FIRST_POLL = 0.01
+
+    def wait_for_result(self, result_id, timeout: float | None) -> None:
+        """Return once the task has finished; TimeoutError after ``timeout``
+        seconds. Here by polling; a store that can be woken does better."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = self.FIRST_POLL
+        while not self.get_result(result_id).is_finished:
+            time.sleep(self._next_poll(result_id, deadline, delay))
+            delay = min(delay * 2, self.poll_interval)
+
+    async def async_wait_for_result(self, result_id, timeout: float | None) -> None:
+        """``wait_for_result()`` for async code."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = self.FIRST_POLL
+        while not (await self.aget_result(result_id)).is_finished:
+            await asyncio.sleep(self._next_poll(result_id, deadline, delay))
+            delay = min(delay * 2, self.poll_interval)
+
+    @staticmethod
+    def _next_poll(result_id, deadline: float | None, delay: float) -> float:
+        """How long to sleep before looking again; TimeoutError past the deadline."""
+        if deadline is None:
+            return delay
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"Task {result_id} has not finished yet.")
+        return min(delay, left)
 
     # -- the worker's half: implemented by each store ------------------------
 
