@@ -112,10 +112,12 @@ def pass_on(using: str, ended_ids) -> None:
 
 def sweep(using: str, limit: int = SWEEP_BATCH) -> int:
     """Resolve children whose parents ended without passing it on; returns how many."""
-    with transaction.atomic(using=using), connections[using].cursor() as cursor:
+    with connections[using].cursor() as cursor:
         cursor.execute(STUCK, [limit])
         children = [uuid.UUID(str(row[0])) for row in cursor.fetchall()]
-        pass_on(using, resolve(using, children))
+    if children:  # a write transaction only when there is something to do
+        with transaction.atomic(using=using):
+            pass_on(using, resolve(using, children))
     return len(children)
 
 
