@@ -135,6 +135,25 @@ def encode_arguments(task, args, kwargs) -> tuple[list, dict]:
     raise InvalidTaskArguments(f"Cannot enqueue {task.module_path}: arguments are not JSON.")
 
 
+def deadline_after(timeout: float | None) -> float | None:
+    """``timeout`` seconds from now on the monotonic clock; None for no limit."""
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def time_left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(deadline - time.monotonic(), 0.0)
+
+
+def _next_poll(result_id, deadline: float | None, delay: float) -> float:
+    """How long to sleep before looking again; TimeoutError past the deadline."""
+    left = time_left(deadline)
+    if left is None:
+        return delay
+    if left <= 0:
+        raise TimeoutError(f"Task {result_id} has not finished yet.")
+    return min(delay, left)
+
+
 def error_from(exception: BaseException, traceback: str) -> dict:
     cls = type(exception)
     return {
@@ -257,29 +276,17 @@ class QueueBackend(BaseTaskBackend):
     def wait_for_result(self, result_id, timeout: float | None) -> None:
         """Return once the task has finished; TimeoutError after ``timeout``
         seconds. Here by polling; a store that can be woken does better."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = self.FIRST_POLL
+        deadline, delay = deadline_after(timeout), self.FIRST_POLL
         while not self.get_result(result_id).is_finished:
-            time.sleep(self._next_poll(result_id, deadline, delay))
+            time.sleep(_next_poll(result_id, deadline, delay))
             delay = min(delay * 2, self.poll_interval)
 
     async def async_wait_for_result(self, result_id, timeout: float | None) -> None:
         """``wait_for_result()`` for async code."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = self.FIRST_POLL
+        deadline, delay = deadline_after(timeout), self.FIRST_POLL
         while not (await self.aget_result(result_id)).is_finished:
-            await asyncio.sleep(self._next_poll(result_id, deadline, delay))
+            await asyncio.sleep(_next_poll(result_id, deadline, delay))
             delay = min(delay * 2, self.poll_interval)
-
-    @staticmethod
-    def _next_poll(result_id, deadline: float | None, delay: float) -> float:
-        """How long to sleep before looking again; TimeoutError past the deadline."""
-        if deadline is None:
-            return delay
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"Task {result_id} has not finished yet.")
-        return min(delay, left)
 
     # -- the worker's half: implemented by each store ------------------------
 

@@ -8,7 +8,6 @@ task before its transaction commits. The statements are in ``sql.py``.
 import os
 import socket
 import sqlite3
-import time
 import uuid
 from contextlib import nullcontext
 from datetime import timedelta
@@ -26,7 +25,7 @@ from ..ids import uuid7
 from ..models import Task, TaskResult, Worker
 from ..task import Call
 from . import chains
-from .base import Outcome, QueueBackend
+from .base import Outcome, QueueBackend, deadline_after, time_left
 from .listener import PostgresListener
 from .result_listener import ResultListener
 from .sql import queries_for
@@ -44,14 +43,6 @@ RESULT_FIELDS = (
     "started_at",
     "last_attempted_at",
 )
-
-
-def _deadline(timeout: float | None) -> float | None:
-    return None if timeout is None else time.monotonic() + timeout
-
-
-def _left(deadline: float | None) -> float | None:
-    return None if deadline is None else max(deadline - time.monotonic(), 0.0)
 
 
 class DatabaseBackend(QueueBackend):
@@ -205,10 +196,10 @@ class DatabaseBackend(QueueBackend):
     def wait_for_result(self, result_id, timeout):
         if self.connection.vendor != "postgresql":
             return super().wait_for_result(result_id, timeout)
-        task_id, deadline = self._task_id(result_id), _deadline(timeout)
+        task_id, deadline = self._task_id(result_id), deadline_after(timeout)
         listener = ResultListener.for_connection(self.connection)
         while True:
-            left_queue = listener.wait(task_id, _left(deadline), self.poll_interval)
+            left_queue = listener.wait(task_id, time_left(deadline), self.poll_interval)
             if self._has_finished(result_id, left_queue):
                 return
             if not left_queue:
@@ -217,12 +208,12 @@ class DatabaseBackend(QueueBackend):
     async def async_wait_for_result(self, result_id, timeout):
         if self.connection.vendor != "postgresql":
             return await super().async_wait_for_result(result_id, timeout)
-        task_id, deadline = self._task_id(result_id), _deadline(timeout)
+        task_id, deadline = self._task_id(result_id), deadline_after(timeout)
         listener = ResultListener.for_connection(self.connection)
         while True:
             # The listener's wait holds no Django connection: any thread will do.
             left_queue = await sync_to_async(listener.wait, thread_sensitive=False)(
-                task_id, _left(deadline), self.poll_interval
+                task_id, time_left(deadline), self.poll_interval
             )
             if await sync_to_async(self._has_finished)(result_id, left_queue):
                 return
