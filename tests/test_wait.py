@@ -105,6 +105,36 @@ def test_wait_is_woken_by_the_notification_on_postgres(
     wait_until(lambda: listener._thread is None, message="the listener to stop")
 
 
+def test_wait_survives_its_listener_connection_being_cut(
+    postgres_queue_db, start_worker, tmp_path, monkeypatch, caplog
+):
+    queue_db, release = postgres_queue_db, tmp_path / "release"
+    result = on(queue_db, tasks.wait_for_file).enqueue(queue_db.database, str(release))
+    start_worker(queue_db)
+    backend = task_backends[queue_db.alias]
+    monkeypatch.setattr(backend, "poll_interval", 600)
+    returned = threading.Event()
+
+    def waiter():
+        try:
+            backend.wait_for_result(result.id, None)
+            returned.set()
+        finally:
+            connections.close_all()
+
+    threading.Thread(target=waiter, daemon=True).start()
+    wait_until(
+        lambda: Task.objects.using(queue_db.database).get(pk=result.id).has_dependents,
+        message="the waiter to mark the task",
+    )
+    assert queue_db.kill_connections() >= 1  # the listener's (and the worker's)
+    release.touch()
+    # The listener reconnects and looks again, or hears the worker's notification.
+    wait_until(returned.is_set, message="the waiter to return")
+    assert backend.get_result(result.id).return_value == "released"
+    assert "wait(): LISTEN failed" in caplog.text
+
+
 def test_wait_in_the_transaction_that_enqueued_the_task_says_why_it_cannot(postgres_queue_db):
     queue_db = postgres_queue_db
     with transaction.atomic(using=queue_db.database):

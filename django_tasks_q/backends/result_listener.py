@@ -28,6 +28,8 @@ import threading
 import time
 from collections import defaultdict
 
+from .base import deadline_after, time_left
+
 logger = logging.getLogger("django_tasks_q")
 
 CHANNEL = "django_tasks_q_finished"
@@ -78,28 +80,22 @@ class ResultListener:
         # A byte written here wakes the thread from its select().
         self._poke_in, self._poke_out = socket.socketpair()
         self._poke_in.setblocking(False)
+        self._poke_out.setblocking(False)
 
     def wait(self, task_id: str, timeout: float | None, look_every: float) -> bool:
         """True once ``task_id`` has left the queue (finished, or gone), False
         if it has not after ``timeout`` seconds (None: no limit)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = deadline_after(timeout)
         event = threading.Event()
         with self._lock:
             self._waiters[task_id].add(event)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="taskq-result-listener", daemon=True
-                )
-                self._thread.start()
         try:
             while True:
                 self._look_up(task_id)
-                step = look_every
-                if deadline is not None:
-                    step = max(min(step, deadline - time.monotonic()), 0)
-                if event.wait(step):
+                left = time_left(deadline)
+                if event.wait(look_every if left is None else min(look_every, left)):
                     return True
-                if deadline is not None and time.monotonic() >= deadline:
+                if left is not None and time_left(deadline) <= 0:
                     return False
         finally:
             with self._lock:
@@ -109,8 +105,15 @@ class ResultListener:
             self._poke()  # the thread stops once no one waits
 
     def _look_up(self, task_id: str) -> None:
+        """Have the thread mark and look up ``task_id``, starting it if it is
+        not running (the first waiter, or after it failed)."""
         with self._lock:
             self._to_look_up.add(task_id)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="taskq-result-listener", daemon=True
+                )
+                self._thread.start()
         self._poke()
 
     def _poke(self) -> None:
@@ -133,6 +136,16 @@ class ResultListener:
         return True
 
     def _run(self) -> None:
+        try:
+            self._listen()
+        except Exception:
+            logger.exception("wait(): the result listener failed; the next look restarts it")
+        finally:
+            with self._lock:
+                if self._thread is threading.current_thread():
+                    self._thread = None
+
+    def _listen(self) -> None:
         import psycopg  # here: PostgreSQL is an optional extra
 
         backoff = 0.0
