@@ -44,3 +44,13 @@ class TaskExpired(TaskException):
 
 class InvalidSchedule(InvalidTask):
     """A periodic task's declaration is wrong: raised where it is declared."""
+
+
+class DependencyFailed(TaskException):
+    """A task this one waited for (``QTask.after``) did not succeed, so this
+    one was cancelled without running."""
+
+
+class FallbackNotNeeded(TaskException):
+    """Every task this fallback (``after(..., on="failure")``) waited for
+    succeeded, so it was cancelled without running."""

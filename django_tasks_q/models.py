@@ -66,7 +66,8 @@ class Task(models.Model):
     # For a WAITING task: whether it runs when the tasks it waits for succeed
     # or when one of them fails.
     run_on = models.CharField(max_length=7, choices=RunOn.choices, null=True, blank=True)  # noqa: DJ001
-    # Some WAITING task waits for this one: its ending must be passed on.
+    # Something waits for this one (a WAITING task, or a wait() call): its
+    # ending must be passed on (see backends/chains.py).
     has_dependents = models.BooleanField(db_default=False)  # raw INSERTs leave it out
 
     class Meta:

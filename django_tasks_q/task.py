@@ -3,6 +3,7 @@
 import math
 import random
 import threading
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -33,6 +34,10 @@ def as_delay(value) -> timedelta | None:
             raise InvalidTask(f"{value} is not a number of seconds.")
         return timedelta(seconds=value)
     return None
+
+
+# after(on=...) -> the run_on stored with the waiting task (models.RunOn).
+RUN_ON = {"success": "SUCCESS", "failure": "FAILURE"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +78,24 @@ class QTaskResult(DjangoTaskResult):
 
     async def aabort(self) -> bool:
         return await sync_to_async(self.abort)()
+
+    def wait(self, timeout: float | None = None) -> "QTaskResult":
+        """Block until the task has finished, refresh this result and return it.
+
+        Raises ``TimeoutError`` if it has not finished after ``timeout``
+        seconds (None: wait as long as it takes)::
+
+            page = fetch.enqueue(url).wait(timeout=30).return_value
+        """
+        self.task.get_backend().wait_for_result(self.id, timeout)
+        self.refresh()
+        return self
+
+    async def async_wait(self, timeout: float | None = None) -> "QTaskResult":
+        """``wait()`` for async code: ``await result.async_wait(timeout=30)``."""
+        await self.task.get_backend().async_wait_for_result(self.id, timeout)
+        await self.arefresh()
+        return self
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -124,6 +147,10 @@ class QTask(DjangoTask):
     # This call's deadline (set with using()): a datetime, or a delay from
     # the enqueue as a timedelta or seconds. Overrides ``expires``.
     expires_at: datetime | timedelta | float | None = None
+    # Set by after(): the ids of the tasks this one waits for, and whether it
+    # runs once they all succeeded ("SUCCESS") or once one did not ("FAILURE").
+    waits_for: tuple[str, ...] = ()
+    run_on: str = "SUCCESS"
 
     def __post_init__(self):
         if not isinstance(self.max_retries, int) or self.max_retries < 0:
@@ -136,6 +163,8 @@ class QTask(DjangoTask):
             raise InvalidTask("store_result must be True or False.")
         self._check_unique()
         self._check_expiry()
+        if self.run_on not in RUN_ON.values():
+            raise InvalidTask("run_on must be 'SUCCESS' or 'FAILURE'; see after().")
         DjangoTask.__post_init__(self)
 
     def _check_unique(self):
@@ -202,6 +231,42 @@ class QTask(DjangoTask):
             "expires_at": expires_at,
         }
         return replace(self, **{name: v for name, v in changes.items() if v is not None})
+
+    def after(self, *results, on: str = "success") -> "QTask":
+        """A copy of this task that runs only after the tasks of ``results``.
+
+        ``results`` are task results (or their ids) of the same backend.
+        ``on="success"``: it runs once every one of them succeeded, with
+        their return value as its first argument (a list of them, in order,
+        if there are several); if one does not succeed, it is cancelled.
+        ``on="failure"``: it runs as soon as one of them does not succeed,
+        with that task's id as its first argument; if they all succeed, it
+        is cancelled as not needed::
+
+            page = fetch.enqueue(url)
+            parse.after(page).enqueue(url)  # parse(<fetch's value>, url)
+            report.after(page, on="failure").enqueue(url)  # report(<page.id>, url)
+        """
+        if on not in RUN_ON:
+            raise InvalidTask(f"after(on={on!r}): give on='success' or on='failure'.")
+        if not results:
+            raise InvalidTask("after() needs at least one task result to wait for.")
+        ids = []
+        for result in results:
+            if isinstance(result, DjangoTaskResult):
+                if result.backend != self.backend:
+                    raise InvalidTask(
+                        f"after(): result {result.id} belongs to backend "
+                        f"{result.backend!r}, this task to {self.backend!r}."
+                    )
+                result = result.id
+            try:
+                ids.append(str(uuid.UUID(str(result))))
+            except ValueError:
+                raise InvalidTask(f"after(): {result!r} is not a task result or id.") from None
+        if len(set(ids)) < len(ids):
+            raise InvalidTask("after(): the same task is given more than once.")
+        return replace(self, waits_for=tuple(ids), run_on=RUN_ON[on])
 
     def enqueue_many(self, calls):
         """Queue many calls at once, in one statement; returns their results.

@@ -223,3 +223,14 @@ def record_soon(context, db, label):
 if _schedule := os.environ.get("TASKQ_TEST_SCHEDULE"):
     _alias, _db = _schedule.split(":")
     periodic(every=1, name="every-second", args=(_db, "tick"))(record.using(backend=_alias))
+
+
+@task
+def double(value, *extra):
+    """A link of a chain: its first argument is the previous task's value."""
+    return value * 2
+
+
+@task
+def boom(*args):
+    raise ValueError("boom")

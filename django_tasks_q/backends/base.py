@@ -6,9 +6,11 @@ Two halves: the ``django.tasks`` API that application code calls (``enqueue``,
 the worker, retries and signals are shared.
 """
 
+import asyncio
 import hashlib
 import inspect
 import json
+import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -139,6 +141,25 @@ def encode_arguments(task, args, kwargs) -> tuple[list, dict]:
     raise InvalidTaskArguments(f"Cannot enqueue {task.module_path}: arguments are not JSON.")
 
 
+def deadline_after(timeout: float | None) -> float | None:
+    """``timeout`` seconds from now on the monotonic clock; None for no limit."""
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def time_left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(deadline - time.monotonic(), 0.0)
+
+
+def _next_poll(result_id, deadline: float | None, delay: float) -> float:
+    """How long to sleep before looking again; TimeoutError past the deadline."""
+    left = time_left(deadline)
+    if left is None:
+        return delay
+    if left <= 0:
+        raise TimeoutError(f"Task {result_id} has not finished yet.")
+    return min(delay, left)
+
+
 def error_from(exception: BaseException, traceback: str) -> dict:
     cls = type(exception)
     return {
@@ -167,6 +188,8 @@ class QueueBackend(BaseTaskBackend):
     # Whether @periodic may target it: a tick's state (the Schedule table) and
     # its task must commit in one transaction.
     supports_periodic = False
+    # Whether tasks can wait for others: QTask.after() (chains).
+    supports_after = False
     # What the worker treats as the store being briefly unreachable: it logs
     # them, backs off and tries again, keeping what it could not record.
     transient_errors: tuple[type[BaseException], ...] = (DatabaseError,)
@@ -199,6 +222,11 @@ class QueueBackend(BaseTaskBackend):
         return errors
 
     def validate_task(self, task):
+        if getattr(task, "waits_for", ()) and not self.supports_after:
+            raise InvalidTask(
+                f"{type(self).__name__} does not support after() (chains); "
+                "use the database backend for tasks that wait for others."
+            )
         delay = as_delay(task.run_after)
         if delay is not None:
             if delay < timedelta(0):
@@ -286,6 +314,25 @@ class QueueBackend(BaseTaskBackend):
             f"{task.module_path}:{hashlib.sha256(_canonical_json([args, kwargs])).hexdigest()}"
             for _, args, kwargs in calls
         ]
+
+    # Waiting for a result by polling: the first look comes this soon (in
+    # seconds), then each wait doubles, up to poll_interval.
+    FIRST_POLL = 0.01
+
+    def wait_for_result(self, result_id, timeout: float | None) -> None:
+        """Return once the task has finished; TimeoutError after ``timeout``
+        seconds. Here by polling; a store that can be woken does better."""
+        deadline, delay = deadline_after(timeout), self.FIRST_POLL
+        while not self.get_result(result_id).is_finished:
+            time.sleep(_next_poll(result_id, deadline, delay))
+            delay = min(delay * 2, self.poll_interval)
+
+    async def async_wait_for_result(self, result_id, timeout: float | None) -> None:
+        """``wait_for_result()`` for async code."""
+        deadline, delay = deadline_after(timeout), self.FIRST_POLL
+        while not (await self.aget_result(result_id)).is_finished:
+            await asyncio.sleep(_next_poll(result_id, deadline, delay))
+            delay = min(delay * 2, self.poll_interval)
 
     # -- the worker's half: implemented by each store ------------------------
 

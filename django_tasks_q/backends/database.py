@@ -9,9 +9,11 @@ import os
 import socket
 import sqlite3
 import uuid
+from contextlib import nullcontext
 from datetime import timedelta
-from functools import cached_property
+from functools import cached_property, partial
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core import checks
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
@@ -23,8 +25,10 @@ from .. import operations
 from ..ids import uuid7
 from ..models import Task, TaskResult, Worker
 from ..task import Call, QTaskResult
-from .base import Outcome, QueueBackend
+from . import chains
+from .base import Outcome, QueueBackend, deadline_after, time_left
 from .listener import PostgresListener
+from .result_listener import ResultListener
 from .sql import queries_for
 
 RESULT_FIELDS = (
@@ -54,6 +58,7 @@ class DatabaseBackend(QueueBackend):
     """
 
     supports_periodic = True
+    supports_after = True
 
     def __init__(self, alias, params):
         super().__init__(alias, params)
@@ -83,15 +88,29 @@ class DatabaseBackend(QueueBackend):
         self.validate_task(task)
         calls = [(uuid7(), *arguments) for arguments in self.encode_calls(task, calls)]
         now = timezone.now()
+        parents = getattr(task, "waits_for", ())
         run_after = self.run_after_for(task, now)
         times = {"run_after": run_after, "expires_at": self.expires_at_for(task, run_after, now)}
         keys = self.unique_keys(task, calls)
-        with self.connection.cursor() as cursor:
+        # A chained task is inserted, then made to wait, in one transaction.
+        atomic = transaction.atomic(using=self.database) if parents else nullcontext()
+        with atomic, self.connection.cursor() as cursor:
             if keys is None:
                 self.queries.insert(cursor, task, calls, now=now, **times)
                 results = self.ready_results(task, calls, now, expires_at=times["expires_at"])
             else:
                 results = self._enqueue_unique(cursor, task, calls, keys, now, times)
+            if parents:
+                # Only tasks this call created: a duplicate keeps its own parents.
+                children = [uuid.UUID(result.id) for result in results if result.created]
+                chains.hold(self.database, task, children)
+                # Linked to their parents once committed: no lock on a parent
+                # is held while the caller's transaction lasts.
+                transaction.on_commit(
+                    partial(chains.link, self.database, children, parents),
+                    using=self.database,
+                    robust=True,  # if it fails, a worker's sweep does it
+                )
         for result in results:
             if result.created:
                 task_enqueued.send(type(self), task_result=result)
@@ -191,7 +210,10 @@ class DatabaseBackend(QueueBackend):
             if not self.synchronous_commit:
                 self.queries.commit_asynchronously(cursor)
             if finished:
-                recorded |= self.queries.finish(cursor, finished, worker_id)
+                done, passed_on = self.queries.finish(cursor, finished, worker_id)
+                recorded |= done
+                if passed_on:  # to chained tasks and wait() callers
+                    chains.pass_on(self.database, passed_on)
             if retried:
                 recorded |= self.queries.retry(cursor, retried, worker_id)
             if limit > 0:
@@ -233,6 +255,8 @@ class DatabaseBackend(QueueBackend):
         with transaction.atomic(using=self.database):
             with self.connection.cursor() as cursor:
                 recovered = self.queries.recover(cursor, now)
+        # Chained tasks whose parents ended without a worker recording them.
+        chains.sweep(self.database)
         # A worker silent for two leases is gone: its tasks were recovered above.
         Worker.objects.using(self.database).filter(
             last_heartbeat_at__lt=now - 2 * self.lease
@@ -249,6 +273,52 @@ class DatabaseBackend(QueueBackend):
             total += expired
             if expired < batch_size:
                 return total
+
+    def wait_for_result(self, result_id, timeout):
+        if self.connection.vendor != "postgresql":
+            return super().wait_for_result(result_id, timeout)
+        task_id, deadline = self._task_id(result_id), deadline_after(timeout)
+        listener = ResultListener.for_connection(self.connection)
+        while True:
+            left_queue = listener.wait(task_id, time_left(deadline), self.poll_interval)
+            if self._has_finished(result_id, left_queue):
+                return
+            if not left_queue:
+                raise TimeoutError(f"Task {result_id} has not finished yet.")
+
+    async def async_wait_for_result(self, result_id, timeout):
+        if self.connection.vendor != "postgresql":
+            return await super().async_wait_for_result(result_id, timeout)
+        task_id, deadline = self._task_id(result_id), deadline_after(timeout)
+        listener = ResultListener.for_connection(self.connection)
+        while True:
+            # The listener's wait holds no Django connection: any thread will do.
+            left_queue = await sync_to_async(listener.wait, thread_sensitive=False)(
+                task_id, time_left(deadline), self.poll_interval
+            )
+            if await sync_to_async(self._has_finished)(result_id, left_queue):
+                return
+            if not left_queue:
+                raise TimeoutError(f"Task {result_id} has not finished yet.")
+
+    def _task_id(self, result_id) -> str:
+        try:
+            return str(uuid.UUID(str(result_id)))
+        except ValueError:
+            raise TaskResultDoesNotExist(result_id) from None
+
+    def _has_finished(self, result_id, left_queue: bool) -> bool:
+        """Whether the task has finished as the caller's connection sees it."""
+        if self.get_result(result_id).is_finished:
+            return True
+        if left_queue and self.connection.in_atomic_block:
+            # Queued as this transaction sees it, gone for everyone else.
+            raise RuntimeError(
+                f"Task {result_id} was enqueued in this transaction, which has not "
+                "committed, so no worker can run it yet: wait() after the commit "
+                "(e.g. in transaction.on_commit)."
+            )
+        return False  # it left the queue and came back (retried): wait again
 
     def prune_results(self, limit=1000) -> int:
         if self.result_ttl is None:

@@ -54,6 +54,16 @@ def _claimed(row, now: datetime) -> ClaimedTask:
     )
 
 
+def _recorded(rows) -> tuple[set[str], list[str]]:
+    """FINISH's (id, has_dependents) rows: the ids, and those with dependents."""
+    recorded, passed_on = set(), []
+    for task_id, has_dependents in rows:
+        recorded.add(task_id := str(uuid.UUID(str(task_id))))
+        if has_dependents:
+            passed_on.append(task_id)
+    return recorded, passed_on
+
+
 def _claim_order(row):
     # RETURNING has no order: restore the claim query's (priority, run_after, id).
     return (-row[3], _datetime(row[12]), str(uuid.UUID(str(row[0]))))
@@ -133,6 +143,8 @@ class PostgresQueries:
     # Finished tasks leave the queue and enter the history in one statement.
     # "worker_id = %(worker)s": only rows this worker still holds; a task whose
     # lease ran out and was claimed again is recorded by its new holder.
+    # Returns each recorded id, and whether its ending must be passed on
+    # (has_dependents: chained tasks or wait() callers; see chains.py).
     FINISH = """
         WITH outcome AS (
             SELECT * FROM jsonb_to_recordset(%(outcomes)s::jsonb) AS o(
@@ -142,17 +154,18 @@ class PostgresQueries:
             DELETE FROM django_tasks_q_task AS t USING outcome AS o
             WHERE t.id = o.id AND t.worker_id = %(worker)s
             RETURNING t.*
+        ), recorded AS (
+            INSERT INTO django_tasks_q_taskresult
+                (id, task_path, queue_name, priority, status, args, kwargs,
+                 return_value, errors, worker_ids, attempts, enqueued_at, run_after,
+                 started_at, last_attempted_at, finished_at)
+            SELECT m.id, m.task_path, m.queue_name, m.priority, o.status, m.args,
+                   m.kwargs, o.return_value, o.errors, m.worker_ids, m.attempts,
+                   m.enqueued_at, m.run_after, m.started_at, m.last_attempted_at,
+                   o.finished_at
+            FROM moved AS m JOIN outcome AS o ON o.id = m.id
         )
-        INSERT INTO django_tasks_q_taskresult
-            (id, task_path, queue_name, priority, status, args, kwargs,
-             return_value, errors, worker_ids, attempts, enqueued_at, run_after,
-             started_at, last_attempted_at, finished_at)
-        SELECT m.id, m.task_path, m.queue_name, m.priority, o.status, m.args,
-               m.kwargs, o.return_value, o.errors, m.worker_ids, m.attempts,
-               m.enqueued_at, m.run_after, m.started_at, m.last_attempted_at,
-               o.finished_at
-        FROM moved AS m JOIN outcome AS o ON o.id = m.id
-        RETURNING id
+        SELECT id, has_dependents FROM moved
     """
 
     RETRY = """
@@ -393,10 +406,12 @@ class PostgresQueries:
             ]
         )
 
-    def finish(self, cursor, outcomes: list[Outcome], worker_id) -> set[str]:
+    def finish(self, cursor, outcomes: list[Outcome], worker_id) -> tuple[set[str], list[str]]:
+        """Record ``outcomes``; returns the ids recorded, and those among them
+        that have dependents."""
         params = {"outcomes": self.finished_document(outcomes), "worker": worker_id}
         cursor.execute(self.FINISH, params)
-        return {str(uuid.UUID(str(row[0]))) for row in cursor.fetchall()}
+        return _recorded(cursor.fetchall())
 
     def retry(self, cursor, outcomes: list[Outcome], worker_id) -> set[str]:
         params = {"outcomes": self.retry_document(outcomes), "worker": worker_id}
@@ -512,12 +527,12 @@ class SQLiteQueries(PostgresQueries):
         FROM json_each(%(outcomes)s) AS o
         JOIN django_tasks_q_task AS t ON t.id = json_extract(o.value, '$.id')
         WHERE t.worker_id = %(worker)s
-        RETURNING id
     """
     FINISH_DELETE = """
         DELETE FROM django_tasks_q_task
         WHERE id IN (SELECT json_extract(value, '$.id') FROM json_each(%(outcomes)s))
           AND worker_id = %(worker)s
+        RETURNING id, has_dependents
     """
 
     RETRY = """
@@ -667,9 +682,8 @@ class SQLiteQueries(PostgresQueries):
     def finish(self, cursor, outcomes, worker_id):
         params = {"outcomes": self.finished_document(outcomes), "worker": worker_id}
         cursor.execute(self.FINISH, params)
-        recorded = {str(uuid.UUID(str(row[0]))) for row in cursor.fetchall()}
-        cursor.execute(self.FINISH_DELETE, params)
-        return recorded
+        cursor.execute(self.FINISH_DELETE, params)  # the rows just copied
+        return _recorded(cursor.fetchall())
 
     def ids_param(self, task_ids):
         return json.dumps([self.json_id(i) for i in task_ids])
