@@ -140,6 +140,14 @@ def test_a_task_started_in_time_runs_to_the_end(queue_db, start_worker, tmp_path
     assert status_of(queue_db, result.id) == ResultStatus.SUCCESSFUL
 
 
+def test_a_cancelled_task_does_not_expire_later(queue_db):
+    result = tasks.echo.using(backend=queue_db.alias, expires_at=3600).enqueue()
+    assert result.cancel()
+    queue_db.set_deadline(result.id, timezone.now() - timedelta(seconds=1))
+    assert task_backends[queue_db.alias].expire_tasks() == 0
+    assert status_of(queue_db, result.id) == ResultStatus.CANCELLED
+
+
 @pytest.mark.database_only
 def test_an_expired_task_frees_its_unique_key(queue_db):
     now = timezone.now()
