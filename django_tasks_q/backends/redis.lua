@@ -22,6 +22,10 @@ them in one slot):
                       with P:worker:<id> hashes that expire after two leases
   P:outbox            list of finished task ids still to be copied to the
                       database (only with record_results_in_database)
+  P:finished:<queue>:<minute>
+                      hash: how many tasks of the queue finished in that
+                      minute (since the epoch), by status, for the dashboard
+                      and metrics; expires after FINISHED_TTL
   P:wake              pub/sub channel: a queue name when tasks become due
 
 Times are integer microseconds since the epoch, given by the caller (the same
@@ -36,6 +40,10 @@ empty list into {}.
 local PROMOTE_BATCH = 1000
 -- How many expired leases one recover call handles, for the same reason.
 local RECOVER_BATCH = 1000
+-- Seconds the per-minute counts of finished tasks are kept: twice the
+-- longest look back (the dashboard's hour).
+local FINISHED_TTL = 7200
+local MINUTE = 60000000  -- in microseconds, as every time here
 
 local function member(priority, run_after, id)
   return string.format('%03d%016d', 100 - tonumber(priority), tonumber(run_after)) .. id
@@ -71,6 +79,26 @@ local function keep_result(P, key, id, ttl, outbox)
   redis.call('EXPIRE', key, ttl)
   if outbox == '1' then
     redis.call('RPUSH', P .. ':outbox', id)
+  end
+end
+
+-- Count a finished task in ``tally`` (queue:minute -> status -> n); the
+-- function that finished it writes the tally once at its end, so the counts
+-- cost one HINCRBY per queue, minute and status a call, not one per task.
+local function tally_finished(tally, queue, status, at)
+  local key = queue .. ':' .. math.floor(tonumber(at) / MINUTE)
+  local counts = tally[key] or {}
+  counts[status] = (counts[status] or 0) + 1
+  tally[key] = counts
+end
+
+local function write_tally(P, tally)
+  for key, counts in pairs(tally) do
+    local hash = P .. ':finished:' .. key
+    for status, n in pairs(counts) do
+      redis.call('HINCRBY', hash, status, n)
+    end
+    redis.call('EXPIRE', hash, FINISHED_TTL)
   end
 end
 
@@ -169,7 +197,7 @@ end)
 -- new holder. Returns the ids recorded.
 redis.register_function('taskq_1_record', function(keys, args)
   local P, worker, now, ttl, outbox = args[1], args[2], args[3], args[4], args[5]
-  local recorded = {}
+  local recorded, tally = {}, {}
   for i = 6, #args, 5 do
     local id, status, at = args[i], args[i + 1], args[i + 4]
     local key = P .. ':task:' .. id
@@ -184,10 +212,12 @@ redis.register_function('taskq_1_record', function(keys, args)
         redis.call('HSET', key, 'status', status, 'return_value', args[i + 2],
           'errors', args[i + 3], 'finished_at', at)
         keep_result(P, key, id, ttl, outbox)
+        tally_finished(tally, task[2], status, at)
       end
       recorded[#recorded + 1] = id
     end
   end
+  write_tally(P, tally)
   return recorded
 end)
 
@@ -246,7 +276,7 @@ redis.register_function('taskq_1_recover', function(keys, args)
   local P, now, ttl, outbox = args[1], args[2], args[3], args[4]
   local lost = redis.call('ZRANGEBYSCORE', P .. ':running', '-inf', '(' .. now,
     'LIMIT', 0, RECOVER_BATCH)
-  local queues = {}
+  local queues, tally = {}, {}
   for _, id in ipairs(lost) do
     redis.call('ZREM', P .. ':running', id)
     local key = P .. ':task:' .. id
@@ -266,9 +296,11 @@ redis.register_function('taskq_1_recover', function(keys, args)
       else
         redis.call('HSET', key, 'status', 'FAILED', 'errors', errors, 'finished_at', now)
         keep_result(P, key, id, ttl, outbox)
+        tally_finished(tally, task[5], 'FAILED', now)
       end
     end
   end
+  write_tally(P, tally)
   wake(P, queues)
   local silent = redis.call('ZRANGEBYSCORE', P .. ':workers', '-inf', '(' .. args[5])
   for _, worker in ipairs(silent) do
