@@ -81,6 +81,10 @@ class DatabaseStore(Backend):
     def workers(self) -> dict[str, dict]:
         return {w["id"]: w for w in Worker.objects.using(self.database).values()}
 
+    def silence_worker(self, worker_id: str, since: datetime) -> None:
+        """Make ``worker_id``'s last heartbeat ``since``, as if it went quiet then."""
+        Worker.objects.using(self.database).filter(id=worker_id).update(last_heartbeat_at=since)
+
     def insert_task(self, task_path: str, args: list) -> str:
         now = timezone.now()
         row = Task.objects.using(self.database).create(
@@ -208,6 +212,12 @@ class RedisStore(Backend):
                     "pid": int(entry["pid"]),
                 }
         return workers
+
+    def silence_worker(self, worker_id: str, since: datetime) -> None:
+        self.client.hset(
+            self.queue_backend.key("worker", worker_id), "last_heartbeat_at", _us(since)
+        )
+        self.client.zadd(self.queue_backend.key("workers"), {worker_id: _us(since)})
 
     def insert_task(self, task_path: str, args: list) -> str:
         # Through the store's own enqueue function, as a rogue writer could.

@@ -282,6 +282,34 @@ class QueueBackend(BaseTaskBackend):
         something with ``stop()``, or None where only polling works."""
         return None
 
+    # -- how the queue is doing: for the dashboard, taskq and the metrics ----
+
+    def queue_stats(self, queues=(), *, now=None, buckets=60) -> list:
+        """A ``stats.QueueStats`` per queue, sorted by name: tasks waiting,
+        scheduled and running, failed in the last hour, the longest wait, and
+        tasks finished in each of the last ``buckets`` minutes. ``queues`` are
+        listed even when empty (pass the backend's QUEUES)."""
+        raise NotImplementedError
+
+    def finished_counts(self, since: datetime, now: datetime) -> dict[tuple[str, str], int]:
+        """How many tasks finished since ``since``, by (queue, status)."""
+        raise NotImplementedError
+
+    def run_times(self, since: datetime, bounds) -> dict[str, tuple[list[int], int, float]]:
+        """Per queue, for the tasks that ran and finished since ``since``: how
+        many ran for at most each of ``bounds`` seconds, how many in all, and
+        their summed seconds. Stores that keep no run times return {}."""
+        return {}
+
+    def workers(self, now=None) -> list:
+        """The registry, as ``stats.WorkerEntry``s sorted by host and start."""
+        raise NotImplementedError
+
+    def purge(self, queue_name: str) -> int:
+        """Delete every waiting (ready or scheduled) task of ``queue_name``;
+        running ones finish as usual. Returns how many were deleted."""
+        raise NotImplementedError
+
     # -- building the API's TaskResult ----------------------------------------
 
     def resolve_task(self, task_path: str, priority: int, queue_name: str):

@@ -309,3 +309,83 @@ redis.register_function('taskq_1_recover', function(keys, args)
   end
   return #lost
 end)
+
+-- ARGV: P, queue, limit. Deletes up to ``limit`` waiting tasks (ready or
+-- scheduled) of the queue, hashes and all; running ones are in P:running,
+-- not there, and finish as usual. Returns how many it deleted: the caller
+-- calls again until fewer than ``limit``, so no call blocks the server long.
+redis.register_function('taskq_1_purge', function(keys, args)
+  local P, queue, limit = args[1], args[2], tonumber(args[3])
+  local deleted = 0
+  for _, set in ipairs({P .. ':ready:' .. queue, P .. ':scheduled:' .. queue}) do
+    if deleted == limit then
+      break
+    end
+    local members = redis.call('ZRANGE', set, 0, limit - deleted - 1)
+    for _, m in ipairs(members) do
+      redis.call('DEL', P .. ':task:' .. id_of(m))
+      redis.call('ZREM', set, m)
+    end
+    deleted = deleted + #members
+  end
+  return deleted
+end)
+
+-- The smallest run_after in a ready set: the set is ordered by priority
+-- first, so look at the first member of each priority present, jumping from
+-- one priority to the next (one lookup per priority in use, not per task).
+local function oldest_ready(ready)
+  local oldest = nil
+  local m = redis.call('ZRANGE', ready, 0, 0)[1]
+  while m do
+    local run_after = tonumber(string.sub(m, 4, 19))
+    if not oldest or run_after < oldest then
+      oldest = run_after
+    end
+    local next_priority = string.format('%03d', tonumber(string.sub(m, 1, 3)) + 1)
+    m = redis.call('ZRANGE', ready, '[' .. next_priority, '+', 'BYLEX', 'LIMIT', 0, 1)[1]
+  end
+  return oldest
+end
+
+-- ARGV: P, now, first_minute, minutes, then the configured queues. Reads
+-- only. For each queue configured or ever used: its name; tasks waiting
+-- (ready, or scheduled and due: a claim has not moved them yet), scheduled
+-- (not due) and running (one lookup per running task: as many as the
+-- workers' slots); the run_after of the longest-waiting task, or nil; and a
+-- P:finished hash (flat) for each of ``minutes`` minutes from first_minute.
+redis.register_function{function_name = 'taskq_1_stats', flags = {'no-writes'},
+  callback = function(keys, args)
+  local P, now, first, minutes = args[1], tonumber(args[2]), tonumber(args[3]), tonumber(args[4])
+  local queues = {}
+  for i = 5, #args do
+    queues[args[i]] = true
+  end
+  for _, queue in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
+    queues[queue] = true
+  end
+  local running = {}
+  for _, id in ipairs(redis.call('ZRANGE', P .. ':running', 0, -1)) do
+    local queue = redis.call('HGET', P .. ':task:' .. id, 'queue_name')
+    if queue then
+      running[queue] = (running[queue] or 0) + 1
+    end
+  end
+  local reply = {}
+  for queue in pairs(queues) do
+    local ready, scheduled = P .. ':ready:' .. queue, P .. ':scheduled:' .. queue
+    local due = redis.call('ZCOUNT', scheduled, '-inf', now)
+    local oldest = oldest_ready(ready)
+    local first_scheduled = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')[2]
+    if due > 0 and (not oldest or tonumber(first_scheduled) < oldest) then
+      oldest = tonumber(first_scheduled)
+    end
+    local finished = {}
+    for minute = first, first + minutes - 1 do
+      finished[#finished + 1] = redis.call('HGETALL', P .. ':finished:' .. queue .. ':' .. minute)
+    end
+    reply[#reply + 1] = {queue, redis.call('ZCARD', ready) + due,
+      redis.call('ZCARD', scheduled) - due, running[queue] or 0, oldest or false, finished}
+  end
+  return reply
+end}
