@@ -2,8 +2,9 @@
 
 Two halves: the ``django.tasks`` API that application code calls (``enqueue``,
 ``get_result``), and the small store API the worker calls (``claim``,
-``record``, ``release``). A backend is one class that implements the store;
-the worker, retries and signals are shared.
+``record``, ``release``), with the figures the dashboard, ``taskq`` and the
+metrics read (``queue_stats``, ``workers``). A backend is one class that
+implements the store; the worker, retries and signals are shared.
 """
 
 import inspect
