@@ -6,15 +6,19 @@ from django_tasks_q import task
 def send_receipt(order_id): ...
 """
 
-from .exceptions import InvalidTaskArguments, Retry, TaskNotRegistered
-from .task import Call, QTask, QTaskResult, task
+from .exceptions import InvalidTaskArguments, Retry, TaskAborted, TaskNotRegistered
+from .hooks import on_worker_start
+from .task import Call, QTask, QTaskContext, QTaskResult, task
 
 __all__ = [
     "Call",
     "InvalidTaskArguments",
     "QTask",
+    "QTaskContext",
     "QTaskResult",
     "Retry",
+    "TaskAborted",
     "TaskNotRegistered",
+    "on_worker_start",
     "task",
 ]

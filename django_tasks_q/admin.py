@@ -77,7 +77,7 @@ def timestamp(field, description):
 def task_state(task, now=None):
     """What a queue row is doing, in an operator's words."""
     if task.status == TaskStatus.RUNNING:
-        return _("Running")
+        return _("Aborting") if task.abort_requested_at else _("Running")
     if task.run_after > (now or timezone.now()):
         return _("Retry scheduled") if task.attempts else _("Scheduled")
     return _("Waiting")
@@ -373,7 +373,7 @@ class TaskAdmin(QueueModelAdmin):
     list_filter = (StateFilter, QueueFilter, TaskNameFilter)
     date_hierarchy = "enqueued_at"
     ordering = ("-id",)  # ids are UUIDv7: newest first, through the primary key
-    actions = ("cancel_tasks", "delete_tasks")
+    actions = ("cancel_tasks", "abort_tasks", "delete_tasks")
     fieldsets = (
         (None, {"fields": ("id", "task_name", "queue_name", "state", "priority")}),
         (_("Call"), {"fields": ("args_json", "kwargs_json")}),
@@ -391,6 +391,7 @@ class TaskAdmin(QueueModelAdmin):
                     "started",
                     "last_attempted",
                     "lease_expires",
+                    "abort_requested",
                 )
             },
         ),
@@ -398,6 +399,7 @@ class TaskAdmin(QueueModelAdmin):
     change_form_template = "admin/django_tasks_q/task/change_form.html"
 
     lease_expires = timestamp("lease_expires_at", _("lease expires"))
+    abort_requested = timestamp("abort_requested_at", _("abort requested"))
 
     @admin.display(description=_("state"), ordering="status")
     def state(self, obj):
@@ -445,6 +447,52 @@ class TaskAdmin(QueueModelAdmin):
                 % n
             ),
         )
+
+    @admin.action(description=_("Abort selected tasks"), permissions=["change"])
+    def abort_tasks(self, request, queryset):
+        if response := confirmation(
+            self,
+            request,
+            queryset,
+            title=_("Abort tasks"),
+            question=_(
+                "Abort these tasks? Running tasks are asked to stop: async tasks are "
+                "cancelled and process-pool tasks killed at once; thread-pool tasks stop "
+                "when they next check for it. Waiting and scheduled tasks are cancelled. "
+                "All are recorded as cancelled."
+            ),
+            button=_("Yes, abort them"),
+        ):
+            return response
+        selected = queryset.count()
+        cancelled, stopping = operations.abort(queryset)
+        if stopping:
+            self.message_user(
+                request,
+                ngettext(
+                    "Asked %d running task to stop.", "Asked %d running tasks to stop.", stopping
+                )
+                % stopping,
+                messages.SUCCESS,
+            )
+        if cancelled:
+            self.message_user(
+                request,
+                ngettext("Cancelled %d waiting task.", "Cancelled %d waiting tasks.", cancelled)
+                % cancelled,
+                messages.SUCCESS,
+            )
+        if gone := selected - cancelled - stopping:
+            self.message_user(
+                request,
+                ngettext(
+                    "%d task had finished, and was left alone.",
+                    "%d tasks had finished, and were left alone.",
+                    gone,
+                )
+                % gone,
+                messages.WARNING,
+            )
 
     @admin.action(description=_("Delete selected waiting tasks"), permissions=["delete"])
     def delete_tasks(self, request, queryset):

@@ -24,3 +24,14 @@ class Retry(Exception):
 class WorkerLost(TaskException):
     """The worker running an attempt stopped renewing its lease (killed, or cut
     off from the database), so the attempt is counted as failed."""
+
+
+class TaskAborted(TaskException):
+    """Someone asked the running task to stop (``result.abort()``, the admin's
+    Abort, ``taskq abort``). ``context.raise_if_aborted()`` raises it; an
+    attempt that ends in any error once an abort was requested is recorded as
+    CANCELLED, and not retried."""
+
+
+class WorkerStartupError(Exception):
+    """A worker start-up hook failed, so the worker cannot run tasks."""

@@ -1,4 +1,4 @@
-"""What an operator does to the queue: retry, cancel, re-run, delete, purge, prune.
+"""What an operator does to the queue: retry, cancel, abort, re-run, delete, purge, prune.
 
 The admin and the ``taskq`` command both call these; neither touches the
 tables itself. Every operation takes a queryset saying *which* rows, and works
@@ -17,11 +17,12 @@ the write lock serialises both.
 import json
 import uuid
 
+from django.core.exceptions import EmptyResultSet
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
 from django.utils import timezone
 
-from .backends.listener import notify
+from .backends.listener import ABORT_CHANNEL, notify
 from .exceptions import TaskNotRegistered
 from .ids import uuid7
 from .models import ResultStatus, Task, TaskResult, TaskStatus
@@ -128,6 +129,45 @@ def cancel(tasks, *, batch_size=BATCH_SIZE) -> int:
         )
 
     return _in_batches(tasks.filter(status=TaskStatus.READY), batch_size, run)
+
+
+def abort(tasks) -> tuple[int, int]:
+    """Stop ``tasks``: cancel the waiting ones, and ask the workers running the
+    others to stop them (they end as CANCELLED; see the README's "Cancelling
+    and aborting"). Returns (how many were cancelled, how many asked to stop).
+    """
+    cancelled = cancel(tasks)
+    using = tasks.db
+    connection = connections[using]
+    try:
+        selection, params = tasks.order_by().values("pk").query.get_compiler(using).as_sql()
+    except EmptyResultSet:
+        return cancelled, 0
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    # Running tasks are few (at most the workers' slots): one statement. The
+    # status check is on the updated row itself, so a task claimed while
+    # cancel() ran is seen as running once its claim commits.
+    mark = f"""
+        UPDATE django_tasks_q_task
+        SET abort_requested_at = COALESCE(abort_requested_at, %s)
+        WHERE status = 'RUNNING' AND id IN ({selection})
+    """
+    with transaction.atomic(using=using), connection.cursor() as cursor:
+        if connection.vendor != "postgresql":  # SQLite: workers poll for it
+            cursor.execute(mark, [now, *params])
+            return cancelled, cursor.rowcount
+        # Wake each worker holding one of them, once, when this commits.
+        cursor.execute(
+            f"""
+            WITH aborting AS ({mark} RETURNING worker_id),
+            notified AS (
+                SELECT pg_notify('{ABORT_CHANNEL}', worker_id) FROM aborting GROUP BY worker_id
+            )
+            SELECT (SELECT count(*) FROM aborting), (SELECT count(*) FROM notified)
+            """,
+            [now, *params],
+        )
+        return cancelled, cursor.fetchone()[0]
 
 
 def retry(results, *, batch_size=BATCH_SIZE) -> int:

@@ -1,14 +1,21 @@
 """``@task``: Django's ``Task`` with the options a production queue needs."""
 
 import random
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
-from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, DEFAULT_TASK_QUEUE_NAME
+from asgiref.sync import sync_to_async
+from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, DEFAULT_TASK_QUEUE_NAME, task_backends
 from django.tasks import Task as DjangoTask
+from django.tasks import TaskContext as DjangoTaskContext
 from django.tasks import TaskResult as DjangoTaskResult
 from django.tasks.base import DEFAULT_TASK_PRIORITY
 from django.tasks.exceptions import InvalidTask
+
+from .exceptions import TaskAborted
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +33,47 @@ class QTaskResult(DjangoTaskResult):
     Everything Django's has, plus what a production queue adds on top.
     """
 
+    def cancel(self) -> bool:
+        """Cancel the task if it has not started: it never runs, and is recorded
+        as CANCELLED. Returns whether it was cancelled (False once it is
+        running or finished; see ``abort()``). ``refresh()`` to see it."""
+        return task_backends[self.backend].cancel(self.id)
+
+    def abort(self) -> bool:
+        """Stop the task: cancel it if it is waiting; if it is running, ask its
+        worker to stop it (see "Cancelling and aborting" in the README).
+        Returns False if the task had already finished."""
+        return task_backends[self.backend].abort(self.id)
+
+    async def acancel(self) -> bool:
+        return await sync_to_async(self.cancel)()
+
+    async def aabort(self) -> bool:
+        return await sync_to_async(self.abort)()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QTaskContext(DjangoTaskContext):
+    """The context a task declared with ``takes_context=True`` gets from a worker.
+
+    ``resources``: what the worker's start-up hooks returned, by hook name
+    (see ``on_worker_start``). ``abort_requested``: whether someone asked
+    this attempt to stop; a long task in the thread pool checks it, or calls
+    ``raise_if_aborted()``, between steps.
+    """
+
+    resources: Mapping[str, Any] = field(default_factory=dict)
+    abort_event: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def abort_requested(self) -> bool:
+        return self.abort_event.is_set()
+
+    def raise_if_aborted(self) -> None:
+        """Raise ``TaskAborted`` if someone asked this attempt to stop."""
+        if self.abort_event.is_set():
+            raise TaskAborted(f"{self.task_result.task.module_path} was aborted.")
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QTask(DjangoTask):
@@ -40,6 +88,7 @@ class QTask(DjangoTask):
     retry_backoff_max: float = 600.0  # the cap on one delay, in seconds
     retry_jitter: bool = True  # wait a random 50-100% of the delay
     timeout: float | None = None  # seconds one attempt may run
+    store_result: bool = True  # False: the return value is dropped, not stored
 
     def __post_init__(self):
         if not isinstance(self.max_retries, int) or self.max_retries < 0:
@@ -48,6 +97,8 @@ class QTask(DjangoTask):
             raise InvalidTask("retry_backoff and retry_backoff_max must be >= 0.")
         if self.timeout is not None and self.timeout <= 0:
             raise InvalidTask("timeout must be a positive number of seconds.")
+        if not isinstance(self.store_result, bool):
+            raise InvalidTask("store_result must be True or False.")
         DjangoTask.__post_init__(self)
 
     def enqueue_many(self, calls):
@@ -81,7 +132,7 @@ def task(
     """Declare a task. Takes Django's ``@task`` arguments and ``QTask``'s options:
 
     ``max_retries``, ``retry_backoff``, ``retry_backoff_max``, ``retry_jitter``,
-    ``timeout``.
+    ``timeout``, ``store_result``.
     """
 
     def wrapper(func):

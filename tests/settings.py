@@ -21,6 +21,16 @@ INSTALLED_APPS = [*INSTALLED_APPS, "tests"]
 POSTGRES_URL = os.environ.get("TASKQ_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/taskq")
 REDIS_URL = os.environ.get("TASKQ_REDIS_URL", "redis://127.0.0.1:6379/5")
 
+# Under pytest-xdist each test process ("gw0", "gw1", ...) has its own
+# databases: pytest-django suffixes the SQL ones; here the Redis logical
+# database goes up by one per process, and the key prefix (which also names
+# the pub/sub channel, shared by all logical databases) differs too.
+# Worker subprocesses inherit PYTEST_XDIST_WORKER, so they agree.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if XDIST_WORKER:
+    _base, _, _number = REDIS_URL.rpartition("/")
+    REDIS_URL = f"{_base}/{int(_number or 0) + int(XDIST_WORKER.removeprefix('gw'))}"
+
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
@@ -85,7 +95,11 @@ if not REDIS_UNAVAILABLE:
     TASKS["redis"] = {
         **TASKS["default"],
         "BACKEND": "django_tasks_q.backends.redis.RedisBackend",
-        "OPTIONS": {**TASKS["default"]["OPTIONS"], "url": REDIS_URL},
+        "OPTIONS": {
+            **TASKS["default"]["OPTIONS"],
+            "url": REDIS_URL,
+            "prefix": f"taskq{XDIST_WORKER}",
+        },
     }
 
 # In a worker subprocess: use the databases the test run created.

@@ -9,7 +9,7 @@ from pathlib import Path
 import django.tasks
 from asgiref.sync import sync_to_async
 
-from django_tasks_q import Retry, task
+from django_tasks_q import Retry, on_worker_start, task
 
 from .models import Execution
 
@@ -142,3 +142,63 @@ async def async_barrier(context, db, parties):
 @task(takes_context=True, timeout=0.3, max_retries=0)
 async def async_overrun(context, db):
     await asyncio.sleep(30)
+
+
+@task(takes_context=True, max_retries=3)
+def until_aborted(context, db):
+    """A long thread-pool task done right: it checks its context between steps."""
+    _record(db, "started", context)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if context.abort_requested:
+            _record(db, "saw the abort", context)
+            context.raise_if_aborted()
+        time.sleep(0.02)
+    return "never aborted"
+
+
+@task(takes_context=True, max_retries=3)
+async def async_until_aborted(context, db):
+    await sync_to_async(_record)(db, "started", context)
+    await asyncio.sleep(600)
+    return "never aborted"
+
+
+@task(takes_context=True, max_retries=3)
+def sleep_for_minutes(context, db):
+    """Never checks for an abort: only killing its process stops it."""
+    _record(db, f"started:{os.getpid()}", context)
+    time.sleep(600)
+    return "woke up"
+
+
+@on_worker_start
+def test_resource():
+    """Every test worker runs this. TASKQ_TEST_HOOK_LOG: append this process's
+    pid to that file; TASKQ_TEST_HOOK_FAIL: raise; TASKQ_TEST_HOOK_WAIT: wait
+    until that file exists."""
+    if os.environ.get("TASKQ_TEST_HOOK_FAIL"):
+        raise RuntimeError("the test model is missing")
+    if log := os.environ.get("TASKQ_TEST_HOOK_LOG"):
+        with open(log, "a") as file:
+            file.write(f"{os.getpid()}\n")
+    if path := os.environ.get("TASKQ_TEST_HOOK_WAIT"):
+        deadline = time.monotonic() + 120
+        while not Path(path).exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    return {"pid": os.getpid()}
+
+
+@task(takes_context=True)
+def read_resource(context):
+    return {"hook_pid": context.resources["test_resource"]["pid"], "task_pid": os.getpid()}
+
+
+@task(takes_context=True)
+async def async_read_resource(context):
+    return {"hook_pid": context.resources["test_resource"]["pid"], "task_pid": os.getpid()}
+
+
+@task(store_result=False)
+def unstored_result():
+    return {1, 2, 3}  # not JSON: with store_result=False not even checked

@@ -278,10 +278,27 @@ class QueueBackend(BaseTaskBackend):
         returns how many. Stores whose results expire by themselves do nothing."""
         return 0
 
-    def listen(self, queues: list[str] | None, wake):
-        """Start calling ``wake()`` when tasks for ``queues`` arrive; return
-        something with ``stop()``, or None where only polling works."""
+    def aborts_requested(self, worker_id: str, task_ids: list[str]) -> list[str]:
+        """Those of ``task_ids`` (tasks ``worker_id`` holds) someone asked to abort."""
+        raise NotImplementedError
+
+    def listen(self, queues: list[str] | None, wake, *, worker_id=None, on_abort=None):
+        """Start calling ``wake()`` when tasks for ``queues`` arrive, and
+        ``on_abort()`` when someone asks to abort a task ``worker_id`` holds;
+        return something with ``stop()``, or None where only polling works."""
         return None
+
+    # -- cancelling and aborting (``QTaskResult.cancel()`` / ``abort()``) ------
+
+    def cancel(self, result_id: str) -> bool:
+        """Cancel the task if it is waiting: it never runs, and is recorded as
+        CANCELLED. False if it is running, finished or unknown."""
+        raise NotImplementedError
+
+    def abort(self, result_id: str) -> bool:
+        """Cancel the task if it is waiting; if it is running, ask its worker
+        to stop it. False if it finished or is unknown."""
+        raise NotImplementedError
 
     # -- how the queue is doing: for the dashboard, taskq and the metrics ----
 

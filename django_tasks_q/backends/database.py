@@ -113,6 +113,22 @@ class DatabaseBackend(QueueBackend):
         task = self.resolve_task(row.pop("task_path"), row.pop("priority"), row.pop("queue_name"))
         return self.make_result(task=task, id=str(pk), **row)
 
+    def cancel(self, result_id) -> bool:
+        tasks = self._queued(result_id)
+        return tasks is not None and operations.cancel(tasks) == 1
+
+    def abort(self, result_id) -> bool:
+        tasks = self._queued(result_id)
+        return tasks is not None and sum(operations.abort(tasks)) == 1
+
+    def _queued(self, result_id):
+        """The queue's row for ``result_id``, as a queryset; None for a malformed id."""
+        try:
+            pk = uuid.UUID(str(result_id))
+        except ValueError:
+            return None
+        return Task.objects.using(self.database).filter(pk=pk)
+
     # -- the worker's store -----------------------------------------------------
 
     def record_and_claim(self, outcomes, queues, limit, worker_id):
@@ -182,11 +198,15 @@ class DatabaseBackend(QueueBackend):
     def unregister_worker(self, worker_id) -> None:
         Worker.objects.using(self.database).filter(id=worker_id).delete()
 
-    def listen(self, queues, wake):
+    def aborts_requested(self, worker_id, task_ids) -> list[str]:
+        with self.connection.cursor() as cursor:
+            return self.queries.aborts_requested(cursor, task_ids, worker_id)
+
+    def listen(self, queues, wake, *, worker_id=None, on_abort=None):
         if self.connection.vendor != "postgresql":
             return None
         params = self.connection.get_connection_params()
-        return PostgresListener(params, queues, wake).start()
+        return PostgresListener(params, queues, wake, worker_id, on_abort).start()
 
     # -- how the queue is doing ----------------------------------------------------
     # Each read is one GROUP BY over an indexed column: its cost follows the

@@ -6,6 +6,10 @@ if, that transaction commits. The listener holds its own connection (LISTEN
 lasts as long as the session) and only sets an event: the worker's loop does
 the claiming. Polling stays as the fallback, so a lost notification costs at
 most one poll interval.
+
+Abort requests travel the same way on their own channel: ``operations.abort``
+notifies ``django_tasks_q_abort`` with the id of the worker holding the task,
+and only that worker looks.
 """
 
 import logging
@@ -15,6 +19,7 @@ from collections.abc import Callable
 logger = logging.getLogger("django_tasks_q.worker")
 
 CHANNEL = "django_tasks_q"
+ABORT_CHANNEL = "django_tasks_q_abort"
 MAX_BACKOFF = 30.0
 
 
@@ -28,10 +33,19 @@ def notify(cursor, queues) -> None:
 
 
 class PostgresListener:
-    def __init__(self, connection_params: dict, queues: list[str] | None, wake: Callable[[], None]):
+    def __init__(
+        self,
+        connection_params: dict,
+        queues: list[str] | None,
+        wake: Callable[[], None],
+        worker_id: str | None = None,
+        on_abort: Callable[[], None] | None = None,
+    ):
         self._params = {**connection_params, "autocommit": True}
         self._queues = set(queues) if queues else None
         self._wake = wake
+        self._worker_id = worker_id
+        self._on_abort = on_abort
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="taskq-listener", daemon=True)
 
@@ -51,14 +65,24 @@ class PostgresListener:
             try:
                 with psycopg.connect(**self._params) as connection:
                     connection.execute(f"LISTEN {CHANNEL}")
+                    if self._on_abort:
+                        connection.execute(f"LISTEN {ABORT_CHANNEL}")
                     backoff = 0.0
                     # Anything committed while we were not listening: look now.
                     self._wake()
+                    if self._on_abort:
+                        self._on_abort()
                     while not self._stopped.is_set():
                         for notification in connection.notifies(timeout=1.0):
-                            if self._queues is None or notification.payload in self._queues:
-                                self._wake()
+                            self._dispatch(notification.channel, notification.payload)
             except psycopg.Error as error:
                 backoff = min(max(backoff * 2, 0.5), MAX_BACKOFF)
                 logger.warning("LISTEN connection failed (%s); retrying in %.1f s", error, backoff)
                 self._stopped.wait(backoff)
+
+    def _dispatch(self, channel: str, payload: str) -> None:
+        if channel == ABORT_CHANNEL:
+            if payload == self._worker_id:
+                self._on_abort()
+        elif self._queues is None or payload in self._queues:
+            self._wake()

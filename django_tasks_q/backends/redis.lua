@@ -27,6 +27,8 @@ them in one slot):
                       minute (since the epoch), by status, for the dashboard
                       and metrics; expires after FINISHED_TTL
   P:wake              pub/sub channel: a queue name when tasks become due
+  P:abort             pub/sub channel: a worker id when someone asks to abort
+                      a task that worker holds (the hash's abort_requested_at)
 
 Times are integer microseconds since the epoch, given by the caller (the same
 clock that computed run_after), never the server's clock. JSON fields are
@@ -308,6 +310,37 @@ redis.register_function('taskq_1_recover', function(keys, args)
     redis.call('DEL', P .. ':worker:' .. worker)
   end
   return #lost
+end)
+
+-- ARGV: P, now, result_ttl, outbox, abort ("1": also ask the workers of
+-- running tasks to stop them), then task ids. Waiting tasks leave their
+-- queue and are kept as CANCELLED results; running ones get
+-- abort_requested_at, and their worker is told on P:abort. Returns
+-- {cancelled, asked to stop}.
+redis.register_function('taskq_1_cancel', function(keys, args)
+  local P, now, ttl, outbox, abort = args[1], args[2], args[3], args[4], args[5]
+  local cancelled, stopping, tally = 0, 0, {}
+  for i = 6, #args do
+    local id = args[i]
+    local key = P .. ':task:' .. id
+    local task = redis.call('HMGET', key, 'status', 'queue_name', 'priority', 'run_after',
+      'worker_id')
+    if task[1] == 'READY' then
+      local m = member(task[3], task[4], id)
+      redis.call('ZREM', P .. ':ready:' .. task[2], m)
+      redis.call('ZREM', P .. ':scheduled:' .. task[2], m)
+      redis.call('HSET', key, 'status', 'CANCELLED', 'finished_at', now)
+      keep_result(P, key, id, ttl, outbox)
+      tally_finished(tally, task[2], 'CANCELLED', now)
+      cancelled = cancelled + 1
+    elseif task[1] == 'RUNNING' and abort == '1' then
+      redis.call('HSETNX', key, 'abort_requested_at', now)
+      redis.call('PUBLISH', P .. ':abort', task[5])
+      stopping = stopping + 1
+    end
+  end
+  write_tally(P, tally)
+  return {cancelled, stopping}
 end)
 
 -- ARGV: P, queue, limit. Deletes up to ``limit`` waiting tasks (ready or

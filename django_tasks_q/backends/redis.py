@@ -201,6 +201,23 @@ class RedisBackend(QueueBackend):
             worker_ids=json.loads(fields["worker_ids"]),
         )
 
+    def cancel(self, result_id) -> bool:
+        return self._cancel(result_id, abort=False) == [1, 0]
+
+    def abort(self, result_id) -> bool:
+        return sum(self._cancel(result_id, abort=True)) == 1
+
+    def _cancel(self, result_id, *, abort: bool) -> list[int]:
+        try:
+            task_id = str(uuid.UUID(str(result_id)))
+        except ValueError:
+            return [0, 0]
+        now = _us(timezone.now())
+        outbox = int(self.record_results_in_database)
+        counts = self._call("cancel", now, self.result_ttl, outbox, int(abort), task_id)
+        self.copy_results_to_database()
+        return counts
+
     # -- the worker's store -----------------------------------------------------
 
     def record_and_claim(self, outcomes, queues, limit, worker_id):
@@ -262,6 +279,16 @@ class RedisBackend(QueueBackend):
     def release(self, task_ids, worker_id) -> None:
         self._call("release", worker_id, _us(timezone.now()), *task_ids)
 
+    def aborts_requested(self, worker_id, task_ids) -> list[str]:
+        pipeline = self.client.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipeline.hmget(self.key("task", task_id), "worker_id", "abort_requested_at")
+        return [
+            task_id
+            for task_id, (holder, requested) in zip(task_ids, pipeline.execute(), strict=True)
+            if holder == worker_id and requested
+        ]
+
     def register_worker(self, worker_id, *, queues, concurrency, pool) -> None:
         now = _us(timezone.now())
         entry = self.key("worker", worker_id)
@@ -317,11 +344,13 @@ class RedisBackend(QueueBackend):
         pipeline.zrem(self.key("workers"), worker_id)
         pipeline.execute()
 
-    def listen(self, queues, wake):
+    def listen(self, queues, wake, *, worker_id=None, on_abort=None):
         # Here, not at the top: without redis installed, check() says so.
         from .redis_listener import RedisListener
 
-        return RedisListener(self.client, self.key("wake"), queues, wake).start()
+        return RedisListener(
+            self.client, self.key("wake"), queues, wake, self.key("abort"), worker_id, on_abort
+        ).start()
 
     # -- how the queue is doing ----------------------------------------------------
 

@@ -160,6 +160,14 @@ class PostgresQueries:
         WHERE id = ANY(%(ids)s::uuid[]) AND worker_id = %(worker)s
     """
 
+    # Which of the tasks this worker holds someone asked to abort: primary
+    # key probes for the held tasks only, whatever the size of the queue.
+    ABORTS_REQUESTED = """
+        SELECT id FROM django_tasks_q_task
+        WHERE id = ANY(%(ids)s::uuid[]) AND worker_id = %(worker)s
+          AND abort_requested_at IS NOT NULL
+    """
+
     # Tasks whose worker stopped renewing (killed, lost power, cut off): the
     # attempt failed with WorkerLost. With attempts left they are ready again
     # (RECOVER); without, they go to the history as failed (ABANDON).
@@ -331,6 +339,12 @@ class PostgresQueries:
         }
         cursor.execute(self.RENEW, params)
 
+    def aborts_requested(self, cursor, task_ids, worker_id) -> list[str]:
+        cursor.execute(
+            self.ABORTS_REQUESTED, {"ids": self.ids_param(task_ids), "worker": worker_id}
+        )
+        return [str(uuid.UUID(str(row[0]))) for row in cursor.fetchall()]
+
     def prune(self, cursor, before, limit) -> int:
         cursor.execute(self.PRUNE, {"before": self.param_datetime(before), "limit": limit})
         return cursor.rowcount
@@ -428,6 +442,12 @@ class SQLiteQueries(PostgresQueries):
     RENEW = """
         UPDATE django_tasks_q_task SET lease_expires_at = %(lease_until)s
         WHERE id IN (SELECT value FROM json_each(%(ids)s)) AND worker_id = %(worker)s
+    """
+
+    ABORTS_REQUESTED = """
+        SELECT id FROM django_tasks_q_task
+        WHERE id IN (SELECT value FROM json_each(%(ids)s)) AND worker_id = %(worker)s
+          AND abort_requested_at IS NOT NULL
     """
 
     LOST_ERROR = """

@@ -2,13 +2,14 @@
 
 Async tasks run here side by side instead of each tying up a pool thread
 (Django's ``task.call()`` would run each on a loop of its own, one at a
-time). A timeout cancels the coroutine: unlike a thread, it really stops.
+time). A timeout or an abort cancels the coroutine: unlike a thread, it
+really stops.
 """
 
 import asyncio
 import threading
 
-from .execution import Job, arun_attempt, timed_out_attempt
+from .execution import Job, aborted_attempt, arun_attempt, timed_out_attempt
 
 
 class AsyncioLoop:
@@ -18,6 +19,7 @@ class AsyncioLoop:
         self._loop = asyncio.new_event_loop()
         # Tasks claimed ahead wait here, as they would in a pool's queue.
         self._slots = asyncio.Semaphore(size)
+        self._running: dict[Job, asyncio.Task] = {}  # touched on the loop's thread only
         threading.Thread(target=self._loop.run_forever, name="taskq-asyncio", daemon=True).start()
 
     def submit(self, job: Job) -> None:
@@ -27,12 +29,26 @@ class AsyncioLoop:
         async with self._slots:
             if not job.begin():
                 return  # handed back while it waited
-            attempt = arun_attempt(self._backend, job.claimed, job.task)
+            self._running[job] = asyncio.current_task()
+            attempt = arun_attempt(self._backend, job.claimed, job.task, job.aborting)
             try:
                 outcome = await asyncio.wait_for(attempt, job.timeout)
             except TimeoutError:
                 outcome = timed_out_attempt(job, "it was cancelled")
+            except asyncio.CancelledError:  # by abort()
+                outcome = aborted_attempt(job, "its coroutine was cancelled")
+            finally:
+                del self._running[job]
         self._on_done(outcome)
+
+    def abort(self, job: Job) -> None:
+        """Cancel the job's coroutine, if it is still running."""
+
+        def cancel():
+            if running := self._running.get(job):
+                running.cancel()
+
+        self._loop.call_soon_threadsafe(cancel)
 
     def shutdown(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)

@@ -6,6 +6,7 @@ before Django is set up: nothing here may import models at the top.
 
 import signal
 import time
+import traceback
 
 
 def main(connection, backend_alias: str) -> None:
@@ -18,12 +19,20 @@ def main(connection, backend_alias: str) -> None:
     django.setup()
     from django.tasks import task_backends
 
-    from ..exceptions import TaskNotRegistered
+    from ..exceptions import TaskNotRegistered, WorkerStartupError
+    from ..hooks import run_worker_start_hooks
     from ..registry import autodiscover, resolve
     from .execution import failed_attempt, run_attempt
 
     autodiscover()
     backend = task_backends[backend_alias]
+    # The first message says whether this child can run tasks at all.
+    try:
+        run_worker_start_hooks()
+    except WorkerStartupError as error:
+        connection.send((str(error), "".join(traceback.format_exception(error))))
+        return
+    connection.send(None)
     while True:
         try:
             claimed = connection.recv()

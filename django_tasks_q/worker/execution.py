@@ -7,19 +7,19 @@ asyncio loop awaits ``arun_attempt``.
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from traceback import format_exception
 
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
-from django.tasks import TaskContext
 from django.tasks.signals import task_started
 from django.utils import timezone
 
 from ..backends.base import ClaimedTask, Outcome, error_from, json_round_trip
-from ..exceptions import Retry
-from ..task import QTask
+from ..exceptions import Retry, TaskAborted
+from ..hooks import worker_resources
+from ..task import QTask, QTaskContext
 
 
 class TaskTimeout(Exception):
@@ -44,6 +44,8 @@ class Job:
     timeout: float | None = None
     started: float | None = None  # time.monotonic(), once running
     handed_back: bool = False
+    # Set when someone asks for the task to stop; its context reads it.
+    aborting: threading.Event = field(default_factory=threading.Event)
 
     def begin(self) -> bool:
         with _job_lock:
@@ -64,16 +66,23 @@ class Job:
         return self.started + self.timeout
 
 
-def _start(backend, claimed: ClaimedTask, task) -> list:
+def _start(backend, claimed: ClaimedTask, task, aborting: threading.Event | None) -> list:
     """Send task_started; return the positional arguments for the call."""
     result = backend.result_for_claimed(claimed, task)
     task_started.send(sender=type(backend), task_result=result)
     if task.takes_context:
-        return [TaskContext(task_result=result), *claimed.args]
+        context = QTaskContext(
+            task_result=result,
+            resources=worker_resources(),
+            abort_event=aborting or threading.Event(),
+        )
+        return [context, *claimed.args]
     return claimed.args
 
 
-def _succeeded(claimed: ClaimedTask, value, started: float) -> Outcome:
+def _succeeded(claimed: ClaimedTask, task, value, started: float) -> Outcome:
+    if not getattr(task, "store_result", True):
+        value = None  # not kept, so not checked either
     try:
         value = json_round_trip(value)
     except TypeError as problem:
@@ -89,28 +98,31 @@ def _succeeded(claimed: ClaimedTask, value, started: float) -> Outcome:
     )
 
 
-def run_attempt(backend, claimed: ClaimedTask, task) -> Outcome:
-    """Run ``task`` for ``claimed`` in this thread and return the outcome."""
+def run_attempt(backend, claimed: ClaimedTask, task, aborting=None) -> Outcome:
+    """Run ``task`` for ``claimed`` in this thread and return the outcome.
+
+    ``aborting``: the event that tells the task's context an abort was requested.
+    """
     started = time.monotonic()
     # As Django does around a request: drop connections that are broken or
     # past CONN_MAX_AGE, so a long-lived worker thread doesn't hold a dead one.
     close_old_connections()
     try:
-        args = _start(backend, claimed, task)
-        return _succeeded(claimed, task.call(*args, **claimed.kwargs), started)
+        args = _start(backend, claimed, task, aborting)
+        return _succeeded(claimed, task, task.call(*args, **claimed.kwargs), started)
     except BaseException as error:  # noqa: BLE001 - a task's failure is data
         return failed_attempt(claimed, task, error, started)
     finally:
         close_old_connections()
 
 
-async def arun_attempt(backend, claimed: ClaimedTask, task) -> Outcome:
+async def arun_attempt(backend, claimed: ClaimedTask, task, aborting=None) -> Outcome:
     """``run_attempt`` for an ``async def`` task, on the worker's event loop."""
     started = time.monotonic()
     await sync_to_async(close_old_connections)()
     try:
-        args = _start(backend, claimed, task)
-        return _succeeded(claimed, await task.acall(*args, **claimed.kwargs), started)
+        args = _start(backend, claimed, task, aborting)
+        return _succeeded(claimed, task, await task.acall(*args, **claimed.kwargs), started)
     except Exception as error:  # noqa: BLE001 - not CancelledError: a timeout cancels
         return failed_attempt(claimed, task, error, started)
     finally:
@@ -146,3 +158,18 @@ def timed_out_attempt(job: Job, what_happened: str) -> Outcome:
         f"{job.claimed.task_path} ran longer than its timeout of {job.timeout} s; {what_happened}."
     )
     return failed_attempt(job.claimed, job.task, error, job.started)
+
+
+def aborted_attempt(job: Job, what_happened: str) -> Outcome:
+    """The attempt was stopped because someone asked: CANCELLED, not retried."""
+    error = TaskAborted(f"{job.claimed.task_path} was aborted; {what_happened}.")
+    outcome = failed_attempt(job.claimed, job.task, error, job.started or time.monotonic())
+    return cancelled_when_aborted(outcome)
+
+
+def cancelled_when_aborted(outcome: Outcome) -> Outcome:
+    """How an attempt that was asked to stop ended: SUCCESSFUL if it finished
+    anyway, else CANCELLED, whatever it raised: never retried."""
+    if outcome.status in ("FAILED", Outcome.RETRY):
+        outcome.status, outcome.retry_at = "CANCELLED", None
+    return outcome

@@ -6,6 +6,9 @@ abandoned: the pool reports it as timed out at once, starts a fresh thread in
 its place so capacity stays the same, and drops whatever the old thread
 returns later. The old thread runs on until its task ends (or the process
 exits); use the process pool where a task must really be stopped.
+
+For the same reason an abort is cooperative here: the task sees it through
+``context.abort_requested`` and stops itself.
 """
 
 import queue
@@ -40,12 +43,15 @@ class ThreadPool:
                 continue  # handed back while it waited
             with self._lock:
                 self._running[job.claimed.id] = job
-            outcome = run_attempt(self._backend, job.claimed, job.task)
+            outcome = run_attempt(self._backend, job.claimed, job.task, job.aborting)
             with self._lock:
                 abandoned = self._running.pop(job.claimed.id, None) is not job
             if abandoned:
                 return  # timed out: a new thread has taken this one's place
             self._on_done(outcome)
+
+    def abort(self, job: Job) -> None:
+        """Nothing to do from outside: the task's context sees ``job.aborting``."""
 
     def next_deadline(self) -> float | None:
         with self._lock:

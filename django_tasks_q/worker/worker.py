@@ -28,10 +28,11 @@ from django.tasks.signals import task_finished
 from django.utils.crypto import get_random_string
 
 from ..backends.base import ClaimedTask, Outcome
-from ..exceptions import TaskNotRegistered
+from ..exceptions import TaskNotRegistered, WorkerStartupError
+from ..hooks import run_worker_start_hooks
 from ..registry import autodiscover, resolve
 from .asyncio_loop import AsyncioLoop
-from .execution import Job, failed_attempt
+from .execution import Job, aborted_attempt, cancelled_when_aborted, failed_attempt
 from .processes import ProcessPool
 from .threads import ThreadPool
 
@@ -89,22 +90,40 @@ class Worker:
         self._heartbeat_interval = backend.lease.total_seconds() / 4
         self._next_heartbeat = 0.0
         self._next_prune = 0.0
+        # Abort requests: looked for every poll_interval while tasks are held,
+        # and at once when the store notifies us (PostgreSQL, Redis).
+        self._next_abort_check = 0.0
+        self._abort_notified = False
+        self._fatal: WorkerStartupError | None = None  # a pool could not start
 
     # -- lifecycle -------------------------------------------------------------
 
     def run(self) -> None:
+        """Run until stopped. Raises ``WorkerStartupError`` if a start-up hook fails."""
         autodiscover()
+        if self.pool_kind != "process":  # else each child runs them
+            try:
+                run_worker_start_hooks()
+            except WorkerStartupError:
+                logger.exception("Worker %s cannot start", self.worker_id)
+                raise
         previous = self._install_signal_handlers()
         if self.pool_kind == "process":
             self.pool = ProcessPool(
-                self.backend, self.concurrency, self._job_done, self.max_tasks_per_child
+                self.backend,
+                self.concurrency,
+                self._job_done,
+                self._pool_failed,
+                self.max_tasks_per_child,
             )
             self.asyncio = None  # async tasks run in the children too
         else:
             self.pool = ThreadPool(self.backend, self.concurrency, self._job_done)
             self.asyncio = AsyncioLoop(self.backend, self.concurrency, self._job_done)
         self._register()
-        listener = self.backend.listen(self.queues, self._wake.set)
+        listener = self.backend.listen(
+            self.queues, self._wake.set, worker_id=self.worker_id, on_abort=self._abort_requested
+        )
         logger.info(
             "Worker %s started: backend %r, queues %s, %s pool of %d",
             self.worker_id,
@@ -123,6 +142,8 @@ class Worker:
                 self.asyncio.shutdown()
             self._unregister()
             self._restore_signal_handlers(previous)
+        if self._fatal is not None:
+            raise self._fatal
         logger.info("Worker %s stopped", self.worker_id)
 
     def stop(self, now: bool = False) -> None:
@@ -162,6 +183,7 @@ class Worker:
             if time.monotonic() >= self._next_heartbeat:
                 self._heartbeat()
             self._collect()
+            self._check_aborts()
             if self._stop_at is not None:
                 if self._stopping():
                     return
@@ -313,10 +335,12 @@ class Worker:
             return
         job = Job(claimed, task, timeout=getattr(task, "timeout", None))
         self._in_flight[claimed.id] = job
-        if self.asyncio is not None and iscoroutinefunction(task.func):
-            self.asyncio.submit(job)
-        else:
-            self.pool.submit(job)
+        self._executor_for(job).submit(job)
+
+    def _executor_for(self, job: Job):
+        if self.asyncio is not None and iscoroutinefunction(job.task.func):
+            return self.asyncio
+        return self.pool
 
     def _job_done(self, outcome: Outcome) -> None:
         # In an executor's thread: hand over to the loop, which owns all queue state.
@@ -335,11 +359,54 @@ class Worker:
                 outcome = self._done.get_nowait()
             except queue.Empty:
                 break
-            if self._in_flight.pop(outcome.claimed.id, None) is not None:
+            if (job := self._in_flight.pop(outcome.claimed.id, None)) is not None:
+                if job.aborting.is_set():
+                    outcome = cancelled_when_aborted(outcome)
                 self._add_pending(outcome)
                 duration = outcome.duration
                 mean = self._mean_duration
                 self._mean_duration = duration if mean is None else 0.9 * mean + 0.1 * duration
+
+    # -- aborts ----------------------------------------------------------------------
+
+    def _abort_requested(self) -> None:
+        # In the listener's thread: the loop looks at its next turn.
+        self._abort_notified = True
+        self._wake.set()
+
+    def _check_aborts(self) -> None:
+        """Stop the tasks we hold that someone asked to abort: one query for
+        all of them, at most every poll_interval unless notified."""
+        if not self._in_flight:
+            return
+        if not self._abort_notified and time.monotonic() < self._next_abort_check:
+            return
+        self._abort_notified = False
+        self._next_abort_check = time.monotonic() + self.poll_interval
+        try:
+            requested = self.backend.aborts_requested(self.worker_id, list(self._in_flight))
+        except self.backend.transient_errors:
+            logger.exception("Could not look for abort requests; will retry")
+            close_old_connections()
+            return
+        for task_id in requested:
+            job = self._in_flight.get(task_id)
+            if job is None or job.aborting.is_set():
+                continue
+            job.aborting.set()
+            logger.info("Task %s %s: abort requested", task_id, job.claimed.task_path)
+            if job.hand_back():  # claimed ahead, not started: it never will be
+                del self._in_flight[task_id]
+                self._add_pending(aborted_attempt(job, "it had not started"))
+            else:
+                self._executor_for(job).abort(job)
+
+    def _pool_failed(self, error: WorkerStartupError) -> None:
+        # In a pool's thread: stop as on SIGTERM, then run() raises the error.
+        logger.error("Worker %s: %s", self.worker_id, error)
+        if self._fatal is None:
+            self._fatal = error
+        self.stop()
 
     def _report(self, outcomes: list[Outcome], recorded: list[Outcome]) -> None:
         """Log each outcome, and send task_finished for those now stored."""

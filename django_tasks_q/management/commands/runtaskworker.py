@@ -6,6 +6,7 @@ from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
 from django.tasks.exceptions import InvalidTaskBackend
 
 from django_tasks_q.backends.base import QueueBackend
+from django_tasks_q.exceptions import WorkerStartupError
 from django_tasks_q.worker.worker import Worker
 
 
@@ -89,7 +90,7 @@ class Command(BaseCommand):
         ):
             raise CommandError("--max-tasks-per-child needs --pool process and a number >= 1.")
         self._configure_logging(options["verbosity"])
-        Worker(
+        worker = Worker(
             queue_backend,
             queues=queues or sorted(queue_backend.queues) or None,
             concurrency=concurrency,
@@ -100,7 +101,11 @@ class Command(BaseCommand):
             worker_id=options["worker_id"],
             pool=options["pool"],
             max_tasks_per_child=options["max_tasks_per_child"],
-        ).run()
+        )
+        try:
+            worker.run()
+        except WorkerStartupError as error:
+            raise CommandError(error) from None
 
     def _configure_logging(self, verbosity):
         """Log a line per task unless the project's LOGGING already says where."""

@@ -52,7 +52,10 @@ def when(value):
 
 
 class Command(BaseCommand):
-    help = "Inspect and operate the task queue: status, list, retry, cancel, purge, prune, workers."
+    help = (
+        "Inspect and operate the task queue: status, list, retry, cancel, abort, purge, "
+        "prune, workers."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -79,6 +82,7 @@ class Command(BaseCommand):
         for name, what in [
             ("retry", "Put failed (or cancelled, expired) tasks back in the queue."),
             ("cancel", "Cancel waiting tasks (running ones are left to finish)."),
+            ("abort", "Ask the workers of running tasks to stop them; cancel waiting ones."),
         ]:
             sub = commands.add_parser(name, help=what)
             sub.add_argument("ids", nargs="*", metavar="ID", help="Task ids.")
@@ -264,6 +268,15 @@ class Command(BaseCommand):
         tasks = self.selection(Task.objects.using(self.using), **options)
         count = operations.cancel(tasks)
         self.emit({"cancelled": count}, summary=f"Cancelled {count} waiting task(s).")
+
+    def do_abort(self, **options):
+        tasks = self.selection(Task.objects.using(self.using), **options)
+        cancelled, stopping = operations.abort(tasks)
+        self.emit(
+            {"cancelled": cancelled, "aborting": stopping},
+            summary=f"Asked {stopping} running task(s) to stop; cancelled {cancelled} "
+            "waiting task(s).",
+        )
 
     def do_purge(self, *, queue, interactive, **options):
         if interactive:
