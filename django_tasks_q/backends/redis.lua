@@ -1,10 +1,12 @@
-#!lua name=taskq_1
+#!lua name=taskq_3
 --[[
 Every operation of the Redis backend that must be atomic, as one library of
 Redis functions (Redis 7+). ``redis.py`` loads it once and calls each function
 by name; a function runs alone on the server, so no two workers ever see a
 task half-claimed or half-recorded. Bump the version in the library name when
-a function's arguments change, so old and new workers can share a server.
+a function's arguments or what it writes change, or a function is added: the
+library is server-wide, so old and new workers (and web processes) sharing a
+server then each keep their own instead of replacing each other's.
 
 Keys, all under the prefix P (one hash tag, e.g. "{taskq}", so a cluster keeps
 them in one slot):
@@ -113,7 +115,7 @@ end
 
 -- ARGV: P, task_path, queue, priority, max_attempts, enqueued_at, run_after,
 -- then (id, args, kwargs) per call. One call for a whole enqueue_many batch.
-redis.register_function('taskq_1_enqueue', function(keys, args)
+redis.register_function('taskq_3_enqueue', function(keys, args)
   local P, queue, priority, now, run_after = args[1], args[3], args[4], args[6], args[7]
   local due = false
   for i = 8, #args, 3 do
@@ -152,7 +154,7 @@ end
 
 -- ARGV: P, now, lease_until, limit, worker_id, queue names (none: every
 -- queue). Returns (id, HGETALL of its hash) per claimed task, in claim order.
-redis.register_function('taskq_1_claim', function(keys, args)
+redis.register_function('taskq_3_claim', function(keys, args)
   local P, now, lease_until, limit, worker = args[1], args[2], args[3], tonumber(args[4]), args[5]
   local queues = {}
   for i = 6, #args do
@@ -197,7 +199,7 @@ end)
 -- is finished_at, or for status RETRY the new run_after. Only tasks the
 -- worker still holds are recorded: one whose lease ran out belongs to its
 -- new holder. Returns the ids recorded.
-redis.register_function('taskq_1_record', function(keys, args)
+redis.register_function('taskq_3_record', function(keys, args)
   local P, worker, now, ttl, outbox = args[1], args[2], args[3], args[4], args[5]
   local recorded, tally = {}, {}
   for i = 6, #args, 5 do
@@ -225,7 +227,7 @@ end)
 
 -- ARGV: P, worker_id, now, then task ids. Undo the claims: the attempts did
 -- not happen, so the tasks go back to the front of their queues as they were.
-redis.register_function('taskq_1_release', function(keys, args)
+redis.register_function('taskq_3_release', function(keys, args)
   local P, worker, now = args[1], args[2], args[3]
   local queues = {}
   for i = 4, #args do
@@ -250,7 +252,7 @@ end)
 -- tasks the worker holds. Renews only those: a claim whose reply was lost
 -- (connection cut mid-call) is unknown to the worker, so it must expire and
 -- be recovered. Returns 0 if the worker's registry entry was gone.
-redis.register_function('taskq_1_heartbeat', function(keys, args)
+redis.register_function('taskq_3_heartbeat', function(keys, args)
   local P, worker, now, lease_until = args[1], args[2], args[3], args[4]
   for i = 6, #args do
     local key = P .. ':task:' .. args[i]
@@ -274,7 +276,7 @@ end)
 -- with WorkerLost; with attempts left the task is ready again, without it
 -- fails. Workers silent since ``forget_before`` leave the registry. Returns
 -- the number of tasks recovered.
-redis.register_function('taskq_1_recover', function(keys, args)
+redis.register_function('taskq_3_recover', function(keys, args)
   local P, now, ttl, outbox = args[1], args[2], args[3], args[4]
   local lost = redis.call('ZRANGEBYSCORE', P .. ':running', '-inf', '(' .. now,
     'LIMIT', 0, RECOVER_BATCH)
@@ -317,7 +319,7 @@ end)
 -- queue and are kept as CANCELLED results; running ones get
 -- abort_requested_at, and their worker is told on P:abort. Returns
 -- {cancelled, asked to stop}.
-redis.register_function('taskq_1_cancel', function(keys, args)
+redis.register_function('taskq_3_cancel', function(keys, args)
   local P, now, ttl, outbox, abort = args[1], args[2], args[3], args[4], args[5]
   local cancelled, stopping, tally = 0, 0, {}
   for i = 6, #args do
@@ -347,7 +349,7 @@ end)
 -- scheduled) of the queue, hashes and all; running ones are in P:running,
 -- not there, and finish as usual. Returns how many it deleted: the caller
 -- calls again until fewer than ``limit``, so no call blocks the server long.
-redis.register_function('taskq_1_purge', function(keys, args)
+redis.register_function('taskq_3_purge', function(keys, args)
   local P, queue, limit = args[1], args[2], tonumber(args[3])
   local deleted = 0
   for _, set in ipairs({P .. ':ready:' .. queue, P .. ':scheduled:' .. queue}) do
@@ -387,7 +389,7 @@ end
 -- (not due) and running (one lookup per running task: as many as the
 -- workers' slots); the run_after of the longest-waiting task, or nil; and a
 -- P:finished hash (flat) for each of ``minutes`` minutes from first_minute.
-redis.register_function{function_name = 'taskq_1_stats', flags = {'no-writes'},
+redis.register_function{function_name = 'taskq_3_stats', flags = {'no-writes'},
   callback = function(keys, args)
   local P, now, first, minutes = args[1], tonumber(args[2]), tonumber(args[3]), tonumber(args[4])
   local queues = {}

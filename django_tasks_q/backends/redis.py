@@ -35,7 +35,7 @@ from ..task import Call
 from .base import ClaimedTask, Outcome, QueueBackend
 
 SCRIPT = (Path(__file__).parent / "redis.lua").read_text()
-# "#!lua name=taskq_1": its functions are called "taskq_1_<name>".
+# "#!lua name=taskq_3": its functions are called "taskq_3_<name>".
 LIBRARY = SCRIPT.split("name=", 1)[1].split(None, 1)[0]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ENQUEUE_BATCH = 1000  # calls per function call: bounds how long one blocks the server
