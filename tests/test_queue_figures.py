@@ -97,6 +97,17 @@ def test_queue_stats(queue_db):
     assert backend.finished_counts(now + timedelta(minutes=5), now + timedelta(minutes=5)) == {}
 
 
+def test_a_cancelled_task_counts_as_finished_not_as_throughput(queue_db):
+    result = tasks.add.using(backend=queue_db.alias).enqueue(1, 2)
+    assert result.cancel()
+    now = timezone.now()
+    backend = queue_db.queue_backend
+    since = now - timedelta(minutes=5)
+    assert backend.finished_counts(since, now) == {("default", "CANCELLED"): 1}
+    default = by_queue(backend.queue_stats(QUEUES, now=now))["default"]
+    assert (default.waiting, default.failed_last_hour, default.finished_last_hour) == (0, 0, 0)
+
+
 def test_a_task_whose_worker_was_lost_counts_as_failed(queue_db, settings):
     """Out of attempts, recovery fails it: counted like any failure."""
     params = settings.TASKS[queue_db.alias]
