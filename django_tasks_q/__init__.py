@@ -6,12 +6,20 @@ from django_tasks_q import task
 def send_receipt(order_id): ...
 """
 
-from .exceptions import InvalidTaskArguments, Retry, TaskAborted, TaskNotRegistered
+from .exceptions import (
+    InvalidSchedule,
+    InvalidTaskArguments,
+    Retry,
+    TaskAborted,
+    TaskNotRegistered,
+)
 from .hooks import on_worker_start
+from .schedules import periodic
 from .task import Call, QTask, QTaskContext, QTaskResult, task
 
 __all__ = [
     "Call",
+    "InvalidSchedule",
     "InvalidTaskArguments",
     "QTask",
     "QTaskContext",
@@ -20,5 +28,6 @@ __all__ = [
     "TaskAborted",
     "TaskNotRegistered",
     "on_worker_start",
+    "periodic",
     "task",
 ]

@@ -1,5 +1,5 @@
 """The queue in Django's admin: waiting and running tasks, their history, the
-workers, and a dashboard.
+workers, periodic schedules, and a dashboard.
 
 Read-only: nobody hand-edits a task a worker may be running. Every change is
 an action that asks for confirmation, needs the model's change (or delete)
@@ -18,7 +18,7 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
-from django.db.models import Max, Min, Q, QuerySet
+from django.db.models import Exists, Max, Min, OuterRef, Q, QuerySet
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -30,7 +30,7 @@ from django.utils.translation import ngettext
 
 from . import operations, stats
 from .backends.database import DatabaseBackend
-from .models import Dashboard, Task, TaskResult, TaskStatus, Worker
+from .models import Dashboard, Schedule, Task, TaskResult, TaskStatus, Worker
 from .pagination import EstimatedCountPaginator
 
 CONFIRM_MAX_DISPLAY = 20  # rows listed on a confirmation page
@@ -375,7 +375,7 @@ class TaskAdmin(QueueModelAdmin):
     ordering = ("-id",)  # ids are UUIDv7: newest first, through the primary key
     actions = ("cancel_tasks", "abort_tasks", "delete_tasks")
     fieldsets = (
-        (None, {"fields": ("id", "task_name", "queue_name", "state", "priority")}),
+        (None, {"fields": ("id", "task_name", "queue_name", "state", "priority", "unique_key")}),
         (_("Call"), {"fields": ("args_json", "kwargs_json")}),
         (
             _("Attempts"),
@@ -388,6 +388,7 @@ class TaskAdmin(QueueModelAdmin):
                 "fields": (
                     "enqueued",
                     "scheduled_for",
+                    "deadline",
                     "started",
                     "last_attempted",
                     "lease_expires",
@@ -400,6 +401,14 @@ class TaskAdmin(QueueModelAdmin):
 
     lease_expires = timestamp("lease_expires_at", _("lease expires"))
     abort_requested = timestamp("abort_requested_at", _("abort requested"))
+    deadline = timestamp("expires_at", _("expires (if not started by then)"))
+    search_help_text = _("A task id, a unique key, or part of a task's dotted path.")
+
+    def get_search_results(self, request, queryset, search_term):
+        found, duplicates = super().get_search_results(request, queryset, search_term)
+        if term := search_term.strip():
+            found |= queryset.filter(unique_key=term)  # whole keys only: the unique index
+        return found, duplicates
 
     @admin.display(description=_("state"), ordering="status")
     def state(self, obj):
@@ -723,6 +732,96 @@ class WorkerAdmin(admin.ModelAdmin):
     def live(self, obj):
         timeout = stats.heartbeat_timeout(self.backend_alias)
         return obj.last_heartbeat_at >= timezone.now() - timeout
+
+
+# -- periodic schedules ------------------------------------------------------------
+
+
+@admin.register(Schedule)
+class ScheduleAdmin(admin.ModelAdmin):
+    """Schedules are declared in code (``@periodic``) and kept by the workers:
+    read-only here, except that they can be paused and resumed."""
+
+    backend_alias = DEFAULT_TASK_BACKEND_ALIAS
+    list_display = (
+        "name",
+        "task_path",
+        "description",
+        "paused",
+        "next_tick",
+        "last_tick",
+        "last_task",
+    )
+    list_filter = ("paused",)
+    search_fields = ("name", "task_path")
+    ordering = ("name",)
+    actions = ("pause_schedules", "resume_schedules")
+    fields = list_display
+    readonly_fields = ("next_tick", "last_tick", "last_task")
+
+    class Media:
+        css = {"all": ["django_tasks_q/admin.css"]}
+
+    @property
+    def using(self):
+        return operations.queue_database(self.backend_alias)
+
+    def get_queryset(self, request):
+        # Whether the last task has finished says which page to link to.
+        finished = TaskResult.objects.using(self.using).filter(pk=OuterRef("last_task_id"))
+        return super().get_queryset(request).using(self.using).annotate(finished=Exists(finished))
+
+    def has_add_permission(self, request):
+        return False  # declared in code
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # the workers keep the rows of the declared schedules
+
+    def has_change_permission(self, request, obj=None):
+        # The change permission allows pausing and resuming; no field is edited.
+        return obj is None and super().has_change_permission(request)
+
+    last_tick = timestamp("last_tick_at", _("last tick"))
+    next_tick_time = timestamp("next_tick_at", _("next tick"))
+
+    @admin.display(description=_("next tick"), ordering="next_tick_at")
+    def next_tick(self, obj):
+        return _("paused") if obj.paused else self.next_tick_time(obj)
+
+    @admin.display(description=_("last task"))
+    def last_task(self, obj):
+        if obj.last_task_id is None:
+            return "—"
+        model = TaskResult if obj.finished else Task
+        if not self.admin_site.is_registered(model):
+            return str(obj.last_task_id)
+        url = reverse(
+            f"admin:{model._meta.app_label}_{model._meta.model_name}_change",
+            args=[obj.last_task_id],
+            current_app=self.admin_site.name,
+        )
+        return format_html('<a href="{}">{}</a>', url, obj.last_task_id)
+
+    # No confirmation page: both are undone by the other.
+    @admin.action(description=_("Pause selected schedules"), permissions=["change"])
+    def pause_schedules(self, request, queryset):
+        count = operations.pause_schedules(queryset)
+        message = ngettext(
+            "Paused %d schedule: it enqueues nothing until resumed.",
+            "Paused %d schedules: they enqueue nothing until resumed.",
+            count,
+        )
+        self.message_user(request, message % count, messages.SUCCESS if count else messages.WARNING)
+
+    @admin.action(description=_("Resume selected schedules"), permissions=["change"])
+    def resume_schedules(self, request, queryset):
+        count = operations.resume_schedules(queryset)
+        message = ngettext(
+            "Resumed %d schedule: it goes on from its next tick.",
+            "Resumed %d schedules: they go on from their next tick.",
+            count,
+        )
+        self.message_user(request, message % count, messages.SUCCESS if count else messages.WARNING)
 
 
 # -- the dashboard -----------------------------------------------------------------

@@ -35,3 +35,12 @@ class TaskAborted(TaskException):
 
 class WorkerStartupError(Exception):
     """A worker start-up hook failed, so the worker cannot run tasks."""
+
+
+class TaskExpired(TaskException):
+    """The task was not started by its deadline (``expires_at``), so it was not
+    run: recorded in its result's errors, with status EXPIRED."""
+
+
+class InvalidSchedule(InvalidTask):
+    """A periodic task's declaration is wrong: raised where it is declared."""

@@ -1,4 +1,5 @@
-"""What an operator does to the queue: retry, cancel, abort, re-run, delete, purge, prune.
+"""What an operator does to the queue: retry, cancel, abort, re-run, delete, purge,
+prune; and to periodic tasks: pause, resume.
 
 The admin and the ``taskq`` command both call these; neither touches the
 tables itself. Every operation takes a queryset saying *which* rows, and works
@@ -301,6 +302,18 @@ def prune(older_than, *, using=None, statuses=None, batch_size=BATCH_SIZE) -> in
     if statuses:
         results = results.filter(status__in=statuses)
     return delete_results(results, batch_size=batch_size)
+
+
+def pause_schedules(schedules) -> int:
+    """Stop these schedules enqueueing; returns how many were not paused already."""
+    return schedules.filter(paused=False).update(paused=True)
+
+
+def resume_schedules(schedules) -> int:
+    """Start these paused schedules again at their next tick after now: ticks
+    that came while they were paused are not run. Returns how many resumed."""
+    # A worker computes the next tick (it has the declaration; this process may not).
+    return schedules.filter(paused=True).update(paused=False, next_tick_at=None)
 
 
 def parse_ids(values) -> list[uuid.UUID]:

@@ -1,21 +1,38 @@
 """``@task``: Django's ``Task`` with the options a production queue needs."""
 
+import math
 import random
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, DEFAULT_TASK_QUEUE_NAME, task_backends
 from django.tasks import Task as DjangoTask
 from django.tasks import TaskContext as DjangoTaskContext
 from django.tasks import TaskResult as DjangoTaskResult
 from django.tasks.base import DEFAULT_TASK_PRIORITY
 from django.tasks.exceptions import InvalidTask
+from django.utils import timezone
 
 from .exceptions import TaskAborted
+
+UNIQUE_KEY_MAX_LENGTH = 255  # Task.unique_key's column
+
+
+def as_delay(value) -> timedelta | None:
+    """``value`` (a timedelta, or a number of seconds) as a timedelta; None
+    when it is neither (a datetime, say)."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise InvalidTask(f"{value} is not a number of seconds.")
+        return timedelta(seconds=value)
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +49,12 @@ class QTaskResult(DjangoTaskResult):
 
     Everything Django's has, plus what a production queue adds on top.
     """
+
+    # False when enqueue() found the same work already queued under this
+    # unique key: the result is then that existing task's, not a new one.
+    created: bool = True
+    unique_key: str | None = None  # while the task is queued
+    expires_at: datetime | None = None  # not started by then: recorded as EXPIRED
 
     def cancel(self) -> bool:
         """Cancel the task if it has not started: it never runs, and is recorded
@@ -77,7 +100,8 @@ class QTaskContext(DjangoTaskContext):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QTask(DjangoTask):
-    """A ``django.tasks.Task`` with retries, backoff and a timeout.
+    """A ``django.tasks.Task`` with retries, backoff, a timeout, unique keys
+    and expiry.
 
     This is the ``task_class`` of this package's backends, so
     ``@django.tasks.task`` accepts these options too when it targets them.
@@ -89,6 +113,17 @@ class QTask(DjangoTask):
     retry_jitter: bool = True  # wait a random 50-100% of the delay
     timeout: float | None = None  # seconds one attempt may run
     store_result: bool = True  # False: the return value is dropped, not stored
+    # Queue each call at most once at a time: its key is the task's path and a
+    # hash of its arguments (see unique_key for an explicit one).
+    unique: bool = False
+    # The key of this call (set with using()): while a task with this key is
+    # waiting or running, enqueueing it again returns that task.
+    unique_key: str | None = None
+    # Seconds (or a timedelta) after run_after by which an attempt must start.
+    expires: float | timedelta | None = None
+    # This call's deadline (set with using()): a datetime, or a delay from
+    # the enqueue as a timedelta or seconds. Overrides ``expires``.
+    expires_at: datetime | timedelta | float | None = None
 
     def __post_init__(self):
         if not isinstance(self.max_retries, int) or self.max_retries < 0:
@@ -99,7 +134,74 @@ class QTask(DjangoTask):
             raise InvalidTask("timeout must be a positive number of seconds.")
         if not isinstance(self.store_result, bool):
             raise InvalidTask("store_result must be True or False.")
+        self._check_unique()
+        self._check_expiry()
         DjangoTask.__post_init__(self)
+
+    def _check_unique(self):
+        if not isinstance(self.unique, bool):
+            raise InvalidTask("unique must be True or False.")
+        # A derived key is "<path>:<SHA-256 in hex>".
+        if self.unique and len(self.module_path) + 65 > UNIQUE_KEY_MAX_LENGTH:
+            raise InvalidTask(
+                f"{self.module_path} is too long a path for derived unique keys; "
+                "give each call a unique_key instead."
+            )
+        key = self.unique_key
+        if key is not None and not (isinstance(key, str) and 0 < len(key) <= UNIQUE_KEY_MAX_LENGTH):
+            raise InvalidTask(
+                f"unique_key must be a non-empty string of at most "
+                f"{UNIQUE_KEY_MAX_LENGTH} characters, not {key!r}."
+            )
+
+    def _check_expiry(self):
+        if self.expires is not None:
+            delay = as_delay(self.expires)
+            if delay is None or delay <= timedelta(0):
+                raise InvalidTask(
+                    f"expires must be a positive number of seconds or timedelta, "
+                    f"not {self.expires!r}."
+                )
+        deadline = self.expires_at
+        if deadline is None:
+            return
+        if isinstance(deadline, datetime):
+            if settings.USE_TZ and not timezone.is_aware(deadline):
+                raise InvalidTask("expires_at must be an aware datetime.")
+            return
+        delay = as_delay(deadline)
+        if delay is None or delay <= timedelta(0):
+            raise InvalidTask(
+                "expires_at must be a datetime, or a positive timedelta or number "
+                f"of seconds from the enqueue, not {deadline!r}."
+            )
+
+    def using(
+        self,
+        *,
+        priority=None,
+        queue_name=None,
+        run_after=None,
+        backend=None,
+        unique_key=None,
+        expires_at=None,
+    ):
+        """Django's ``using()``, plus this call's ``unique_key`` and ``expires_at``.
+
+        ``run_after`` may be a datetime, a timedelta or a number of seconds
+        from the enqueue; ``expires_at`` too (see ``expires_at`` above)::
+
+            send_receipt.using(run_after=30, unique_key=f"receipt:{order.pk}").enqueue(order.pk)
+        """
+        changes = {
+            "priority": priority,
+            "queue_name": queue_name,
+            "run_after": run_after,
+            "backend": backend,
+            "unique_key": unique_key,
+            "expires_at": expires_at,
+        }
+        return replace(self, **{name: v for name, v in changes.items() if v is not None})
 
     def enqueue_many(self, calls):
         """Queue many calls at once, in one statement; returns their results.
@@ -133,6 +235,7 @@ def task(
 
     ``max_retries``, ``retry_backoff``, ``retry_backoff_max``, ``retry_jitter``,
     ``timeout``, ``store_result``.
+    ``timeout``, ``unique``, ``expires``.
     """
 
     def wrapper(func):

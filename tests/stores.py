@@ -85,6 +85,10 @@ class DatabaseStore(Backend):
         """Make ``worker_id``'s last heartbeat ``since``, as if it went quiet then."""
         Worker.objects.using(self.database).filter(id=worker_id).update(last_heartbeat_at=since)
 
+    def set_deadline(self, task_id: str, expires_at: datetime) -> None:
+        """Move a queued task's deadline, as if time had passed."""
+        Task.objects.using(self.database).filter(pk=task_id).update(expires_at=expires_at)
+
     def insert_task(self, task_path: str, args: list) -> str:
         now = timezone.now()
         row = Task.objects.using(self.database).create(
@@ -219,10 +223,16 @@ class RedisStore(Backend):
         )
         self.client.zadd(self.queue_backend.key("workers"), {worker_id: _us(since)})
 
+    def set_deadline(self, task_id: str, expires_at: datetime) -> None:
+        """Move a queued task's deadline, as if time had passed."""
+        self.client.hset(self.queue_backend.key("task", task_id), "expires_at", _us(expires_at))
+        # XX: only a READY task is in the sweep's set.
+        self.client.zadd(self.queue_backend.key("expiring"), {task_id: _us(expires_at)}, xx=True)
+
     def insert_task(self, task_path: str, args: list) -> str:
         # Through the store's own enqueue function, as a rogue writer could.
         task_id, now = str(uuid7()), _us(timezone.now())
-        args = [task_path, "default", 0, 1, now, now, task_id, json.dumps(args), "{}"]
+        args = [task_path, "default", 0, 1, now, now, "", task_id, json.dumps(args), "{}"]
         self.queue_backend._call("enqueue", *args)
         return task_id
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import django.tasks
 from asgiref.sync import sync_to_async
 
-from django_tasks_q import Retry, on_worker_start, task
+from django_tasks_q import Retry, on_worker_start, periodic, task
 
 from .models import Execution
 
@@ -202,3 +202,24 @@ async def async_read_resource(context):
 @task(store_result=False)
 def unstored_result():
     return {1, 2, 3}  # not JSON: with store_result=False not even checked
+
+
+@task(unique=True)
+def unique_echo(*args, **kwargs):
+    """Queued at most once at a time per set of arguments."""
+    return {"args": args, "kwargs": kwargs}
+
+
+@task(takes_context=True, expires=3600)
+def record_soon(context, db, label):
+    """Must start within an hour of its run_after."""
+    _record(db, label, context)
+    return label
+
+
+# Only in the worker processes of test_schedules.py, which set this to
+# "<backend alias>:<database alias>": declared everywhere, a schedule ticking
+# every second would enqueue tasks in the workers of every other test.
+if _schedule := os.environ.get("TASKQ_TEST_SCHEDULE"):
+    _alias, _db = _schedule.split(":")
+    periodic(every=1, name="every-second", args=(_db, "tick"))(record.using(backend=_alias))

@@ -133,6 +133,20 @@ def test_task_detail_shows_a_running_task_without_cancel_or_delete(admin_queue, 
     assert 'value="cancel_tasks"' in page.content.decode()
 
 
+def test_task_detail_shows_the_unique_key_and_deadline_and_search_finds_the_key(
+    admin_queue, superuser
+):
+    deadline = datetime(2030, 5, 6, 7, 8, 9, tzinfo=UTC)
+    keyed = make_task(admin_queue, unique_key="order:42", expires_at=deadline)
+    make_task(admin_queue, unique_key="order:421")
+    page = superuser.get(reverse("admin:django_tasks_q_task_change", args=[keyed.pk]))
+    page = page.content.decode()
+    assert "order:42" in page and "2030-05-06 07:08:09" in page
+
+    found = superuser.get(TASKS_URL + "?q=order:42").context["cl"].result_list
+    assert list(found) == [keyed]
+
+
 def test_worker_list_marks_live_and_stale(admin_queue, superuser):
     make_worker(admin_queue, "live-one")
     make_worker(admin_queue, "stale-one", heartbeat_ago=timedelta(hours=1))

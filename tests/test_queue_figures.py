@@ -108,6 +108,15 @@ def test_a_cancelled_task_counts_as_finished_not_as_throughput(queue_db):
     assert (default.waiting, default.failed_last_hour, default.finished_last_hour) == (0, 0, 0)
 
 
+def test_an_expired_task_counts_as_failed(queue_db):
+    result = tasks.echo.using(backend=queue_db.alias, expires_at=3600).enqueue()
+    queue_db.set_deadline(result.id, timezone.now() - timedelta(seconds=1))
+    backend = queue_db.queue_backend
+    assert backend.expire_tasks() == 1
+    default = by_queue(backend.queue_stats(QUEUES))["default"]
+    assert (default.waiting, default.failed_last_hour, default.finished_last_hour) == (0, 1, 1)
+
+
 def test_a_task_whose_worker_was_lost_counts_as_failed(queue_db, settings):
     """Out of attempts, recovery fails it: counted like any failure."""
     params = settings.TASKS[queue_db.alias]
@@ -195,6 +204,13 @@ def test_taskq_purge_deletes_waiting_tasks_only(queue_db, monkeypatch):
     }
     # The running task is left to finish.
     assert [(t["queue_name"], t["status"]) for t in queue_db.queued()] == [("emails", "RUNNING")]
+
+
+def test_a_purged_task_leaves_nothing_to_expire(queue_db):
+    result = tasks.echo.using(backend=queue_db.alias, expires_at=3600).enqueue()
+    queue_db.set_deadline(result.id, timezone.now() - timedelta(seconds=1))
+    assert queue_db.queue_backend.purge("default") == 1
+    assert queue_db.queue_backend.expire_tasks() == 0
 
 
 def test_taskq_purge_works_in_batches(redis_queue_db, monkeypatch):

@@ -7,6 +7,7 @@ metrics read (``queue_stats``, ``workers``). A backend is one class that
 implements the store; the worker, retries and signals are shared.
 """
 
+import hashlib
 import inspect
 import json
 from dataclasses import dataclass, replace
@@ -25,7 +26,7 @@ from django.utils.json import normalize_json
 from ..exceptions import InvalidTaskArguments, TaskNotRegistered
 from ..models import ResultStatus
 from ..registry import resolve
-from ..task import Call, QTask, QTaskResult
+from ..task import Call, QTask, QTaskResult, as_delay
 
 # Our final states, as Django's four-state API reports them.
 DJANGO_STATUS = {
@@ -96,6 +97,11 @@ def json_round_trip(value):
     return normalised
 
 
+def _canonical_json(value) -> bytes:
+    """The same bytes for equal JSON values, whatever their dicts' order."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
 def _positional_names(task, count: int) -> list[str]:
     """How to name each of ``count`` positional arguments in an error."""
     names = []
@@ -159,6 +165,9 @@ class QueueBackend(BaseTaskBackend):
     supports_async_task = True
     supports_get_result = True
     supports_priority = True
+    # Whether @periodic may target it: a tick's state (the Schedule table) and
+    # its task must commit in one transaction.
+    supports_periodic = False
     # What the worker treats as the store being briefly unreachable: it logs
     # them, backs off and tries again, keeping what it could not record.
     transient_errors: tuple[type[BaseException], ...] = (DatabaseError,)
@@ -191,12 +200,18 @@ class QueueBackend(BaseTaskBackend):
         return errors
 
     def validate_task(self, task):
-        if isinstance(task.run_after, timedelta):
-            if task.run_after < timedelta(0):
-                raise InvalidTask("run_after must not be a negative timedelta.")
+        delay = as_delay(task.run_after)
+        if delay is not None:
+            if delay < timedelta(0):
+                raise InvalidTask(f"run_after must not be a negative delay ({task.run_after!r}).")
             # Validate the rest; replace() runs validate_task() again.
             replace(task, run_after=None)
             return
+        if task.run_after is not None and not isinstance(task.run_after, datetime):
+            raise InvalidTask(
+                "run_after must be a datetime, a timedelta or a number of seconds, "
+                f"not {task.run_after!r}."
+            )
         super().validate_task(task)
 
     def enqueue_many(self, task, calls) -> list[QTaskResult]:
@@ -238,9 +253,40 @@ class QueueBackend(BaseTaskBackend):
     def run_after_for(self, task, now: datetime) -> datetime:
         if task.run_after is None:
             return now
-        if isinstance(task.run_after, timedelta):
-            return now + task.run_after
-        return task.run_after
+        delay = as_delay(task.run_after)
+        return task.run_after if delay is None else now + delay
+
+    def expires_at_for(self, task, run_after: datetime, now: datetime) -> datetime | None:
+        """The deadline for starting ``task`` enqueued at ``now``, if it has one."""
+        deadline = getattr(task, "expires_at", None)
+        if deadline is None:
+            expires = getattr(task, "expires", None)
+            return None if expires is None else run_after + as_delay(expires)
+        delay = as_delay(deadline)
+        if delay is not None:
+            deadline = now + delay
+        if deadline <= run_after:
+            raise InvalidTask(
+                f"expires_at ({deadline.isoformat()}) must be after run_after "
+                f"({run_after.isoformat()}): the task could never start."
+            )
+        return deadline
+
+    def unique_keys(self, task, calls) -> list[str] | None:
+        """Each call's unique key, or None for a task without keys.
+
+        An explicit ``unique_key`` is every call's key; ``unique=True`` derives
+        one per call from the task's path and its JSON arguments, so the same
+        arguments given the same way make the same key.
+        """
+        if getattr(task, "unique_key", None) is not None:
+            return [task.unique_key] * len(calls)
+        if not getattr(task, "unique", False):
+            return None
+        return [
+            f"{task.module_path}:{hashlib.sha256(_canonical_json([args, kwargs])).hexdigest()}"
+            for _, args, kwargs in calls
+        ]
 
     # -- the worker's half: implemented by each store ------------------------
 
@@ -268,6 +314,11 @@ class QueueBackend(BaseTaskBackend):
     def recover(self) -> int:
         """Requeue (or, out of attempts, fail) tasks whose lease expired, and
         forget dead workers. Any worker may call it; returns tasks recovered."""
+        raise NotImplementedError
+
+    def expire_tasks(self) -> int:
+        """Record waiting tasks past their deadline (``expires_at``) as EXPIRED,
+        in batches. Any worker may call it; returns how many."""
         raise NotImplementedError
 
     def unregister_worker(self, worker_id: str) -> None:
@@ -363,8 +414,9 @@ class QueueBackend(BaseTaskBackend):
         object.__setattr__(result, "_return_value", return_value)
         return result
 
-    def ready_results(self, task, calls, now) -> list[QTaskResult]:
-        """What ``enqueue_many`` returns: one READY result per (id, args, kwargs)."""
+    def ready_results(self, task, calls, now, **fields) -> list[QTaskResult]:
+        """What ``enqueue_many`` returns: one READY result per (id, args, kwargs);
+        ``fields``: more QTaskResult fields, the same for each."""
         return [
             self.make_result(
                 task=task,
@@ -377,6 +429,7 @@ class QueueBackend(BaseTaskBackend):
                 args=args,
                 kwargs=kwargs,
                 worker_ids=[],
+                **fields,
             )
             for task_id, args, kwargs in calls
         ]

@@ -25,7 +25,7 @@ from .. import operations
 from ..ids import uuid7
 from ..models import ResultStatus, Task, TaskResult, TaskStatus, Worker
 from ..stats import FAILED, QueueStats, WorkerEntry, last_minutes
-from ..task import Call
+from ..task import Call, QTaskResult
 from .base import Outcome, QueueBackend
 from .listener import PostgresListener
 from .sql import queries_for
@@ -43,6 +43,8 @@ RESULT_FIELDS = (
     "started_at",
     "last_attempted_at",
 )
+# A queued task's result has these too (and no return value yet).
+QUEUE_ONLY_FIELDS = ("unique_key", "expires_at")
 
 
 class DatabaseBackend(QueueBackend):
@@ -53,6 +55,8 @@ class DatabaseBackend(QueueBackend):
     wait for the WAL flush, default True), ``result_ttl`` (seconds finished
     results are kept before workers delete them; default None, keep them).
     """
+
+    supports_periodic = True
 
     def __init__(self, alias, params):
         super().__init__(alias, params)
@@ -82,14 +86,59 @@ class DatabaseBackend(QueueBackend):
         self.validate_task(task)
         calls = [(uuid7(), *arguments) for arguments in self.encode_calls(task, calls)]
         now = timezone.now()
+        run_after = self.run_after_for(task, now)
+        times = {"run_after": run_after, "expires_at": self.expires_at_for(task, run_after, now)}
+        keys = self.unique_keys(task, calls)
         with self.connection.cursor() as cursor:
-            self.queries.insert(
-                cursor, task, calls, run_after=self.run_after_for(task, now), now=now
-            )
-        results = self.ready_results(task, calls, now)
+            if keys is None:
+                self.queries.insert(cursor, task, calls, now=now, **times)
+                results = self.ready_results(task, calls, now, expires_at=times["expires_at"])
+            else:
+                results = self._enqueue_unique(cursor, task, calls, keys, now, times)
         for result in results:
-            task_enqueued.send(type(self), task_result=result)
+            if result.created:
+                task_enqueued.send(type(self), task_result=result)
         return results
+
+    def _enqueue_unique(self, cursor, task, calls, keys, now, times):
+        """Queue each call unless a queued task holds its key; then the caller
+        gets that task's result, with ``created`` False."""
+        results = [None] * len(calls)
+        # In key order: concurrent batches whose keys overlap then take them
+        # in the same order, and cannot deadlock waiting on each other.
+        pending = sorted(range(len(calls)), key=keys.__getitem__)
+        while pending:
+            inserted = self.queries.insert_unique(
+                cursor,
+                task,
+                [calls[i] for i in pending],
+                [keys[i] for i in pending],
+                now=now,
+                **times,
+            )
+            taken = []
+            for i in pending:
+                if str(calls[i][0]) in inserted:
+                    [results[i]] = self.ready_results(
+                        task, [calls[i]], now, unique_key=keys[i], expires_at=times["expires_at"]
+                    )
+                else:
+                    taken.append(i)
+            holders = self._queued_by_key({keys[i] for i in taken})
+            for i in taken:
+                results[i] = holders.get(keys[i])
+            # A holder that finished since the INSERT met it has freed its
+            # key: those calls try again.
+            pending = [i for i in taken if results[i] is None]
+        return results
+
+    def _queued_by_key(self, keys) -> dict[str, QTaskResult]:
+        rows = (
+            Task.objects.using(self.database)
+            .filter(unique_key__in=keys)
+            .values("id", *RESULT_FIELDS, *QUEUE_ONLY_FIELDS)
+        )
+        return {row["unique_key"]: self._result(row, created=False) for row in rows}
 
     def get_result(self, result_id):
         # Look in the queue first: a task moves to the history in one
@@ -98,20 +147,24 @@ class DatabaseBackend(QueueBackend):
             pk = uuid.UUID(str(result_id))
         except ValueError:
             raise TaskResultDoesNotExist(result_id) from None
-        row = Task.objects.using(self.database).filter(pk=pk).values(*RESULT_FIELDS).first()
-        if row is not None:
-            row.update(return_value=None, finished_at=None)
-        else:
+        queued = Task.objects.using(self.database).filter(pk=pk)
+        row = queued.values("id", *RESULT_FIELDS, *QUEUE_ONLY_FIELDS).first()
+        if row is None:
             row = (
                 TaskResult.objects.using(self.database)
                 .filter(pk=pk)
-                .values(*RESULT_FIELDS, "return_value", "finished_at")
+                .values("id", *RESULT_FIELDS, "return_value", "finished_at")
                 .first()
             )
             if row is None:
                 raise TaskResultDoesNotExist(result_id)
+        return self._result(row)
+
+    def _result(self, row, **fields):
+        """The API's result for a row of the queue or of the history."""
         task = self.resolve_task(row.pop("task_path"), row.pop("priority"), row.pop("queue_name"))
-        return self.make_result(task=task, id=str(pk), **row)
+        row.setdefault("finished_at", None)  # a queued task has not finished
+        return self.make_result(task=task, id=str(row.pop("id")), **row, **fields)
 
     def cancel(self, result_id) -> bool:
         tasks = self._queued(result_id)
@@ -188,6 +241,17 @@ class DatabaseBackend(QueueBackend):
             last_heartbeat_at__lt=now - 2 * self.lease
         ).delete()
         return recovered
+
+    def expire_tasks(self, batch_size=1000) -> int:
+        """Record waiting tasks past their deadline as EXPIRED, a transaction
+        per batch, until none is left; returns how many."""
+        total = 0
+        while True:
+            with transaction.atomic(using=self.database), self.connection.cursor() as cursor:
+                expired = self.queries.expire(cursor, timezone.now(), batch_size)
+            total += expired
+            if expired < batch_size:
+                return total
 
     def prune_results(self, limit=1000) -> int:
         if self.result_ttl is None:

@@ -19,6 +19,8 @@ them in one slot):
   P:scheduled:<queue> zset scored by run_after: tasks not yet due, members as
                       in ready, moved there by the claim once due
   P:running           zset scored by lease expiry: claimed tasks
+  P:expiring          zset scored by expires_at: READY tasks with a deadline
+                      (a claimed one leaves it, and returns if it is retried)
   P:queues            set of every queue ever used (claims for "any queue")
   P:workers           zset scored by last heartbeat: the worker registry,
                       with P:worker:<id> hashes that expire after two leases
@@ -44,6 +46,8 @@ empty list into {}.
 local PROMOTE_BATCH = 1000
 -- How many expired leases one recover call handles, for the same reason.
 local RECOVER_BATCH = 1000
+-- How many tasks past their deadline one expire call records, likewise.
+local EXPIRE_BATCH = 1000
 -- Seconds the per-minute counts of finished tasks are kept: twice the
 -- longest look back (the dashboard's hour).
 local FINISHED_TTL = 7200
@@ -65,8 +69,12 @@ local function json_append(list, value)
   return string.sub(list, 1, -2) .. ',' .. value .. ']'
 end
 
--- Put a READY task where the claim will find it: ready if due, else scheduled.
-local function queue_task(P, queue, priority, run_after, id, now)
+-- Put a READY task where the claim will find it: ready if due, else
+-- scheduled; and where the expiry sweep will, if it has a deadline.
+local function queue_task(P, queue, priority, run_after, id, now, expires_at)
+  if expires_at and expires_at ~= '' then
+    redis.call('ZADD', P .. ':expiring', expires_at, id)
+  end
   local m = member(priority, run_after, id)
   if tonumber(run_after) <= tonumber(now) then
     redis.call('ZADD', P .. ':ready:' .. queue, 0, m)
@@ -114,18 +122,24 @@ local function wake(P, queues)
 end
 
 -- ARGV: P, task_path, queue, priority, max_attempts, enqueued_at, run_after,
--- then (id, args, kwargs) per call. One call for a whole enqueue_many batch.
+-- expires_at ("" for none), then (id, args, kwargs) per call. One call for a
+-- whole enqueue_many batch.
 redis.register_function('taskq_3_enqueue', function(keys, args)
   local P, queue, priority, now, run_after = args[1], args[3], args[4], args[6], args[7]
+  local expires_at = args[8]
   local due = false
-  for i = 8, #args, 3 do
+  for i = 9, #args, 3 do
     local id = args[i]
-    redis.call('HSET', P .. ':task:' .. id,
+    local key = P .. ':task:' .. id
+    redis.call('HSET', key,
       'task_path', args[2], 'queue_name', queue, 'priority', priority,
       'status', 'READY', 'args', args[i + 1], 'kwargs', args[i + 2],
       'run_after', run_after, 'enqueued_at', now, 'attempts', 0,
       'max_attempts', args[5], 'errors', '[]', 'worker_ids', '[]')
-    due = queue_task(P, queue, priority, run_after, id, now) or due
+    if expires_at ~= '' then
+      redis.call('HSET', key, 'expires_at', expires_at)
+    end
+    due = queue_task(P, queue, priority, run_after, id, now, expires_at) or due
   end
   redis.call('SADD', P .. ':queues', queue)
   if due then
@@ -134,21 +148,24 @@ redis.register_function('taskq_3_enqueue', function(keys, args)
   return 1
 end)
 
--- Mark one task claimed by ``worker`` and return its hash.
-local function claim_one(P, key, id, now, lease_until, worker)
-  local task = redis.call('HMGET', key, 'started_at', 'worker_ids')
-  local started_at = task[1]
+-- Mark one task claimed by ``worker`` and return its hash. ``task``: its
+-- status, expires_at, started_at and worker_ids.
+local function claim_one(P, key, id, now, lease_until, worker, task)
+  local started_at = task[3]
   if not started_at or started_at == '' then
     started_at = now
   end
   redis.call('HSET', key,
     'status', 'RUNNING', 'worker_id', worker, 'lease_until', lease_until,
     'last_attempted_at', now, 'started_at', started_at,
-    'worker_ids', json_append(task[2], cjson.encode(worker)),
+    'worker_ids', json_append(task[4], cjson.encode(worker)),
     -- What release() restores if this attempt is handed back.
-    'previous_worker_ids', task[2], 'previous_started_at', task[1] or '')
+    'previous_worker_ids', task[4], 'previous_started_at', task[3] or '')
   redis.call('HINCRBY', key, 'attempts', 1)
   redis.call('ZADD', P .. ':running', lease_until, id)
+  if task[2] then
+    redis.call('ZREM', P .. ':expiring', id)
+  end
   return redis.call('HGETALL', key)
 end
 
@@ -185,10 +202,12 @@ redis.register_function('taskq_3_claim', function(keys, args)
     local id = id_of(m)
     local key = P .. ':task:' .. id
     redis.call('ZREM', ready, m)
-    -- A task evicted under memory pressure (see maxmemory-policy) is gone.
-    if redis.call('EXISTS', key) == 1 then
+    local task = redis.call('HMGET', key, 'status', 'expires_at', 'started_at', 'worker_ids')
+    -- A task evicted under memory pressure (see maxmemory-policy) is gone;
+    -- one past its deadline is never started: taskq_3_expire records it.
+    if task[1] and not (task[2] and tonumber(task[2]) <= tonumber(now)) then
       claimed[#claimed + 1] = id
-      claimed[#claimed + 1] = claim_one(P, key, id, now, lease_until, worker)
+      claimed[#claimed + 1] = claim_one(P, key, id, now, lease_until, worker, task)
     end
   end
   return claimed
@@ -205,13 +224,13 @@ redis.register_function('taskq_3_record', function(keys, args)
   for i = 6, #args, 5 do
     local id, status, at = args[i], args[i + 1], args[i + 4]
     local key = P .. ':task:' .. id
-    local task = redis.call('HMGET', key, 'worker_id', 'queue_name', 'priority')
+    local task = redis.call('HMGET', key, 'worker_id', 'queue_name', 'priority', 'expires_at')
     if task[1] == worker then
       redis.call('ZREM', P .. ':running', id)
       if status == 'RETRY' then
         redis.call('HSET', key, 'status', 'READY', 'run_after', at, 'errors', args[i + 3])
         redis.call('HDEL', key, 'worker_id', 'lease_until')
-        queue_task(P, task[2], task[3], at, id, now)
+        queue_task(P, task[2], task[3], at, id, now, task[4])
       else
         redis.call('HSET', key, 'status', status, 'return_value', args[i + 2],
           'errors', args[i + 3], 'finished_at', at)
@@ -234,13 +253,13 @@ redis.register_function('taskq_3_release', function(keys, args)
     local id = args[i]
     local key = P .. ':task:' .. id
     local task = redis.call('HMGET', key, 'worker_id', 'queue_name', 'priority', 'run_after',
-      'previous_worker_ids', 'previous_started_at')
+      'previous_worker_ids', 'previous_started_at', 'expires_at')
     if task[1] == worker then
       redis.call('ZREM', P .. ':running', id)
       redis.call('HSET', key, 'status', 'READY', 'worker_ids', task[5], 'started_at', task[6])
       redis.call('HDEL', key, 'worker_id', 'lease_until')
       redis.call('HINCRBY', key, 'attempts', -1)
-      queue_task(P, task[2], task[3], task[4], id, now)
+      queue_task(P, task[2], task[3], task[4], id, now, task[7])
       queues[task[2]] = true
     end
   end
@@ -285,7 +304,7 @@ redis.register_function('taskq_3_recover', function(keys, args)
     redis.call('ZREM', P .. ':running', id)
     local key = P .. ':task:' .. id
     local task = redis.call('HMGET', key, 'worker_id', 'attempts', 'max_attempts', 'errors',
-      'queue_name', 'priority', 'run_after')
+      'queue_name', 'priority', 'run_after', 'expires_at')
     if task[1] then
       local errors = json_append(task[4], cjson.encode({
         exception_class_path = 'django_tasks_q.exceptions.WorkerLost',
@@ -295,7 +314,7 @@ redis.register_function('taskq_3_recover', function(keys, args)
       if tonumber(task[2]) < tonumber(task[3]) then
         redis.call('HSET', key, 'status', 'READY', 'errors', errors)
         redis.call('HDEL', key, 'worker_id', 'lease_until')
-        queue_task(P, task[5], task[6], task[7], id, now)
+        queue_task(P, task[5], task[6], task[7], id, now, task[8])
         queues[task[5]] = true
       else
         redis.call('HSET', key, 'status', 'FAILED', 'errors', errors, 'finished_at', now)
@@ -331,6 +350,7 @@ redis.register_function('taskq_3_cancel', function(keys, args)
       local m = member(task[3], task[4], id)
       redis.call('ZREM', P .. ':ready:' .. task[2], m)
       redis.call('ZREM', P .. ':scheduled:' .. task[2], m)
+      redis.call('ZREM', P .. ':expiring', id)
       redis.call('HSET', key, 'status', 'CANCELLED', 'finished_at', now)
       keep_result(P, key, id, ttl, outbox)
       tally_finished(tally, task[2], 'CANCELLED', now)
@@ -343,6 +363,35 @@ redis.register_function('taskq_3_cancel', function(keys, args)
   end
   write_tally(P, tally)
   return {cancelled, stopping}
+end)
+
+-- ARGV: P, now, result_ttl, outbox. READY tasks past their deadline are not
+-- run: they leave the queue as EXPIRED results. Returns how many, at most
+-- EXPIRE_BATCH: call again while it returns that many.
+redis.register_function('taskq_3_expire', function(keys, args)
+  local P, now, ttl, outbox = args[1], args[2], args[3], args[4]
+  local due = redis.call('ZRANGEBYSCORE', P .. ':expiring', '-inf', now, 'LIMIT', 0, EXPIRE_BATCH)
+  local tally = {}
+  for _, id in ipairs(due) do
+    redis.call('ZREM', P .. ':expiring', id)
+    local key = P .. ':task:' .. id
+    local task = redis.call('HMGET', key, 'queue_name', 'priority', 'run_after', 'errors',
+      'status')
+    if task[5] == 'READY' then
+      local m = member(task[2], task[3], id)
+      redis.call('ZREM', P .. ':ready:' .. task[1], m)
+      redis.call('ZREM', P .. ':scheduled:' .. task[1], m)
+      local errors = json_append(task[4], cjson.encode({
+        exception_class_path = 'django_tasks_q.exceptions.TaskExpired',
+        traceback = 'django_tasks_q.exceptions.TaskExpired: not started by its deadline\n',
+      }))
+      redis.call('HSET', key, 'status', 'EXPIRED', 'errors', errors, 'finished_at', now)
+      keep_result(P, key, id, ttl, outbox)
+      tally_finished(tally, task[1], 'EXPIRED', now)
+    end
+  end
+  write_tally(P, tally)
+  return #due
 end)
 
 -- ARGV: P, queue, limit. Deletes up to ``limit`` waiting tasks (ready or
@@ -359,6 +408,7 @@ redis.register_function('taskq_3_purge', function(keys, args)
     local members = redis.call('ZRANGE', set, 0, limit - deleted - 1)
     for _, m in ipairs(members) do
       redis.call('DEL', P .. ':task:' .. id_of(m))
+      redis.call('ZREM', P .. ':expiring', id_of(m))
       redis.call('ZREM', set, m)
     end
     deleted = deleted + #members

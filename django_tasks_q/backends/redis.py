@@ -19,7 +19,7 @@ from django.conf import settings
 from django.core import checks
 from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db import Error as DatabaseError
-from django.tasks.exceptions import TaskResultDoesNotExist
+from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued
 from django.utils import timezone
 
@@ -41,6 +41,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ENQUEUE_BATCH = 1000  # calls per function call: bounds how long one blocks the server
 OUTBOX_BATCH = 500  # results copied to the database per statement
 PURGE_BATCH = 1000  # waiting tasks deleted per function call, for the same reason
+EXPIRE_BATCH = 1000  # redis.lua's: tasks one expire call records at most
 
 
 def _us(value: datetime) -> int:
@@ -131,18 +132,31 @@ class RedisBackend(QueueBackend):
     def enqueue(self, task, args, kwargs):
         return self.enqueue_many(task, [Call(args, kwargs)])[0]
 
+    def validate_task(self, task):
+        super().validate_task(task)
+        if getattr(task, "unique", False) or getattr(task, "unique_key", None) is not None:
+            # enqueue() must say which task the caller got, but inside a
+            # transaction the Redis call waits for the commit.
+            raise InvalidTask(
+                "The Redis backend does not support unique tasks (unique, unique_key); "
+                "use a database backend for them."
+            )
+
     def enqueue_many(self, task, calls):
         self.validate_task(task)
         calls = [(str(uuid7()), *arguments) for arguments in self.encode_calls(task, calls)]
         now = timezone.now()
-        results = self.ready_results(task, calls, now)
+        run_after = self.run_after_for(task, now)
+        expires_at = self.expires_at_for(task, run_after, now)
+        results = self.ready_results(task, calls, now, expires_at=expires_at)
         header = [
             task.module_path,
             task.queue_name,
             task.priority,
             getattr(task, "max_retries", 0) + 1,
             _us(now),
-            _us(self.run_after_for(task, now)),
+            _us(run_after),
+            "" if expires_at is None else _us(expires_at),
         ]
 
         def send():
@@ -199,6 +213,7 @@ class RedisBackend(QueueBackend):
             args=json.loads(fields["args"]),
             kwargs=json.loads(fields["kwargs"]),
             worker_ids=json.loads(fields["worker_ids"]),
+            expires_at=_datetime(fields.get("expires_at")),
         )
 
     def cancel(self, result_id) -> bool:
@@ -337,6 +352,16 @@ class RedisBackend(QueueBackend):
         )
         self.copy_results_to_database()
         return recovered
+
+    def expire_tasks(self) -> int:
+        total = 0
+        while True:
+            args = (_us(timezone.now()), self.result_ttl, int(self.record_results_in_database))
+            expired = self._call("expire", *args)
+            self.copy_results_to_database()
+            total += expired
+            if expired < EXPIRE_BATCH:
+                return total
 
     def unregister_worker(self, worker_id) -> None:
         pipeline = self.client.pipeline(transaction=True)

@@ -68,10 +68,11 @@ class PostgresQueries:
         WITH inserted AS (
             INSERT INTO django_tasks_q_task
                 (id, task_path, queue_name, priority, status, args, kwargs,
-                 run_after, enqueued_at, attempts, max_attempts, errors, worker_ids)
+                 run_after, enqueued_at, attempts, max_attempts, errors, worker_ids,
+                 expires_at)
             SELECT c.id, %(task_path)s, %(queue_name)s, %(priority)s, 'READY',
                    c.args, c.kwargs, %(run_after)s, %(now)s, 0, %(max_attempts)s,
-                   '[]', '[]'
+                   '[]', '[]', %(expires_at)s
             FROM jsonb_to_recordset(%(calls)s::jsonb) AS c(id uuid, args jsonb, kwargs jsonb)
             RETURNING 1
         )
@@ -79,13 +80,39 @@ class PostgresQueries:
         WHERE %(run_after)s <= %(now)s AND EXISTS (SELECT FROM inserted)
     """
 
+    # The same for calls with unique keys. The constraint taskq_task_unique_key
+    # decides, in the INSERT itself, so concurrent enqueues of a key cannot both
+    # get in: a call whose key a queued task holds (or an earlier call of this
+    # batch took) is skipped. One row back: the ids of the calls queued.
+    INSERT_UNIQUE = """
+        WITH inserted AS (
+            INSERT INTO django_tasks_q_task
+                (id, task_path, queue_name, priority, status, args, kwargs,
+                 run_after, enqueued_at, attempts, max_attempts, errors, worker_ids,
+                 expires_at, unique_key)
+            SELECT c.id, %(task_path)s, %(queue_name)s, %(priority)s, 'READY',
+                   c.args, c.kwargs, %(run_after)s, %(now)s, 0, %(max_attempts)s,
+                   '[]', '[]', %(expires_at)s, c.unique_key
+            FROM jsonb_to_recordset(%(calls)s::jsonb)
+                AS c(id uuid, args jsonb, kwargs jsonb, unique_key text)
+            ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+            RETURNING id
+        )
+        SELECT array_agg(id),
+               CASE WHEN count(*) > 0 AND %(run_after)s <= %(now)s
+                    THEN pg_notify('django_tasks_q', %(queue_name)s) END
+        FROM inserted
+    """
+
     # The claim. SKIP LOCKED lets concurrent workers pass over each other's
     # rows instead of queueing behind them; the CTE picks rows in the order
     # of the partial index taskq_task_ready, so it reads only ready rows.
+    # A row past its deadline is never started: EXPIRE records it.
     CLAIM = f"""
         WITH claimable AS (
             SELECT id FROM django_tasks_q_task
             WHERE status = 'READY' AND run_after <= %(now)s {{queue_filter}}
+              AND (expires_at IS NULL OR expires_at > %(now)s)
             ORDER BY priority DESC, run_after, id
             LIMIT %(limit)s
             FOR UPDATE SKIP LOCKED
@@ -217,6 +244,40 @@ class PostgresQueries:
         FROM lost
     """
 
+    # Expiry: waiting tasks past their deadline go to the history as EXPIRED,
+    # a batch at a time, soonest deadline first (index taskq_task_expiry).
+    # The claim already passes them over; this keeps them out of its way.
+    # SKIP LOCKED: workers expiring at once split the rows.
+    EXPIRED_ERROR = """
+        jsonb_build_object(
+            'exception_class_path', 'django_tasks_q.exceptions.TaskExpired',
+            'traceback', 'django_tasks_q.exceptions.TaskExpired: not started by its deadline, '
+                || to_char(t.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')
+                || E' UTC\n')
+    """
+    EXPIRE = f"""
+        WITH expired AS (
+            DELETE FROM django_tasks_q_task AS t
+            WHERE id IN (
+                SELECT id FROM django_tasks_q_task
+                WHERE status = 'READY' AND expires_at IS NOT NULL
+                  AND expires_at <= %(now)s
+                ORDER BY expires_at
+                LIMIT %(limit)s
+                FOR UPDATE SKIP LOCKED
+            )
+            RETURNING t.*, {EXPIRED_ERROR} AS expired_error
+        )
+        INSERT INTO django_tasks_q_taskresult
+            (id, task_path, queue_name, priority, status, args, kwargs,
+             return_value, errors, worker_ids, attempts, enqueued_at, run_after,
+             started_at, last_attempted_at, finished_at)
+        SELECT id, task_path, queue_name, priority, 'EXPIRED', args, kwargs, NULL,
+               errors || jsonb_build_array(expired_error), worker_ids, attempts,
+               enqueued_at, run_after, started_at, last_attempted_at, %(now)s
+        FROM expired
+    """
+
     # Retention: one batch of expired results, oldest first (index
     # taskq_result_finished). SKIP LOCKED: workers pruning at once split it.
     PRUNE = """
@@ -248,24 +309,41 @@ class PostgresQueries:
     def json_datetime(self, value: datetime) -> str:
         return value.isoformat()
 
-    def insert(self, cursor, task, calls, *, run_after, now):
+    def insert(self, cursor, task, calls, *, run_after, expires_at, now):
         """Queue ``calls`` of ``task``: (uuid, args, kwargs) triples, args as JSON."""
         document = [
             {"id": self.json_id(str(task_id)), "args": args, "kwargs": kwargs}
             for task_id, args, kwargs in calls
         ]
-        cursor.execute(
-            self.INSERT,
-            {
-                "task_path": task.module_path,
-                "queue_name": task.queue_name,
-                "priority": task.priority,
-                "run_after": self.param_datetime(run_after),
-                "now": self.param_datetime(now),
-                "max_attempts": getattr(task, "max_retries", 0) + 1,
-                "calls": json.dumps(document),
-            },
-        )
+        params = self.insert_params(task, document, run_after, expires_at, now)
+        cursor.execute(self.INSERT, params)
+
+    def insert_unique(self, cursor, task, calls, keys, *, run_after, expires_at, now) -> set[str]:
+        """Queue the ``calls`` whose unique key (in ``keys``) no queued task
+        holds; returns the ids of those queued."""
+        document = [
+            {"id": self.json_id(str(task_id)), "args": args, "kwargs": kwargs, "unique_key": key}
+            for (task_id, args, kwargs), key in zip(calls, keys, strict=True)
+        ]
+        params = self.insert_params(task, document, run_after, expires_at, now)
+        cursor.execute(self.INSERT_UNIQUE, params)
+        return self.inserted_ids(cursor)
+
+    def inserted_ids(self, cursor) -> set[str]:
+        [(ids, _)] = cursor.fetchall()
+        return {str(task_id) for task_id in ids or ()}
+
+    def insert_params(self, task, document, run_after, expires_at, now) -> dict:
+        return {
+            "task_path": task.module_path,
+            "queue_name": task.queue_name,
+            "priority": task.priority,
+            "run_after": self.param_datetime(run_after),
+            "expires_at": None if expires_at is None else self.param_datetime(expires_at),
+            "now": self.param_datetime(now),
+            "max_attempts": getattr(task, "max_retries", 0) + 1,
+            "calls": json.dumps(document),
+        }
 
     def queue_filter(self, queues):
         if queues is None:
@@ -357,6 +435,11 @@ class PostgresQueries:
         cursor.execute(self.ABANDON, params)
         return recovered + cursor.rowcount
 
+    def expire(self, cursor, now, limit) -> int:
+        """Record up to ``limit`` waiting tasks past their deadline as EXPIRED."""
+        cursor.execute(self.EXPIRE, {"now": self.param_datetime(now), "limit": limit})
+        return cursor.rowcount
+
 
 class SQLiteQueries(PostgresQueries):
     """The same statements in SQLite's dialect (3.35+ for RETURNING).
@@ -369,12 +452,29 @@ class SQLiteQueries(PostgresQueries):
     INSERT = """
         INSERT INTO django_tasks_q_task
             (id, task_path, queue_name, priority, status, args, kwargs,
-             run_after, enqueued_at, attempts, max_attempts, errors, worker_ids)
+             run_after, enqueued_at, attempts, max_attempts, errors, worker_ids,
+             expires_at)
         SELECT json_extract(c.value, '$.id'), %(task_path)s, %(queue_name)s,
                %(priority)s, 'READY', json_extract(c.value, '$.args'),
                json_extract(c.value, '$.kwargs'), %(run_after)s, %(now)s, 0,
-               %(max_attempts)s, '[]', '[]'
+               %(max_attempts)s, '[]', '[]', %(expires_at)s
         FROM json_each(%(calls)s) AS c
+    """
+    # "WHERE true": without a WHERE, SQLite would parse ON CONFLICT as part
+    # of the SELECT's join.
+    INSERT_UNIQUE = """
+        INSERT INTO django_tasks_q_task
+            (id, task_path, queue_name, priority, status, args, kwargs,
+             run_after, enqueued_at, attempts, max_attempts, errors, worker_ids,
+             expires_at, unique_key)
+        SELECT json_extract(c.value, '$.id'), %(task_path)s, %(queue_name)s,
+               %(priority)s, 'READY', json_extract(c.value, '$.args'),
+               json_extract(c.value, '$.kwargs'), %(run_after)s, %(now)s, 0,
+               %(max_attempts)s, '[]', '[]', %(expires_at)s,
+               json_extract(c.value, '$.unique_key')
+        FROM json_each(%(calls)s) AS c WHERE true
+        ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+        RETURNING id
     """
 
     CLAIM = f"""
@@ -389,6 +489,7 @@ class SQLiteQueries(PostgresQueries):
         WHERE id IN (
             SELECT id FROM django_tasks_q_task
             WHERE status = 'READY' AND run_after <= %(now)s {{queue_filter}}
+              AND (expires_at IS NULL OR expires_at > %(now)s)
             ORDER BY priority DESC, run_after, id
             LIMIT %(limit)s
         )
@@ -477,6 +578,29 @@ class SQLiteQueries(PostgresQueries):
         WHERE status = 'RUNNING' AND lease_expires_at < %(now)s
           AND attempts >= max_attempts
     """
+    EXPIRED_ERROR = """
+        json_object(
+            'exception_class_path', 'django_tasks_q.exceptions.TaskExpired',
+            'traceback', 'django_tasks_q.exceptions.TaskExpired: not started by its deadline, '
+                || expires_at || ' UTC' || char(10))
+    """
+    # Copy, then delete what was copied (EXPIRE_DELETE), in one transaction.
+    EXPIRE = f"""
+        INSERT INTO django_tasks_q_taskresult
+            (id, task_path, queue_name, priority, status, args, kwargs,
+             return_value, errors, worker_ids, attempts, enqueued_at, run_after,
+             started_at, last_attempted_at, finished_at)
+        SELECT id, task_path, queue_name, priority, 'EXPIRED', args, kwargs, NULL,
+               json_insert(errors, '$[#]', {EXPIRED_ERROR}), worker_ids, attempts,
+               enqueued_at, run_after, started_at, last_attempted_at, %(now)s
+        FROM django_tasks_q_task
+        WHERE status = 'READY' AND expires_at IS NOT NULL AND expires_at <= %(now)s
+        ORDER BY expires_at LIMIT %(limit)s
+        RETURNING id
+    """
+    EXPIRE_DELETE = """
+        DELETE FROM django_tasks_q_task WHERE id IN (SELECT value FROM json_each(%(ids)s))
+    """
     PRUNE = """
         DELETE FROM django_tasks_q_taskresult WHERE id IN (
             SELECT id FROM django_tasks_q_taskresult
@@ -549,6 +673,15 @@ class SQLiteQueries(PostgresQueries):
 
     def ids_param(self, task_ids):
         return json.dumps([self.json_id(i) for i in task_ids])
+
+    def inserted_ids(self, cursor) -> set[str]:
+        return {str(uuid.UUID(row[0])) for row in cursor.fetchall()}
+
+    def expire(self, cursor, now, limit) -> int:
+        cursor.execute(self.EXPIRE, {"now": self.param_datetime(now), "limit": limit})
+        expired = [row[0] for row in cursor.fetchall()]
+        cursor.execute(self.EXPIRE_DELETE, {"ids": json.dumps(expired)})
+        return len(expired)
 
     def recover(self, cursor, now) -> int:
         params = {"now": self.param_datetime(now)}

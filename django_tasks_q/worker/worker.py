@@ -25,15 +25,18 @@ from inspect import iscoroutinefunction
 
 from django.db import close_old_connections
 from django.tasks.signals import task_finished
+from django.utils import timezone
 from django.utils.crypto import get_random_string
 
 from ..backends.base import ClaimedTask, Outcome
 from ..exceptions import TaskNotRegistered, WorkerStartupError
 from ..hooks import run_worker_start_hooks
 from ..registry import autodiscover, resolve
+from ..schedules import declared_schedules
 from .asyncio_loop import AsyncioLoop
 from .execution import Job, aborted_attempt, cancelled_when_aborted, failed_attempt
 from .processes import ProcessPool
+from .scheduler import Scheduler
 from .threads import ThreadPool
 
 logger = logging.getLogger("django_tasks_q.worker")
@@ -44,6 +47,7 @@ FLUSH_BATCH = 500  # outcomes recorded at once at most
 PREFETCH_SECONDS = 0.05  # work claimed ahead per slot, by recent task durations
 MAX_PREFETCH = 100  # tasks claimed ahead per slot at most
 PRUNE_INTERVAL = 60.0  # seconds between a worker's deletions of expired results
+SCHEDULE_INTERVAL = 1.0  # seconds between a worker's looks for due periodic tasks, at most
 
 
 def default_worker_id() -> str:
@@ -64,6 +68,7 @@ class Worker:
         worker_id: str | None = None,
         pool: str = "thread",
         max_tasks_per_child: int | None = None,
+        schedules: bool = True,
     ):
         self.backend = backend
         self.queues = queues  # None: every queue
@@ -75,6 +80,10 @@ class Worker:
         self.worker_id = worker_id or default_worker_id()
         self.pool_kind = pool
         self.max_tasks_per_child = max_tasks_per_child
+        # A burst worker drains the queue and exits: it leaves schedules to
+        # the workers that keep running.
+        self.schedules = schedules and not burst
+        self._scheduler: Scheduler | None = None
 
         self._wake = threading.Event()
         self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
@@ -95,6 +104,7 @@ class Worker:
         self._next_abort_check = 0.0
         self._abort_notified = False
         self._fatal: WorkerStartupError | None = None  # a pool could not start
+        self._next_schedule_check = 0.0
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -121,6 +131,7 @@ class Worker:
             self.pool = ThreadPool(self.backend, self.concurrency, self._job_done)
             self.asyncio = AsyncioLoop(self.backend, self.concurrency, self._job_done)
         self._register()
+        self._scheduler = self._make_scheduler()
         listener = self.backend.listen(
             self.queues, self._wake.set, worker_id=self.worker_id, on_abort=self._abort_requested
         )
@@ -182,6 +193,9 @@ class Worker:
             self._wake.clear()
             if time.monotonic() >= self._next_heartbeat:
                 self._heartbeat()
+            if self._scheduler and self._stop_at is None:
+                if time.monotonic() >= self._next_schedule_check:
+                    self._run_schedules()
             self._collect()
             self._check_aborts()
             if self._stop_at is not None:
@@ -260,6 +274,8 @@ class Worker:
 
     def _wait_time(self) -> float:
         deadlines = [self._next_heartbeat, self.pool.next_deadline(), self._stop_at]
+        if self._scheduler and self._stop_at is None:  # a stopping worker ticks nothing
+            deadlines.append(self._next_schedule_check)
         if self._pending:
             deadlines.append(self._pending_since + FLUSH_INTERVAL)
         wait = min([self.poll_interval] + [d - time.monotonic() for d in deadlines if d])
@@ -286,14 +302,17 @@ class Worker:
             logger.exception("Could not unregister worker %s", self.worker_id)
 
     def _heartbeat(self) -> None:
-        """Renew our leases, recover tasks whose workers have died, and now and
-        then delete a batch of results past their retention."""
+        """Renew our leases, recover tasks whose workers have died, record
+        tasks past their deadline as expired, and now and then delete a batch
+        of results past their retention."""
         self._next_heartbeat = time.monotonic() + self._heartbeat_interval
         try:
             held = [*self._in_flight, *(o.claimed.id for o in self._pending)]
             if not self.backend.heartbeat(self.worker_id, held):
                 self._register()
             recovered = self.backend.recover()
+            if expired := self.backend.expire_tasks():
+                logger.info("Recorded %d task(s) not started by their deadline as expired", expired)
             if time.monotonic() >= self._next_prune:
                 self._next_prune = time.monotonic() + PRUNE_INTERVAL
                 if pruned := self.backend.prune_results():
@@ -305,6 +324,38 @@ class Worker:
             return
         if recovered:
             logger.warning("Recovered %d task(s) from workers that stopped renewing", recovered)
+
+    # -- periodic tasks --------------------------------------------------------
+
+    def _make_scheduler(self) -> Scheduler | None:
+        """The schedules this worker ticks: those of its backend's tasks in its queues."""
+        if not (self.schedules and self.backend.supports_periodic):
+            return None
+        mine = [
+            schedule
+            for schedule in declared_schedules()
+            if schedule.task.backend == self.backend.alias
+            and (self.queues is None or schedule.task.queue_name in self.queues)
+        ]
+        if not mine:
+            return None
+        logger.info("Worker %s ticks %d schedule(s)", self.worker_id, len(mine))
+        return Scheduler(self.backend, mine)
+
+    def _run_schedules(self) -> None:
+        self._next_schedule_check = time.monotonic() + SCHEDULE_INTERVAL
+        try:
+            self._scheduler.run_due()
+        except self.backend.transient_errors:
+            logger.exception("Could not enqueue periodic tasks; will retry")
+            close_old_connections()
+            return
+        if self._scheduler.next_due is not None:
+            # Look again at the next tick, if it comes sooner: on time, not up to a second late.
+            until = (self._scheduler.next_due - timezone.now()).total_seconds()
+            self._next_schedule_check = min(
+                self._next_schedule_check, time.monotonic() + max(until, 0.0)
+            )
 
     # -- claiming and recording ----------------------------------------------------
 

@@ -65,6 +65,12 @@ class Command(BaseCommand):
             "handing them back to the queue (default: %(default)s).",
         )
         parser.add_argument("--worker-id", help="Name this worker (default: host-pid-random).")
+        parser.add_argument(
+            "--no-schedules",
+            action="store_false",
+            dest="schedules",
+            help="Don't enqueue periodic tasks; leave them to other workers.",
+        )
 
     def handle(self, *args, backend, queues, concurrency, **options):
         try:
@@ -101,6 +107,7 @@ class Command(BaseCommand):
             worker_id=options["worker_id"],
             pool=options["pool"],
             max_tasks_per_child=options["max_tasks_per_child"],
+            schedules=options["schedules"],
         )
         try:
             worker.run()

@@ -18,7 +18,7 @@ from django.utils import timezone
 from django_tasks_q import operations, stats
 from django_tasks_q.backends.base import QueueBackend
 from django_tasks_q.backends.database import DatabaseBackend
-from django_tasks_q.models import ResultStatus, Task, TaskResult, TaskStatus
+from django_tasks_q.models import ResultStatus, Schedule, Task, TaskResult, TaskStatus
 
 QUEUE_STATES = ("waiting", "scheduled", "running")
 # Subcommands every backend answers; the rest work on TaskResult and Task rows.
@@ -54,7 +54,7 @@ def when(value):
 class Command(BaseCommand):
     help = (
         "Inspect and operate the task queue: status, list, retry, cancel, abort, purge, "
-        "prune, workers."
+        "prune, workers, schedules."
     )
 
     def add_arguments(self, parser):
@@ -122,6 +122,18 @@ class Command(BaseCommand):
 
         workers = commands.add_parser("workers", help="The registered workers.")
         workers.add_argument("--all", action="store_true", help="Include stale ones.")
+
+        schedules = commands.add_parser(
+            "schedules", help="Periodic tasks: list them (the default), pause or resume them."
+        )
+        actions = schedules.add_subparsers(dest="action", metavar="ACTION")
+        for name, what in [
+            ("pause", "Stop schedules enqueueing until resumed."),
+            ("resume", "Start paused schedules again, from their next tick."),
+        ]:
+            sub = actions.add_parser(name, help=what)
+            sub.add_argument("names", nargs="*", metavar="NAME", help="Schedule names.")
+            sub.add_argument("--all", action="store_true", help="Every schedule.")
 
     def handle(self, *args, subcommand, backend, **options):
         try:
@@ -310,4 +322,60 @@ class Command(BaseCommand):
         self.emit(
             {"pruned": count},
             summary=f"Deleted {count} result(s) older than {older_than:g} day(s).",
+        )
+
+    # -- periodic tasks -----------------------------------------------------------
+
+    def do_schedules(self, *, action=None, **options):
+        rows = Schedule.objects.using(self.using).order_by("name")
+        if action is None:
+            self.list_schedules(rows)
+            return
+        names, every = options["names"], options["all"]
+        if not (names or every):
+            raise CommandError(f"Say which schedules to {action}: give names, or --all.")
+        if names:
+            unknown = sorted(
+                set(names) - set(rows.filter(name__in=names).values_list("name", flat=True))
+            )
+            if unknown:
+                raise CommandError(
+                    f"No schedule named {', '.join(unknown)}; see `taskq schedules`."
+                )
+            rows = rows.filter(name__in=names)
+        if action == "pause":
+            count = operations.pause_schedules(rows)
+            self.emit({"paused": count}, summary=f"Paused {count} schedule(s).")
+        else:
+            count = operations.resume_schedules(rows)
+            self.emit({"resumed": count}, summary=f"Resumed {count} schedule(s).")
+
+    def list_schedules(self, rows):
+        found = [
+            {
+                "name": row.name,
+                "task_path": row.task_path,
+                "description": row.description,
+                "paused": row.paused,
+                "next_tick_at": None if row.paused else when(row.next_tick_at),
+                "last_tick_at": when(row.last_tick_at),
+                "last_task_id": row.last_task_id and str(row.last_task_id),
+            }
+            for row in rows
+        ]
+        self.emit(
+            found,
+            ["NAME", "TASK", "SCHEDULE", "PAUSED", "NEXT TICK", "LAST TICK", "LAST TASK"],
+            [
+                [
+                    row["name"],
+                    row["task_path"],
+                    row["description"],
+                    "yes" if row["paused"] else "no",
+                    row["next_tick_at"] or "-",
+                    row["last_tick_at"] or "-",
+                    row["last_task_id"] or "-",
+                ]
+                for row in found
+            ],
         )
