@@ -5,8 +5,9 @@ Read-only: nobody hand-edits a task a worker may be running. Every change is
 an action that asks for confirmation, needs the model's change (or delete)
 permission, and goes through ``operations.py`` like the ``taskq`` command.
 
-The admin shows the queue of the default task backend (``backend_alias``);
-subclass and register again to show another.
+The lists show the queue of the default task backend (``backend_alias``);
+subclass and register again to show another. The dashboard shows every
+backend's queues and workers, Redis too.
 """
 
 import json
@@ -28,6 +29,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from . import operations, stats
+from .backends.database import DatabaseBackend
 from .models import Dashboard, Schedule, Task, TaskResult, TaskStatus, Worker
 from .pagination import EstimatedCountPaginator
 
@@ -877,28 +879,47 @@ class DashboardAdmin(admin.ModelAdmin):
     def changelist_view(self, request, extra_context=None):
         if not self.has_view_permission(request):
             raise PermissionDenied
-        using = operations.queue_database(self.backend_alias)
         now = timezone.now()
-        queues = stats.queue_stats(
-            using, queues=stats.configured_queues(self.backend_alias), now=now
-        )
-        for queue in queues:
-            queue.chart = throughput_chart(queue.throughput)
-            queue.oldest_waiting = humanize_seconds(queue.oldest_waiting_seconds)
-        workers = stats.workers(using, now=now, timeout=stats.heartbeat_timeout(self.backend_alias))
         context = {
             **self.admin_site.each_context(request),
             "title": capfirst(_("task queue dashboard")),
             "opts": self.opts,
             "now": now,
-            "queues": queues,
-            "live_workers": [w for w in workers if w.live],
-            "stale_workers": len([w for w in workers if not w.live]),
+            "backends": [
+                self.backend_section(alias, backend, now)
+                for alias, backend in stats.queue_backends().items()
+            ],
             "media": self.media,
             **(extra_context or {}),
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, "admin/django_tasks_q/dashboard.html", context)
+
+    def backend_section(self, alias, backend, now):
+        """One backend's part of the dashboard: its queues and its workers."""
+        section = {
+            "alias": alias,
+            "kind": type(backend).__name__,
+            # The lists show the Task and TaskResult tables of backend_alias's
+            # database: link the numbers only where they are that queue's.
+            "linked": isinstance(backend, DatabaseBackend)
+            and backend.database == operations.queue_database(self.backend_alias),
+        }
+        try:
+            queues = backend.queue_stats(stats.configured_queues(alias), now=now)
+            workers = backend.workers(now)
+        except backend.transient_errors as error:
+            # One store down must not take the others' figures with it.
+            return {**section, "error": f"{type(error).__name__}: {error}"}
+        for queue in queues:
+            queue.chart = throughput_chart(queue.throughput)
+            queue.oldest_waiting = humanize_seconds(queue.oldest_waiting_seconds)
+        return {
+            **section,
+            "queues": queues,
+            "live_workers": [w for w in workers if w.live],
+            "stale_workers": len([w for w in workers if not w.live]),
+        }
 
     class Media:
         css = {"all": ["django_tasks_q/admin.css"]}

@@ -1,21 +1,21 @@
-"""How the queue is doing, in a few aggregate queries: for the dashboard, the
-``taskq status`` command and the Prometheus collector.
+"""How the queue is doing: the figures every backend reports
+(``QueueBackend.queue_stats`` and ``workers``) for the dashboard, ``taskq
+status`` and the Prometheus collector, and the helpers they share.
 
-Nothing here reads row by row: each function is one GROUP BY over an indexed
-column, so its cost follows the number of queues, not of tasks.
+Each backend reads them its own way, in a few aggregate reads whose cost
+follows the number of queues, not of tasks.
 """
 
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import connections
-from django.db.models import Count, Min, Q
-from django.db.models.functions import TruncMinute
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
-from django.utils import timezone
 
-from .models import ResultStatus, Task, TaskResult, TaskStatus, Worker
+from .backends.base import QueueBackend
+from .models import ResultStatus
 
+# The statuses counted as failed.
 FAILED = [ResultStatus.FAILED, ResultStatus.EXPIRED]
 
 
@@ -32,6 +32,12 @@ class QueueStats:
     # (minute, successful, failed) for each of the last minutes, oldest first.
     throughput: list = field(default_factory=list)
 
+    def waited_since(self, run_after: datetime | None, now: datetime) -> None:
+        """Note the longest-waiting task's ``run_after`` (None: nothing waits)."""
+        if run_after is not None:
+            self.oldest_waiting_since = run_after
+            self.oldest_waiting_seconds = max(0.0, (now - run_after).total_seconds())
+
     def as_dict(self):
         data = asdict(self)
         data["oldest_waiting_since"] = (
@@ -39,6 +45,49 @@ class QueueStats:
         )
         data["throughput"] = [[m.isoformat(), s, f] for m, s, f in self.throughput]
         return data
+
+
+@dataclass
+class WorkerEntry:
+    """One worker of a backend's registry, as seen at some moment."""
+
+    id: str
+    hostname: str
+    pid: int
+    backend: str
+    queues: list[str]  # empty: every queue
+    concurrency: int
+    pool: str
+    started_at: datetime
+    last_heartbeat_at: datetime
+    live: bool  # its heartbeat is within the backend's lease
+    heartbeat_age: float  # seconds
+
+    @classmethod
+    def seen_at(cls, now: datetime, lease: timedelta, **fields) -> "WorkerEntry":
+        # Past the lease a worker's tasks are taken from it anyway: it is stale.
+        heartbeat = fields["last_heartbeat_at"]
+        return cls(
+            **fields,
+            live=heartbeat >= now - lease,
+            heartbeat_age=(now - heartbeat).total_seconds(),
+        )
+
+
+def last_minutes(now: datetime, count: int) -> list[datetime]:
+    """The start of each of the last ``count`` minutes, oldest first: the
+    throughput bars, the current (partial) minute last."""
+    current = now.replace(second=0, microsecond=0)
+    return [current - timedelta(minutes=n) for n in range(count - 1, -1, -1)]
+
+
+def queue_backends() -> dict[str, QueueBackend]:
+    """Every backend in TASKS that has a queue to report on, by alias."""
+    return {
+        alias: task_backends[alias]
+        for alias in task_backends
+        if isinstance(task_backends[alias], QueueBackend)
+    }
 
 
 def configured_queues(backend_alias=DEFAULT_TASK_BACKEND_ALIAS) -> list[str]:
@@ -68,82 +117,7 @@ def distinct_values(model, column: str, using: str) -> list[str]:
         return [row[0] for row in cursor.fetchall()]
 
 
-def queue_stats(using: str, *, queues=(), now=None, buckets=60):
-    """Per queue: waiting, scheduled, running, failed in the last hour, and the
-    tasks finished in each of the last ``buckets`` minutes.
-
-    ``queues`` are listed even when empty (pass the backend's QUEUES).
-    """
-    now = now or timezone.now()
-    since = now - timedelta(hours=1)
-    stats = {name: QueueStats(name) for name in queues}
-    due = Q(status=TaskStatus.READY, run_after__lte=now)
-    for row in (
-        Task.objects.using(using)
-        .order_by()
-        .values("queue_name")
-        .annotate(
-            waiting=Count("pk", filter=due),
-            scheduled=Count("pk", filter=Q(status=TaskStatus.READY, run_after__gt=now)),
-            running=Count("pk", filter=Q(status=TaskStatus.RUNNING)),
-            oldest=Min("run_after", filter=due),
-        )
-    ):
-        queue = stats.setdefault(row["queue_name"], QueueStats(row["queue_name"]))
-        queue.waiting, queue.scheduled, queue.running = (
-            row["waiting"],
-            row["scheduled"],
-            row["running"],
-        )
-        if row["oldest"] is not None:
-            queue.oldest_waiting_since = row["oldest"]
-            queue.oldest_waiting_seconds = max(0.0, (now - row["oldest"]).total_seconds())
-
-    for row in (
-        TaskResult.objects.using(using)
-        .filter(finished_at__gt=since, status__in=FAILED)
-        .order_by()
-        .values("queue_name")
-        .annotate(failed=Count("pk"))
-    ):
-        queue = stats.setdefault(row["queue_name"], QueueStats(row["queue_name"]))
-        queue.failed_last_hour = row["failed"]
-
-    # Throughput: one bar per minute, the current (partial) minute last.
-    current = now.replace(second=0, microsecond=0)
-    minutes = [current - timedelta(minutes=n) for n in range(buckets - 1, -1, -1)]
-    counts = {}
-    for row in (
-        TaskResult.objects.using(using)
-        .filter(finished_at__gte=minutes[0])
-        .order_by()
-        .annotate(minute=TruncMinute("finished_at"))
-        .values("queue_name", "minute")
-        .annotate(
-            successful=Count("pk", filter=Q(status=ResultStatus.SUCCESSFUL)),
-            failed=Count("pk", filter=Q(status__in=FAILED)),
-        )
-    ):
-        stats.setdefault(row["queue_name"], QueueStats(row["queue_name"]))
-        counts[row["queue_name"], row["minute"]] = (row["successful"], row["failed"])
-    for queue in stats.values():
-        queue.throughput = [(m, *counts.get((queue.queue, m), (0, 0))) for m in minutes]
-        queue.finished_last_hour = sum(ok + failed for _, ok, failed in queue.throughput)
-    return sorted(stats.values(), key=lambda queue: queue.queue)
-
-
 def heartbeat_timeout(backend_alias=DEFAULT_TASK_BACKEND_ALIAS) -> timedelta:
     """How stale a heartbeat may be before its worker counts as gone: the lease,
     since past it the worker's tasks are taken from it anyway."""
     return getattr(task_backends[backend_alias], "lease", timedelta(seconds=60))
-
-
-def workers(using: str, *, now=None, timeout=None):
-    """Every registered worker, each with ``live`` (heartbeat within ``timeout``)."""
-    now = now or timezone.now()
-    timeout = timeout or heartbeat_timeout()
-    rows = list(Worker.objects.using(using).order_by("hostname", "started_at"))
-    for worker in rows:
-        worker.live = worker.last_heartbeat_at >= now - timeout
-        worker.heartbeat_age = (now - worker.last_heartbeat_at).total_seconds()
-    return rows

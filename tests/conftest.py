@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import connections
+from django.test import Client
 
 from .stores import Backend, DatabaseStore, RedisStore
 
@@ -56,6 +58,15 @@ def backend(request) -> Backend:
 def queue_db(backend, transactional_db):
     """The backend, with committed data that worker processes can see."""
     return backend
+
+
+@pytest.fixture
+def superuser():
+    """A test client logged in as a superuser, for the admin."""
+    User.objects.create_superuser("root", password="pw")
+    client = Client()
+    client.login(username="root", password="pw")
+    return client
 
 
 @pytest.fixture

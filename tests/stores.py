@@ -81,6 +81,10 @@ class DatabaseStore(Backend):
     def workers(self) -> dict[str, dict]:
         return {w["id"]: w for w in Worker.objects.using(self.database).values()}
 
+    def silence_worker(self, worker_id: str, since: datetime) -> None:
+        """Make ``worker_id``'s last heartbeat ``since``, as if it went quiet then."""
+        Worker.objects.using(self.database).filter(id=worker_id).update(last_heartbeat_at=since)
+
     def set_deadline(self, task_id: str, expires_at: datetime) -> None:
         """Move a queued task's deadline, as if time had passed."""
         Task.objects.using(self.database).filter(pk=task_id).update(expires_at=expires_at)
@@ -212,6 +216,12 @@ class RedisStore(Backend):
                     "pid": int(entry["pid"]),
                 }
         return workers
+
+    def silence_worker(self, worker_id: str, since: datetime) -> None:
+        self.client.hset(
+            self.queue_backend.key("worker", worker_id), "last_heartbeat_at", _us(since)
+        )
+        self.client.zadd(self.queue_backend.key("workers"), {worker_id: _us(since)})
 
     def set_deadline(self, task_id: str, expires_at: datetime) -> None:
         """Move a queued task's deadline, as if time had passed."""

@@ -15,7 +15,7 @@ from . import tasks
 from .conftest import wait_until
 from .factories import make_task
 from .models import Execution
-from .test_admin import TASKS_URL, admin_queue, messages_of, superuser  # noqa: F401
+from .test_admin import TASKS_URL, admin_queue, messages_of  # noqa: F401
 
 
 def enqueue(backend, task, *args):

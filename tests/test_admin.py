@@ -40,14 +40,6 @@ def user(username, *perms, staff=True):
     return client
 
 
-@pytest.fixture
-def superuser():
-    User.objects.create_superuser("root", password="pw")
-    client = Client()
-    client.login(username="root", password="pw")
-    return client
-
-
 def history(backend):
     return TaskResult.objects.using(backend.database)
 
@@ -359,13 +351,15 @@ def test_dashboard_counts_per_queue(admin_queue, superuser):
 
     response = superuser.get(DASHBOARD_URL)
     assert response.status_code == 200
-    queues = {q.queue: q for q in response.context["queues"]}
+    [section] = [s for s in response.context["backends"] if s["alias"] == "default"]
+    queues = {q.queue: q for q in section["queues"]}
     default, emails = queues["default"], queues["emails"]
     assert (default.waiting, default.scheduled, default.running) == (2, 1, 1)
     assert default.failed_last_hour == 2 and default.finished_last_hour == 2
     assert default.oldest_waiting_seconds >= 5
     assert (emails.waiting, emails.running, emails.failed_last_hour) == (0, 1, 0)
-    assert emails.finished_last_hour == 3 and emails.throughput[-1][1:] == (3, 0)
+    assert emails.finished_last_hour == 3
+    assert [bar[1:] for bar in emails.throughput if bar[1] or bar[2]] == [(3, 0)]
     assert len(emails.throughput) == 60
     assert queues["other"].waiting == 0  # configured, still empty
 

@@ -1,4 +1,7 @@
-"""``manage.py taskq``: its subcommands, for people and (--json) for scripts."""
+"""``manage.py taskq``: the subcommands on the SQL tables, for people and
+(--json) for scripts. ``status``, ``workers`` and ``purge``, which work on
+every backend, are tested with the other backends' figures in
+test_queue_figures.py."""
 
 import json
 from datetime import timedelta
@@ -9,7 +12,7 @@ from django.core.management import CommandError, call_command
 
 from django_tasks_q.models import ResultStatus, Task, TaskResult, TaskStatus
 
-from .factories import make_result, make_task, make_worker
+from .factories import make_result, make_task
 
 # About the SQL tables: the database backends only.
 pytestmark = pytest.mark.database_only
@@ -28,28 +31,6 @@ def queue(backend):
 
 def history(backend):
     return TaskResult.objects.using(backend.database)
-
-
-def test_status(queue_db):
-    make_task(queue_db)
-    make_task(queue_db, run_in=timedelta(hours=1))
-    make_task(queue_db, queue_name="emails", status=TaskStatus.RUNNING)
-    make_result(queue_db, queue_name="emails")
-
-    lines = taskq(queue_db, "status").splitlines()
-    assert lines[0].split() == [
-        "QUEUE", "WAITING", "SCHEDULED", "RUNNING", "FAILED", "1H", "OLDEST", "DONE", "1H"
-    ]  # fmt: skip
-    rows = {line.split()[0]: line.split() for line in lines[2:]}
-    assert rows["default"][1:4] == ["1", "1", "0"]
-    assert rows["default"][5].endswith(("s", "m")) and rows["emails"][5] == "-"
-    assert rows["emails"][1:5] == ["0", "0", "1", "1"] and rows["emails"][6] == "1"
-    assert rows["other"][1:5] == ["0", "0", "0", "0"]
-
-    data = {q["queue"]: q for q in taskq(queue_db, "status", as_json=True)}
-    assert (data["default"]["waiting"], data["default"]["scheduled"]) == (1, 1)
-    assert data["emails"]["failed_last_hour"] == 1 and data["emails"]["finished_last_hour"] == 1
-    assert len(data["emails"]["throughput"]) == 60
 
 
 def test_list_the_queue_and_the_history(queue_db):
@@ -98,27 +79,6 @@ def test_cancel_leaves_running_tasks(queue_db):
     assert history(queue_db).filter(status=ResultStatus.CANCELLED).count() == 2
 
 
-def test_purge(queue_db, monkeypatch):
-    make_task(queue_db, queue_name="emails")
-    make_task(queue_db, queue_name="emails", status=TaskStatus.RUNNING)
-    make_task(queue_db)
-
-    # Asks first; with no terminal to ask on, it refuses.
-    monkeypatch.setattr("sys.stdin", StringIO())
-    with pytest.raises(CommandError, match="--no-input"):
-        taskq(queue_db, "purge", "emails")
-    assert queue(queue_db).count() == 3
-
-    assert taskq(queue_db, "purge", "emails", "--no-input", as_json=True) == {
-        "purged": 1,
-        "queue": "emails",
-    }
-    assert sorted(queue(queue_db).values_list("queue_name", "status")) == [
-        ("default", TaskStatus.READY),
-        ("emails", TaskStatus.RUNNING),
-    ]
-
-
 def test_prune(queue_db):
     for _ in range(3):
         make_result(queue_db, ResultStatus.SUCCESSFUL, finished_ago=timedelta(days=10))
@@ -131,16 +91,6 @@ def test_prune(queue_db):
     assert list(history(queue_db)) == [recent]
     with pytest.raises(CommandError, match="--older-than"):
         taskq(queue_db, "prune", "--older-than", "-1")
-
-
-def test_workers(queue_db):
-    make_worker(queue_db, "live-one", queues=[])
-    make_worker(queue_db, "stale-one", heartbeat_ago=timedelta(hours=2))
-
-    text = taskq(queue_db, "workers")
-    assert "live-one" in text and "(all)" in text and "stale-one" not in text
-    rows = taskq(queue_db, "workers", "--all", as_json=True)
-    assert {(r["id"], r["live"]) for r in rows} == {("live-one", True), ("stale-one", False)}
 
 
 def test_unknown_backend_is_an_error(queue_db):

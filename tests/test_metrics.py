@@ -46,7 +46,7 @@ def test_counts_durations_and_workers(queue_db):
     text, samples = scrape(queue_db)
 
     def value(name, **labels):
-        return samples[name, tuple(sorted(labels.items()))]
+        return samples.get((name, tuple(sorted({"backend": queue_db.alias, **labels}.items()))))
 
     assert value("taskq_tasks", queue="default", state="waiting") == 2
     assert value("taskq_tasks", queue="default", state="scheduled") == 1
@@ -63,7 +63,7 @@ def test_counts_durations_and_workers(queue_db):
     assert value("taskq_task_duration_seconds_bucket", queue="default", le="+Inf") == 5
     assert value("taskq_task_duration_seconds_gcount", queue="default") == 5
     assert abs(value("taskq_task_duration_seconds_gsum", queue="default") - 8.403) < 1e-6
-    assert ("taskq_task_duration_seconds_gcount", (("queue", "emails"),)) not in samples
+    assert value("taskq_task_duration_seconds_gcount", queue="emails") is None
     assert value("taskq_workers", state="live") == 2 and value("taskq_workers", state="stale") == 1
     assert value("taskq_worker_slots") == 10
     assert "# TYPE taskq_task_duration_seconds histogram" in text  # text format 0.0.4
@@ -91,4 +91,7 @@ def test_metrics_view(queue_db, settings):
     response = metrics_view(RequestFactory().get("/metrics/"))
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/plain")
-    assert 'taskq_tasks{queue="emails",state="waiting"} 1.0' in response.content.decode()
+    text = response.content.decode()
+    # Every django-tasks-q backend in TASKS, told apart by the backend label.
+    assert 'taskq_tasks{backend="default",queue="emails",state="waiting"} 1.0' in text
+    assert 'taskq_backend_up{backend="default"} 1.0' in text

@@ -4,7 +4,6 @@ behaviour is tested with every other backend's, in the parametrised suites."""
 
 import pytest
 from django.conf import settings
-from django.core.management import CommandError, call_command
 from django.db import transaction
 from django.tasks import TaskResultStatus
 from django.tasks.exceptions import TaskResultDoesNotExist
@@ -89,12 +88,6 @@ def test_functions_are_loaded_again_if_the_server_forgot_them(redis_queue_db):
     redis_queue_db.client.function_delete(LIBRARY)
     result = backend.enqueue(tasks.add, (2, 2), {})
     assert backend.get_result(result.id).status == TaskResultStatus.READY
-
-
-def test_taskq_refuses_a_redis_backend(redis_queue_db):
-    """taskq works on the SQL tables, which do not hold a Redis queue."""
-    with pytest.raises(CommandError, match="database backend's tables"):
-        call_command("taskq", "--backend", "redis", "status")
 
 
 def test_system_checks(monkeypatch):

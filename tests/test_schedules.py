@@ -22,7 +22,7 @@ from .conftest import wait_until
 from .factories import make_result, make_task
 from .models import Execution
 from .tasks import echo, record
-from .test_admin import admin_queue, superuser, user  # noqa: F401 - fixtures, used by name
+from .test_admin import admin_queue, user  # noqa: F401 - fixtures, used by name
 
 PARIS = ZoneInfo("Europe/Paris")
 NOON = datetime(2026, 1, 1, 12, tzinfo=UTC)

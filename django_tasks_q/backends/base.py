@@ -2,8 +2,9 @@
 
 Two halves: the ``django.tasks`` API that application code calls (``enqueue``,
 ``get_result``), and the small store API the worker calls (``claim``,
-``record``, ``release``). A backend is one class that implements the store;
-the worker, retries and signals are shared.
+``record``, ``release``), with the figures the dashboard, ``taskq`` and the
+metrics read (``queue_stats``, ``workers``). A backend is one class that
+implements the store; the worker, retries and signals are shared.
 """
 
 import asyncio
@@ -395,6 +396,34 @@ class QueueBackend(BaseTaskBackend):
     def abort(self, result_id: str) -> bool:
         """Cancel the task if it is waiting; if it is running, ask its worker
         to stop it. False if it finished or is unknown."""
+        raise NotImplementedError
+
+    # -- how the queue is doing: for the dashboard, taskq and the metrics ----
+
+    def queue_stats(self, queues=(), *, now=None, buckets=60) -> list:
+        """A ``stats.QueueStats`` per queue, sorted by name: tasks waiting,
+        scheduled and running, failed in the last hour, the longest wait, and
+        tasks finished in each of the last ``buckets`` minutes. ``queues`` are
+        listed even when empty (pass the backend's QUEUES)."""
+        raise NotImplementedError
+
+    def finished_counts(self, since: datetime, now: datetime) -> dict[tuple[str, str], int]:
+        """How many tasks finished since ``since``, by (queue, status)."""
+        raise NotImplementedError
+
+    def run_times(self, since: datetime, bounds) -> dict[str, tuple[list[int], int, float]]:
+        """Per queue, for the tasks that ran and finished since ``since``: how
+        many ran for at most each of ``bounds`` seconds, how many in all, and
+        their summed seconds. Stores that keep no run times return {}."""
+        return {}
+
+    def workers(self, now=None) -> list:
+        """The registry, as ``stats.WorkerEntry``s sorted by host and start."""
+        raise NotImplementedError
+
+    def purge(self, queue_name: str) -> int:
+        """Delete every waiting (ready or scheduled) task of ``queue_name``;
+        running ones finish as usual. Returns how many were deleted."""
         raise NotImplementedError
 
     # -- building the API's TaskResult ----------------------------------------

@@ -17,13 +17,16 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core import checks
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, Sum
+from django.db.models.functions import TruncMinute
 from django.tasks.exceptions import TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued
 from django.utils import timezone
 
 from .. import operations
 from ..ids import uuid7
-from ..models import Task, TaskResult, Worker
+from ..models import ResultStatus, Task, TaskResult, TaskStatus, Worker
+from ..stats import FAILED, QueueStats, WorkerEntry, last_minutes
 from ..task import Call, QTaskResult
 from . import chains
 from .base import Outcome, QueueBackend, deadline_after, time_left
@@ -338,6 +341,108 @@ class DatabaseBackend(QueueBackend):
             return None
         params = self.connection.get_connection_params()
         return PostgresListener(params, queues, wake, worker_id, on_abort).start()
+
+    # -- how the queue is doing ----------------------------------------------------
+    # Each read is one GROUP BY over an indexed column: its cost follows the
+    # number of queues, not of tasks.
+
+    def queue_stats(self, queues=(), *, now=None, buckets=60):
+        now = now or timezone.now()
+        stats = {name: QueueStats(name) for name in queues}
+
+        def queue(name):
+            return stats.setdefault(name, QueueStats(name))
+
+        due = Q(status=TaskStatus.READY, run_after__lte=now)
+        for row in (
+            Task.objects.using(self.database)
+            .order_by()
+            .values("queue_name")
+            .annotate(
+                waiting=Count("pk", filter=due),
+                scheduled=Count("pk", filter=Q(status=TaskStatus.READY, run_after__gt=now)),
+                running=Count("pk", filter=Q(status=TaskStatus.RUNNING)),
+                oldest=Min("run_after", filter=due),
+            )
+        ):
+            found = queue(row["queue_name"])
+            found.waiting, found.scheduled, found.running = (
+                row["waiting"],
+                row["scheduled"],
+                row["running"],
+            )
+            found.waited_since(row["oldest"], now)
+
+        for row in (
+            TaskResult.objects.using(self.database)
+            .filter(finished_at__gt=now - timedelta(hours=1), status__in=FAILED)
+            .order_by()
+            .values("queue_name")
+            .annotate(failed=Count("pk"))
+        ):
+            queue(row["queue_name"]).failed_last_hour = row["failed"]
+
+        # Throughput: one bar per minute, the current (partial) minute last.
+        minutes = last_minutes(now, buckets)
+        counts = {}
+        for row in (
+            TaskResult.objects.using(self.database)
+            .filter(finished_at__gte=minutes[0])
+            .order_by()
+            .annotate(minute=TruncMinute("finished_at"))
+            .values("queue_name", "minute")
+            .annotate(
+                successful=Count("pk", filter=Q(status=ResultStatus.SUCCESSFUL)),
+                failed=Count("pk", filter=Q(status__in=FAILED)),
+            )
+        ):
+            queue(row["queue_name"])
+            counts[row["queue_name"], row["minute"]] = (row["successful"], row["failed"])
+        for found in stats.values():
+            found.throughput = [(m, *counts.get((found.queue, m), (0, 0))) for m in minutes]
+            found.finished_last_hour = sum(ok + failed for _, ok, failed in found.throughput)
+        return sorted(stats.values(), key=lambda found: found.queue)
+
+    def _finished_since(self, since):
+        return TaskResult.objects.using(self.database).filter(finished_at__gt=since).order_by()
+
+    def finished_counts(self, since, now):
+        rows = self._finished_since(since).values("queue_name", "status").annotate(n=Count("pk"))
+        return {(row["queue_name"], row["status"]): row["n"] for row in rows}
+
+    def run_times(self, since, bounds):
+        # The last attempt's: from the first start would count retry waits too.
+        duration = ExpressionWrapper(
+            F("finished_at") - F("last_attempted_at"), output_field=DurationField()
+        )
+        ran = (
+            self._finished_since(since)
+            .filter(last_attempted_at__isnull=False)
+            .exclude(status=ResultStatus.CANCELLED)
+            .annotate(duration=duration)
+        )
+        le = {f"le_{i}": timedelta(seconds=bound) for i, bound in enumerate(bounds)}
+        rows = ran.values("queue_name").annotate(
+            total=Count("pk"),
+            seconds=Sum("duration"),
+            **{key: Count("pk", filter=Q(duration__lte=bound)) for key, bound in le.items()},
+        )
+        return {
+            row["queue_name"]: (
+                [row[key] for key in le],
+                row["total"],
+                row["seconds"].total_seconds() if row["seconds"] else 0.0,
+            )
+            for row in rows
+        }
+
+    def workers(self, now=None):
+        now = now or timezone.now()
+        rows = Worker.objects.using(self.database).order_by("hostname", "started_at").values()
+        return [WorkerEntry.seen_at(now, self.lease, **row) for row in rows]
+
+    def purge(self, queue_name):
+        return operations.purge(queue_name, using=self.database)
 
     # -- system checks ----------------------------------------------------------
 

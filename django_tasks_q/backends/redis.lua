@@ -1,10 +1,12 @@
-#!lua name=taskq_2
+#!lua name=taskq_3
 --[[
 Every operation of the Redis backend that must be atomic, as one library of
 Redis functions (Redis 7+). ``redis.py`` loads it once and calls each function
 by name; a function runs alone on the server, so no two workers ever see a
 task half-claimed or half-recorded. Bump the version in the library name when
-a function's arguments change, so old and new workers can share a server.
+a function's arguments or what it writes change, or a function is added: the
+library is server-wide, so old and new workers (and web processes) sharing a
+server then each keep their own instead of replacing each other's.
 
 Keys, all under the prefix P (one hash tag, e.g. "{taskq}", so a cluster keeps
 them in one slot):
@@ -24,6 +26,10 @@ them in one slot):
                       with P:worker:<id> hashes that expire after two leases
   P:outbox            list of finished task ids still to be copied to the
                       database (only with record_results_in_database)
+  P:finished:<queue>:<minute>
+                      hash: how many tasks of the queue finished in that
+                      minute (since the epoch), by status, for the dashboard
+                      and metrics; expires after FINISHED_TTL
   P:wake              pub/sub channel: a queue name when tasks become due
   P:abort             pub/sub channel: a worker id when someone asks to abort
                       a task that worker holds (the hash's abort_requested_at)
@@ -42,6 +48,10 @@ local PROMOTE_BATCH = 1000
 local RECOVER_BATCH = 1000
 -- How many tasks past their deadline one expire call records, likewise.
 local EXPIRE_BATCH = 1000
+-- Seconds the per-minute counts of finished tasks are kept: twice the
+-- longest look back (the dashboard's hour).
+local FINISHED_TTL = 7200
+local MINUTE = 60000000  -- in microseconds, as every time here
 
 local function member(priority, run_after, id)
   return string.format('%03d%016d', 100 - tonumber(priority), tonumber(run_after)) .. id
@@ -84,6 +94,26 @@ local function keep_result(P, key, id, ttl, outbox)
   end
 end
 
+-- Count a finished task in ``tally`` (queue:minute -> status -> n); the
+-- function that finished it writes the tally once at its end, so the counts
+-- cost one HINCRBY per queue, minute and status a call, not one per task.
+local function tally_finished(tally, queue, status, at)
+  local key = queue .. ':' .. math.floor(tonumber(at) / MINUTE)
+  local counts = tally[key] or {}
+  counts[status] = (counts[status] or 0) + 1
+  tally[key] = counts
+end
+
+local function write_tally(P, tally)
+  for key, counts in pairs(tally) do
+    local hash = P .. ':finished:' .. key
+    for status, n in pairs(counts) do
+      redis.call('HINCRBY', hash, status, n)
+    end
+    redis.call('EXPIRE', hash, FINISHED_TTL)
+  end
+end
+
 -- Wake idle workers once per queue per call, however many tasks it queued.
 local function wake(P, queues)
   for queue in pairs(queues) do
@@ -94,7 +124,7 @@ end
 -- ARGV: P, task_path, queue, priority, max_attempts, enqueued_at, run_after,
 -- expires_at ("" for none), then (id, args, kwargs) per call. One call for a
 -- whole enqueue_many batch.
-redis.register_function('taskq_2_enqueue', function(keys, args)
+redis.register_function('taskq_3_enqueue', function(keys, args)
   local P, queue, priority, now, run_after = args[1], args[3], args[4], args[6], args[7]
   local expires_at = args[8]
   local due = false
@@ -141,7 +171,7 @@ end
 
 -- ARGV: P, now, lease_until, limit, worker_id, queue names (none: every
 -- queue). Returns (id, HGETALL of its hash) per claimed task, in claim order.
-redis.register_function('taskq_2_claim', function(keys, args)
+redis.register_function('taskq_3_claim', function(keys, args)
   local P, now, lease_until, limit, worker = args[1], args[2], args[3], tonumber(args[4]), args[5]
   local queues = {}
   for i = 6, #args do
@@ -174,7 +204,7 @@ redis.register_function('taskq_2_claim', function(keys, args)
     redis.call('ZREM', ready, m)
     local task = redis.call('HMGET', key, 'status', 'expires_at', 'started_at', 'worker_ids')
     -- A task evicted under memory pressure (see maxmemory-policy) is gone;
-    -- one past its deadline is never started: taskq_2_expire records it.
+    -- one past its deadline is never started: taskq_3_expire records it.
     if task[1] and not (task[2] and tonumber(task[2]) <= tonumber(now)) then
       claimed[#claimed + 1] = id
       claimed[#claimed + 1] = claim_one(P, key, id, now, lease_until, worker, task)
@@ -188,9 +218,9 @@ end)
 -- is finished_at, or for status RETRY the new run_after. Only tasks the
 -- worker still holds are recorded: one whose lease ran out belongs to its
 -- new holder. Returns the ids recorded.
-redis.register_function('taskq_2_record', function(keys, args)
+redis.register_function('taskq_3_record', function(keys, args)
   local P, worker, now, ttl, outbox = args[1], args[2], args[3], args[4], args[5]
-  local recorded = {}
+  local recorded, tally = {}, {}
   for i = 6, #args, 5 do
     local id, status, at = args[i], args[i + 1], args[i + 4]
     local key = P .. ':task:' .. id
@@ -205,16 +235,18 @@ redis.register_function('taskq_2_record', function(keys, args)
         redis.call('HSET', key, 'status', status, 'return_value', args[i + 2],
           'errors', args[i + 3], 'finished_at', at)
         keep_result(P, key, id, ttl, outbox)
+        tally_finished(tally, task[2], status, at)
       end
       recorded[#recorded + 1] = id
     end
   end
+  write_tally(P, tally)
   return recorded
 end)
 
 -- ARGV: P, worker_id, now, then task ids. Undo the claims: the attempts did
 -- not happen, so the tasks go back to the front of their queues as they were.
-redis.register_function('taskq_2_release', function(keys, args)
+redis.register_function('taskq_3_release', function(keys, args)
   local P, worker, now = args[1], args[2], args[3]
   local queues = {}
   for i = 4, #args do
@@ -239,7 +271,7 @@ end)
 -- tasks the worker holds. Renews only those: a claim whose reply was lost
 -- (connection cut mid-call) is unknown to the worker, so it must expire and
 -- be recovered. Returns 0 if the worker's registry entry was gone.
-redis.register_function('taskq_2_heartbeat', function(keys, args)
+redis.register_function('taskq_3_heartbeat', function(keys, args)
   local P, worker, now, lease_until = args[1], args[2], args[3], args[4]
   for i = 6, #args do
     local key = P .. ':task:' .. args[i]
@@ -263,11 +295,11 @@ end)
 -- with WorkerLost; with attempts left the task is ready again, without it
 -- fails. Workers silent since ``forget_before`` leave the registry. Returns
 -- the number of tasks recovered.
-redis.register_function('taskq_2_recover', function(keys, args)
+redis.register_function('taskq_3_recover', function(keys, args)
   local P, now, ttl, outbox = args[1], args[2], args[3], args[4]
   local lost = redis.call('ZRANGEBYSCORE', P .. ':running', '-inf', '(' .. now,
     'LIMIT', 0, RECOVER_BATCH)
-  local queues = {}
+  local queues, tally = {}, {}
   for _, id in ipairs(lost) do
     redis.call('ZREM', P .. ':running', id)
     local key = P .. ':task:' .. id
@@ -287,9 +319,11 @@ redis.register_function('taskq_2_recover', function(keys, args)
       else
         redis.call('HSET', key, 'status', 'FAILED', 'errors', errors, 'finished_at', now)
         keep_result(P, key, id, ttl, outbox)
+        tally_finished(tally, task[5], 'FAILED', now)
       end
     end
   end
+  write_tally(P, tally)
   wake(P, queues)
   local silent = redis.call('ZRANGEBYSCORE', P .. ':workers', '-inf', '(' .. args[5])
   for _, worker in ipairs(silent) do
@@ -304,9 +338,9 @@ end)
 -- queue and are kept as CANCELLED results; running ones get
 -- abort_requested_at, and their worker is told on P:abort. Returns
 -- {cancelled, asked to stop}.
-redis.register_function('taskq_2_cancel', function(keys, args)
+redis.register_function('taskq_3_cancel', function(keys, args)
   local P, now, ttl, outbox, abort = args[1], args[2], args[3], args[4], args[5]
-  local cancelled, stopping = 0, 0
+  local cancelled, stopping, tally = 0, 0, {}
   for i = 6, #args do
     local id = args[i]
     local key = P .. ':task:' .. id
@@ -319,6 +353,7 @@ redis.register_function('taskq_2_cancel', function(keys, args)
       redis.call('ZREM', P .. ':expiring', id)
       redis.call('HSET', key, 'status', 'CANCELLED', 'finished_at', now)
       keep_result(P, key, id, ttl, outbox)
+      tally_finished(tally, task[2], 'CANCELLED', now)
       cancelled = cancelled + 1
     elseif task[1] == 'RUNNING' and abort == '1' then
       redis.call('HSETNX', key, 'abort_requested_at', now)
@@ -326,15 +361,17 @@ redis.register_function('taskq_2_cancel', function(keys, args)
       stopping = stopping + 1
     end
   end
+  write_tally(P, tally)
   return {cancelled, stopping}
 end)
 
 -- ARGV: P, now, result_ttl, outbox. READY tasks past their deadline are not
 -- run: they leave the queue as EXPIRED results. Returns how many, at most
 -- EXPIRE_BATCH: call again while it returns that many.
-redis.register_function('taskq_2_expire', function(keys, args)
+redis.register_function('taskq_3_expire', function(keys, args)
   local P, now, ttl, outbox = args[1], args[2], args[3], args[4]
   local due = redis.call('ZRANGEBYSCORE', P .. ':expiring', '-inf', now, 'LIMIT', 0, EXPIRE_BATCH)
+  local tally = {}
   for _, id in ipairs(due) do
     redis.call('ZREM', P .. ':expiring', id)
     local key = P .. ':task:' .. id
@@ -350,7 +387,90 @@ redis.register_function('taskq_2_expire', function(keys, args)
       }))
       redis.call('HSET', key, 'status', 'EXPIRED', 'errors', errors, 'finished_at', now)
       keep_result(P, key, id, ttl, outbox)
+      tally_finished(tally, task[1], 'EXPIRED', now)
     end
   end
+  write_tally(P, tally)
   return #due
 end)
+
+-- ARGV: P, queue, limit. Deletes up to ``limit`` waiting tasks (ready or
+-- scheduled) of the queue, hashes and all; running ones are in P:running,
+-- not there, and finish as usual. Returns how many it deleted: the caller
+-- calls again until fewer than ``limit``, so no call blocks the server long.
+redis.register_function('taskq_3_purge', function(keys, args)
+  local P, queue, limit = args[1], args[2], tonumber(args[3])
+  local deleted = 0
+  for _, set in ipairs({P .. ':ready:' .. queue, P .. ':scheduled:' .. queue}) do
+    if deleted == limit then
+      break
+    end
+    local members = redis.call('ZRANGE', set, 0, limit - deleted - 1)
+    for _, m in ipairs(members) do
+      redis.call('DEL', P .. ':task:' .. id_of(m))
+      redis.call('ZREM', P .. ':expiring', id_of(m))
+      redis.call('ZREM', set, m)
+    end
+    deleted = deleted + #members
+  end
+  return deleted
+end)
+
+-- The smallest run_after in a ready set: the set is ordered by priority
+-- first, so look at the first member of each priority present, jumping from
+-- one priority to the next (one lookup per priority in use, not per task).
+local function oldest_ready(ready)
+  local oldest = nil
+  local m = redis.call('ZRANGE', ready, 0, 0)[1]
+  while m do
+    local run_after = tonumber(string.sub(m, 4, 19))
+    if not oldest or run_after < oldest then
+      oldest = run_after
+    end
+    local next_priority = string.format('%03d', tonumber(string.sub(m, 1, 3)) + 1)
+    m = redis.call('ZRANGE', ready, '[' .. next_priority, '+', 'BYLEX', 'LIMIT', 0, 1)[1]
+  end
+  return oldest
+end
+
+-- ARGV: P, now, first_minute, minutes, then the configured queues. Reads
+-- only. For each queue configured or ever used: its name; tasks waiting
+-- (ready, or scheduled and due: a claim has not moved them yet), scheduled
+-- (not due) and running (one lookup per running task: as many as the
+-- workers' slots); the run_after of the longest-waiting task, or nil; and a
+-- P:finished hash (flat) for each of ``minutes`` minutes from first_minute.
+redis.register_function{function_name = 'taskq_3_stats', flags = {'no-writes'},
+  callback = function(keys, args)
+  local P, now, first, minutes = args[1], tonumber(args[2]), tonumber(args[3]), tonumber(args[4])
+  local queues = {}
+  for i = 5, #args do
+    queues[args[i]] = true
+  end
+  for _, queue in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
+    queues[queue] = true
+  end
+  local running = {}
+  for _, id in ipairs(redis.call('ZRANGE', P .. ':running', 0, -1)) do
+    local queue = redis.call('HGET', P .. ':task:' .. id, 'queue_name')
+    if queue then
+      running[queue] = (running[queue] or 0) + 1
+    end
+  end
+  local reply = {}
+  for queue in pairs(queues) do
+    local ready, scheduled = P .. ':ready:' .. queue, P .. ':scheduled:' .. queue
+    local due = redis.call('ZCOUNT', scheduled, '-inf', now)
+    local oldest = oldest_ready(ready)
+    local first_scheduled = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')[2]
+    if due > 0 and (not oldest or tonumber(first_scheduled) < oldest) then
+      oldest = tonumber(first_scheduled)
+    end
+    local finished = {}
+    for minute = first, first + minutes - 1 do
+      finished[#finished + 1] = redis.call('HGETALL', P .. ':finished:' .. queue .. ':' .. minute)
+    end
+    reply[#reply + 1] = {queue, redis.call('ZCARD', ready) + due,
+      redis.call('ZCARD', scheduled) - due, running[queue] or 0, oldest or false, finished}
+  end
+  return reply
+end}

@@ -29,16 +29,18 @@ except ImportError:  # reported by check()
     redis = None
 
 from ..ids import uuid7
-from ..models import TaskResult
+from ..models import ResultStatus, TaskResult
+from ..stats import FAILED, QueueStats, WorkerEntry, last_minutes
 from ..task import Call
 from .base import ClaimedTask, Outcome, QueueBackend
 
 SCRIPT = (Path(__file__).parent / "redis.lua").read_text()
-# "#!lua name=taskq_2": its functions are called "taskq_2_<name>".
+# "#!lua name=taskq_3": its functions are called "taskq_3_<name>".
 LIBRARY = SCRIPT.split("name=", 1)[1].split(None, 1)[0]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ENQUEUE_BATCH = 1000  # calls per function call: bounds how long one blocks the server
 OUTBOX_BATCH = 500  # results copied to the database per statement
+PURGE_BATCH = 1000  # waiting tasks deleted per function call, for the same reason
 EXPIRE_BATCH = 1000  # redis.lua's: tasks one expire call records at most
 
 
@@ -49,6 +51,11 @@ def _us(value: datetime) -> int:
 
 def _datetime(value: str | None) -> datetime | None:
     return EPOCH + timedelta(microseconds=int(value)) if value else None
+
+
+def _minute(value: datetime) -> int:
+    """The minute ``value`` falls in, as the scripts number them: since the epoch."""
+    return _us(value) // 60_000_000
 
 
 def _hash(flat: list[str]) -> dict[str, str]:
@@ -369,6 +376,77 @@ class RedisBackend(QueueBackend):
         return RedisListener(
             self.client, self.key("wake"), queues, wake, self.key("abort"), worker_id, on_abort
         ).start()
+
+    # -- how the queue is doing ----------------------------------------------------
+
+    def queue_stats(self, queues=(), *, now=None, buckets=60):
+        now = now or timezone.now()
+        # An hour of counts for failed_last_hour, and the bars asked for.
+        minutes = last_minutes(now, max(buckets, 60))
+        reply = self._call("stats", _us(now), _minute(minutes[0]), len(minutes), *queues)
+        found = []
+        for name, waiting, scheduled, running, oldest, finished in reply:
+            counts = [_hash(flat) for flat in finished]
+            ok = [int(c.get(ResultStatus.SUCCESSFUL, 0)) for c in counts]
+            failed = [sum(int(c.get(status, 0)) for status in FAILED) for c in counts]
+            stats = QueueStats(name, waiting=waiting, scheduled=scheduled, running=running)
+            stats.waited_since(_datetime(oldest), now)
+            stats.failed_last_hour = sum(failed[-60:])
+            stats.throughput = list(zip(minutes, ok, failed, strict=True))[-buckets:]
+            stats.finished_last_hour = sum(n + f for _, n, f in stats.throughput)
+            # Every queue ever used is known here: show the quiet ones only if configured.
+            if name in queues or waiting or scheduled or running or any(ok) or any(failed):
+                found.append(stats)
+        return sorted(found, key=lambda stats: stats.queue)
+
+    def finished_counts(self, since, now):
+        # Counted per minute: the window starts at the start of since's minute.
+        keys = [
+            (queue, self.key("finished", queue, str(minute)))
+            for queue in self.client.smembers(self.key("queues"))
+            for minute in range(_minute(since), _minute(now) + 1)
+        ]
+        pipeline = self.client.pipeline(transaction=False)
+        for _, key in keys:
+            pipeline.hgetall(key)
+        counts = {}
+        for (queue, _), by_status in zip(keys, pipeline.execute(), strict=True):
+            for status, n in by_status.items():
+                counts[queue, status] = counts.get((queue, status), 0) + int(n)
+        return counts
+
+    def workers(self, now=None):
+        now = now or timezone.now()
+        ids = self.client.zrange(self.key("workers"), 0, -1)
+        pipeline = self.client.pipeline(transaction=False)
+        for worker_id in ids:
+            pipeline.hgetall(self.key("worker", worker_id))
+        entries = [
+            WorkerEntry.seen_at(
+                now,
+                self.lease,
+                id=worker_id,
+                hostname=fields["hostname"],
+                pid=int(fields["pid"]),
+                backend=fields["backend"],
+                queues=json.loads(fields["queues"]),
+                concurrency=int(fields["concurrency"]),
+                pool=fields["pool"],
+                started_at=_datetime(fields["started_at"]),
+                last_heartbeat_at=_datetime(fields["last_heartbeat_at"]),
+            )
+            for worker_id, fields in zip(ids, pipeline.execute(), strict=True)
+            if fields  # expired: silent for two leases, about to leave the registry
+        ]
+        return sorted(entries, key=lambda entry: (entry.hostname, entry.started_at))
+
+    def purge(self, queue_name):
+        purged = 0
+        while True:
+            deleted = self._call("purge", queue_name, PURGE_BATCH)
+            purged += deleted
+            if deleted < PURGE_BATCH:
+                return purged
 
     # -- the database copy of results -------------------------------------------
 

@@ -1,7 +1,9 @@
 """``manage.py taskq``: look at the queue and act on it from a shell.
 
-Thin: it parses arguments and calls ``stats`` and ``operations``, the same
-code the admin uses. Tables for people, ``--json`` for scripts.
+Thin: it parses arguments and calls the backend's figures and ``operations``,
+the same code the admin uses. Tables for people, ``--json`` for scripts.
+``status``, ``workers`` and ``purge`` work on any backend; the others act on
+the database backend's tables.
 """
 
 import json
@@ -14,10 +16,13 @@ from django.tasks.exceptions import InvalidTaskBackend
 from django.utils import timezone
 
 from django_tasks_q import operations, stats
+from django_tasks_q.backends.base import QueueBackend
 from django_tasks_q.backends.database import DatabaseBackend
 from django_tasks_q.models import ResultStatus, Schedule, Task, TaskResult, TaskStatus
 
 QUEUE_STATES = ("waiting", "scheduled", "running")
+# Subcommands every backend answers; the rest work on TaskResult and Task rows.
+ANY_BACKEND = ("status", "workers", "purge")
 RESULT_STATES = tuple(status.lower() for status in ResultStatus.values)
 
 
@@ -135,15 +140,25 @@ class Command(BaseCommand):
             self.using = operations.queue_database(backend)
         except InvalidTaskBackend as error:
             raise CommandError(error) from None
-        if not isinstance(task_backends[backend], DatabaseBackend):
+        self.queue_backend = task_backends[backend]
+        if not isinstance(self.queue_backend, QueueBackend):
+            raise CommandError(
+                f"TASKS[{backend!r}] is {type(self.queue_backend).__name__}, "
+                "not a django-tasks-q backend: it has no queue to show."
+            )
+        if subcommand not in ANY_BACKEND and not isinstance(self.queue_backend, DatabaseBackend):
             # Its queue is not in these tables: don't report or change stale rows.
             raise CommandError(
-                f"taskq works on the database backend's tables; TASKS[{backend!r}] is "
-                f"{type(task_backends[backend]).__name__}."
+                f"taskq {subcommand} works on the database backend's tables; "
+                f"TASKS[{backend!r}] is {type(self.queue_backend).__name__} "
+                f"(taskq {', '.join(ANY_BACKEND)} work with it)."
             )
         self.backend = backend
         self.as_json = options["json"]
-        getattr(self, f"do_{subcommand}")(**options)
+        try:
+            getattr(self, f"do_{subcommand}")(**options)
+        except self.queue_backend.transient_errors as error:
+            raise CommandError(f"TASKS[{backend!r}]: {type(error).__name__}: {error}") from None
 
     def emit(self, data, headers=None, rows=None, summary=None):
         if self.as_json:
@@ -157,7 +172,7 @@ class Command(BaseCommand):
     # -- looking ------------------------------------------------------------------
 
     def do_status(self, **options):
-        queues = stats.queue_stats(self.using, queues=stats.configured_queues(self.backend))
+        queues = self.queue_backend.queue_stats(stats.configured_queues(self.backend))
         rows = [
             [
                 q.queue,
@@ -205,7 +220,7 @@ class Command(BaseCommand):
         self.emit(found, headers, [list(row.values()) for row in found])
 
     def do_workers(self, *, all, **options):
-        found = stats.workers(self.using, timeout=stats.heartbeat_timeout(self.backend))
+        found = self.queue_backend.workers()
         if not all:
             found = [w for w in found if w.live]
         self.emit(
@@ -282,7 +297,7 @@ class Command(BaseCommand):
             answer = input(f"Delete every waiting task in queue {queue!r}? Type 'yes': ")
             if answer != "yes":
                 raise CommandError("Purge cancelled.")
-        count = operations.purge(queue, using=self.using)
+        count = self.queue_backend.purge(queue)
         self.emit(
             {"purged": count, "queue": queue},
             summary=f"Deleted {count} waiting task(s) from queue {queue!r}.",
