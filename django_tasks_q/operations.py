@@ -111,7 +111,8 @@ def _move(cursor, *, source, target, columns, select, select_params, where, para
 
 
 def cancel(tasks, *, batch_size=BATCH_SIZE) -> int:
-    """Move the waiting tasks among ``tasks`` to the history as CANCELLED.
+    """Move the waiting tasks among ``tasks`` to the history as CANCELLED:
+    ready, scheduled, or waiting for other tasks (``after()``).
 
     Running tasks are left alone. Returns how many were cancelled.
     """
@@ -125,11 +126,12 @@ def cancel(tasks, *, batch_size=BATCH_SIZE) -> int:
             columns=RESULT_COLUMNS,
             select=CANCEL_SELECT,
             select_params=[cursor.db.ops.adapt_datetimefield_value(now)],
-            where=f"status = 'READY' AND id IN ({selection})",
+            where=f"status IN ('READY', 'WAITING') AND id IN ({selection})",
             params=params,
         )
 
-    return _in_batches(tasks.filter(status=TaskStatus.READY), batch_size, run)
+    waiting = tasks.filter(status__in=[TaskStatus.READY, TaskStatus.WAITING])
+    return _in_batches(waiting, batch_size, run)
 
 
 def abort(tasks) -> tuple[int, int]:

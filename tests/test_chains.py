@@ -139,6 +139,19 @@ def test_children_of_a_task_cancelled_by_an_operator_are_resolved_by_the_sweep(
     assert result_of(queue_db, fallback).return_value == {"args": [parent.id], "kwargs": {}}
 
 
+def test_a_cancelled_child_never_runs_and_its_dependencies_are_cleared(queue_db, run_worker):
+    parent = on(queue_db, tasks.add).enqueue(2, 2)
+    child = on(queue_db, tasks.double).after(parent).enqueue()
+
+    assert result_of(queue_db, child).cancel()
+    run_worker(queue_db)  # runs the parent; its heartbeat sweeps the leftovers
+
+    assert result_of(queue_db, parent).return_value == 4
+    assert stored(queue_db, child).status == "CANCELLED"
+    assert stored(queue_db, child).attempts == 0
+    assert not TaskDependency.objects.using(queue_db.database).exists()
+
+
 def test_a_child_whose_link_never_ran_is_resolved_by_the_sweep(queue_db, run_worker, monkeypatch):
     parent = on(queue_db, tasks.add).enqueue(3, 3)
     # As if the enqueuing process died between its commit and the link.
