@@ -78,7 +78,10 @@ def _in_batches(queryset, batch_size, run) -> int:
     total = 0
     while True:
         with transaction.atomic(using=queryset.db):
-            sql, params = _selection(queryset, batch_size)
+            try:  # in the transaction: SELECT ... FOR UPDATE needs one
+                sql, params = _selection(queryset, batch_size)
+            except EmptyResultSet:  # e.g. pk__in=[]: Django knows nothing can match
+                return total
             with connections[queryset.db].cursor() as cursor:
                 done = run(cursor, sql, params)
         total += done

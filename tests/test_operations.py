@@ -48,6 +48,16 @@ def test_cancel_moves_waiting_tasks_to_the_history_and_leaves_running_ones(queue
         assert task_backends[queue_db.alias].get_result(result.id).status == "FAILED"
 
 
+def test_operations_on_an_empty_selection_do_nothing(queue_db):
+    enqueue(queue_db, tasks.add, 1, 2)
+    nothing = queue(queue_db).filter(pk__in=[])
+
+    assert operations.cancel(nothing) == 0
+    assert operations.delete_waiting(nothing) == 0
+    assert operations.retry(history(queue_db).filter(pk__in=[])) == 0
+    assert queue(queue_db).count() == 1
+
+
 def test_cancel_works_in_batches(queue_db):
     tasks.add.using(backend=queue_db.alias).enqueue_many([(n, n) for n in range(7)])
     assert operations.cancel(queue(queue_db), batch_size=3) == 7
