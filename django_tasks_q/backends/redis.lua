@@ -84,6 +84,15 @@ local function queue_task(P, queue, priority, run_after, id, now, expires_at)
   return false
 end
 
+-- Take a READY task out of the places queue_task put it, so that neither
+-- the claim nor the expiry sweep finds it again.
+local function unqueue_task(P, queue, priority, run_after, id)
+  local m = member(priority, run_after, id)
+  redis.call('ZREM', P .. ':ready:' .. queue, m)
+  redis.call('ZREM', P .. ':scheduled:' .. queue, m)
+  redis.call('ZREM', P .. ':expiring', id)
+end
+
 -- A finished task: keep it as a result for ``ttl`` seconds, and queue it for
 -- the database copy when asked to.
 local function keep_result(P, key, id, ttl, outbox)
@@ -347,10 +356,7 @@ redis.register_function('taskq_3_cancel', function(keys, args)
     local task = redis.call('HMGET', key, 'status', 'queue_name', 'priority', 'run_after',
       'worker_id')
     if task[1] == 'READY' then
-      local m = member(task[3], task[4], id)
-      redis.call('ZREM', P .. ':ready:' .. task[2], m)
-      redis.call('ZREM', P .. ':scheduled:' .. task[2], m)
-      redis.call('ZREM', P .. ':expiring', id)
+      unqueue_task(P, task[2], task[3], task[4], id)
       redis.call('HSET', key, 'status', 'CANCELLED', 'finished_at', now)
       keep_result(P, key, id, ttl, outbox)
       tally_finished(tally, task[2], 'CANCELLED', now)
@@ -378,9 +384,7 @@ redis.register_function('taskq_3_expire', function(keys, args)
     local task = redis.call('HMGET', key, 'queue_name', 'priority', 'run_after', 'errors',
       'status')
     if task[5] == 'READY' then
-      local m = member(task[2], task[3], id)
-      redis.call('ZREM', P .. ':ready:' .. task[1], m)
-      redis.call('ZREM', P .. ':scheduled:' .. task[1], m)
+      unqueue_task(P, task[1], task[2], task[3], id)
       local errors = json_append(task[4], cjson.encode({
         exception_class_path = 'django_tasks_q.exceptions.TaskExpired',
         traceback = 'django_tasks_q.exceptions.TaskExpired: not started by its deadline\n',
