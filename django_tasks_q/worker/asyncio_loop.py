@@ -20,7 +20,13 @@ class AsyncioLoop:
         # Tasks claimed ahead wait here, as they would in a pool's queue.
         self._slots = asyncio.Semaphore(size)
         self._running: dict[Job, asyncio.Task] = {}  # touched on the loop's thread only
-        threading.Thread(target=self._loop.run_forever, name="taskq-asyncio", daemon=True).start()
+        threading.Thread(target=self._serve, name="taskq-asyncio", daemon=True).start()
+
+    def _serve(self) -> None:
+        try:
+            self._loop.run_forever()
+        finally:  # stopped by shutdown(): release its selector and sockets
+            self._loop.close()
 
     def submit(self, job: Job) -> None:
         asyncio.run_coroutine_threadsafe(self._run(job), self._loop)

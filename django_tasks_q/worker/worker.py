@@ -50,6 +50,42 @@ PRUNE_INTERVAL = 60.0  # seconds between a worker's deletions of expired results
 SCHEDULE_INTERVAL = 1.0  # seconds between a worker's looks for due periodic tasks, at most
 
 
+class Wakeup:
+    """What the loop sleeps on, and what wakes it: a finished task, a
+    notification, a signal.
+
+    Like ``threading.Event``, but safe to set from a signal handler. A
+    handler runs in the main thread between two bytecodes, possibly while
+    that thread is inside ``Event.wait()`` holding the event's lock, and
+    ``Event.set()`` would then wait for that lock forever (a second Ctrl-C
+    hung the worker). ``SimpleQueue`` is reentrant: its ``put()`` cannot
+    deadlock with a ``get()`` it interrupts.
+    """
+
+    def __init__(self):
+        self._tokens: queue.SimpleQueue[None] = queue.SimpleQueue()
+
+    def set(self) -> None:
+        self._tokens.put(None)
+
+    def clear(self) -> None:
+        while not self._tokens.empty():
+            try:
+                self._tokens.get_nowait()
+            except queue.Empty:
+                return
+
+    def wait(self, timeout: float) -> bool:
+        """Until set (since the last ``clear()``) or ``timeout`` seconds;
+        True if set."""
+        try:
+            self._tokens.get(timeout=timeout)
+        except queue.Empty:
+            return False
+        self._tokens.put(None)  # stays set until cleared, as an Event does
+        return True
+
+
 def default_worker_id() -> str:
     return f"{socket.gethostname()[:40]}-{os.getpid()}-{get_random_string(6)}"
 
@@ -85,7 +121,7 @@ class Worker:
         self.schedules = schedules and not burst
         self._scheduler: Scheduler | None = None
 
-        self._wake = threading.Event()
+        self._wake = Wakeup()
         self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self._in_flight: dict[str, Job] = {}  # claimed: running or waiting for a slot
         self._pending: list[Outcome] = []  # outcomes not yet recorded
