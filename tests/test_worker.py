@@ -1,4 +1,4 @@
-"""The worker, as real ``runtaskworker`` processes against real databases."""
+"""The worker, mostly as real ``runtaskworker`` processes against real databases."""
 
 import signal
 from datetime import timedelta
@@ -9,6 +9,8 @@ from django.db import transaction
 from django.db.models import Count
 from django.tasks import TaskResultStatus, task_backends
 from django.utils import timezone
+
+from django_tasks_q.worker.worker import Worker
 
 from . import tasks
 from .conftest import wait_until
@@ -91,6 +93,23 @@ def test_priority_then_run_after_then_enqueue_order(queue_db, run_worker):
     # Not yet due: still waiting, never run.
     [waiting] = queue_db.queued()
     assert waiting["args"] == [db, "future"]
+
+
+@pytest.mark.parametrize("serving", ["named queues", "every queue"])
+def test_priority_order_holds_across_queues(queue_db, run_worker, serving):
+    db = queue_db.database
+    enqueue(queue_db, tasks.record.using(queue_name="other"), db, "other-0")
+    enqueue(queue_db, tasks.record.using(queue_name="emails", priority=5), db, "emails-5")
+    enqueue(queue_db, tasks.record.using(priority=10), db, "default-10")
+    enqueue(queue_db, tasks.record.using(queue_name="emails", priority=-1), db, "emails-minus-1")
+    enqueue(queue_db, tasks.record, db, "default-0")
+    if serving == "named queues":  # the backend's QUEUES: default, emails, other
+        run_worker(queue_db, "--concurrency", "1")
+    else:
+        Worker(task_backends[queue_db.alias], queues=None, burst=True, concurrency=1).run()
+
+    order = list(executions(queue_db).values_list("label", flat=True))
+    assert order == ["default-10", "emails-5", "other-0", "default-0", "emails-minus-1"]
 
 
 def test_only_the_named_queues_are_served(queue_db, run_worker):

@@ -246,8 +246,10 @@ class Worker:
                     continue
                 for task in claimed:
                     self._start(task)
-                if claimed:
-                    continue
+                if claimed and len(claimed) == limit:
+                    continue  # there may be more: claim again at once
+                # Fewer than asked for: the queue is empty for now, and a
+                # notification or a finished task wakes the loop.
             if not self._in_flight and not self._pending:
                 if self.burst or self._limit_reached():
                     return
