@@ -16,11 +16,12 @@ import logging
 import threading
 from collections.abc import Callable
 
+from ..backoff import Backoff
+
 logger = logging.getLogger("django_tasks_q.worker")
 
 CHANNEL = "django_tasks_q"
 ABORT_CHANNEL = "django_tasks_q_abort"
-MAX_BACKOFF = 30.0
 
 
 def notify(cursor, queues) -> None:
@@ -60,14 +61,14 @@ class PostgresListener:
     def _run(self) -> None:
         import psycopg  # here: PostgreSQL is an optional extra
 
-        backoff = 0.0
+        backoff = Backoff()
         while not self._stopped.is_set():
             try:
                 with psycopg.connect(**self._params) as connection:
                     connection.execute(f"LISTEN {CHANNEL}")
                     if self._on_abort:
                         connection.execute(f"LISTEN {ABORT_CHANNEL}")
-                    backoff = 0.0
+                    backoff.reset()
                     # Anything committed while we were not listening: look now.
                     self._wake()
                     if self._on_abort:
@@ -76,9 +77,9 @@ class PostgresListener:
                         for notification in connection.notifies(timeout=1.0):
                             self._dispatch(notification.channel, notification.payload)
             except psycopg.Error as error:
-                backoff = min(max(backoff * 2, 0.5), MAX_BACKOFF)
-                logger.warning("LISTEN connection failed (%s); retrying in %.1f s", error, backoff)
-                self._stopped.wait(backoff)
+                wait = backoff.next()
+                logger.warning("LISTEN connection failed (%s); retrying in %.1f s", error, wait)
+                self._stopped.wait(wait)
 
     def _dispatch(self, channel: str, payload: str) -> None:
         if channel == ABORT_CHANNEL:

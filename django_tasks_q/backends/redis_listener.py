@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 import redis
 
-logger = logging.getLogger("django_tasks_q.worker")
+from ..backoff import Backoff
 
-MAX_BACKOFF = 30.0
+logger = logging.getLogger("django_tasks_q.worker")
 
 
 class RedisListener:
@@ -53,12 +53,12 @@ class RedisListener:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        backoff = 0.0
+        backoff = Backoff()
         while not self._stopped.is_set():
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.subscribe(*filter(None, (self._channel, self._abort_channel)))
-                backoff = 0.0
+                backoff.reset()
                 # Anything published while we were not subscribed: look now.
                 self._wake()
                 if self._abort:
@@ -73,8 +73,8 @@ class RedisListener:
                     elif self._queues is None or message["data"] in self._queues:
                         self._wake()
             except (redis.ConnectionError, redis.TimeoutError) as error:
-                backoff = min(max(backoff * 2, 0.5), MAX_BACKOFF)
-                logger.warning("Redis subscription failed (%s); retrying in %.1f s", error, backoff)
-                self._stopped.wait(backoff)
+                wait = backoff.next()
+                logger.warning("Redis subscription failed (%s); retrying in %.1f s", error, wait)
+                self._stopped.wait(wait)
             finally:
                 pubsub.close()

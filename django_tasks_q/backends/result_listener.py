@@ -28,13 +28,13 @@ import threading
 import time
 from collections import defaultdict
 
+from ..backoff import Backoff
 from .base import deadline_after, time_left
 
 logger = logging.getLogger("django_tasks_q")
 
 CHANNEL = "django_tasks_q_finished"
 IDS_PER_NOTIFICATION = 200  # 37 bytes each: well under NOTIFY's 8000-byte payload limit
-MAX_BACKOFF = 30.0
 
 MARK = """
     UPDATE django_tasks_q_task SET has_dependents = true
@@ -148,12 +148,12 @@ class ResultListener:
     def _listen(self) -> None:
         import psycopg  # here: PostgreSQL is an optional extra
 
-        backoff = 0.0
+        backoff = Backoff()
         while True:
             try:
                 with psycopg.connect(**self._params) as connection:
                     connection.execute(f"LISTEN {CHANNEL}")
-                    backoff = 0.0
+                    backoff.reset()
                     with self._lock:  # anything that ended while we were not listening
                         self._to_look_up.update(self._waiters)
                     while self._serve(connection):
@@ -168,9 +168,9 @@ class ResultListener:
                 with self._lock:
                     if self._stop_if_idle():
                         return
-                backoff = min(max(backoff * 2, 0.5), MAX_BACKOFF)
-                logger.warning("wait(): LISTEN failed (%s); retrying in %.1f s", error, backoff)
-                time.sleep(backoff)
+                wait = backoff.next()
+                logger.warning("wait(): LISTEN failed (%s); retrying in %.1f s", error, wait)
+                time.sleep(wait)
 
     def _serve(self, connection) -> bool:
         """Mark and look up new tasks, pass on notifications; False once no one waits."""

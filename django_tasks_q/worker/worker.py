@@ -29,6 +29,7 @@ from django.utils import timezone
 from django.utils.crypto import get_random_string
 
 from ..backends.base import ClaimedTask, Outcome
+from ..backoff import Backoff
 from ..exceptions import TaskNotRegistered, WorkerStartupError
 from ..hooks import run_worker_start_hooks
 from ..registry import autodiscover, resolve
@@ -41,7 +42,6 @@ from .threads import ThreadPool
 
 logger = logging.getLogger("django_tasks_q.worker")
 
-MAX_BACKOFF = 30.0  # seconds between attempts to reach an unavailable store
 FLUSH_INTERVAL = 0.005  # seconds an outcome may wait to be recorded with others
 FLUSH_BATCH = 500  # outcomes recorded at once at most
 PREFETCH_SECONDS = 0.05  # work claimed ahead per slot, by recent task durations
@@ -130,7 +130,7 @@ class Worker:
         self._claimed_total = 0
         self._stop_at: float | None = None  # set by the first signal
         self._stop_now = False  # set by the second
-        self._backoff = 0.0
+        self._backoff = Backoff()  # while the store is unavailable
         # Renew leases four times per lease: one late beat is not a lost task.
         self._heartbeat_interval = backend.lease.total_seconds() / 4
         self._next_heartbeat = 0.0
@@ -242,7 +242,7 @@ class Worker:
             if limit or self._flush_due():
                 claimed = self._exchange(limit)
                 if claimed is None:  # the store is unavailable
-                    self._sleep(self._next_backoff())
+                    self._sleep(self._backoff.next())
                     continue
                 for task in claimed:
                     self._start(task)
@@ -275,7 +275,7 @@ class Worker:
                     len(self._pending),
                 )
                 return True
-            self._sleep(self._next_backoff())
+            self._sleep(self._backoff.next())
             return False
         if not self._in_flight:
             return True
@@ -408,7 +408,7 @@ class Worker:
             logger.exception("Could not reach the queue; will retry")
             close_old_connections()
             return None
-        self._backoff = 0.0
+        self._backoff.reset()
         self._pending = self._pending[len(outcomes) :]
         self._pending_since = time.monotonic()
         self._report(outcomes, recorded)
@@ -552,10 +552,6 @@ class Worker:
             del self._in_flight[key]
         logger.info("Handed back %d unfinished task(s)", len(ids))
         return True
-
-    def _next_backoff(self) -> float:
-        self._backoff = min(max(self._backoff * 2, 0.5), MAX_BACKOFF)
-        return self._backoff
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
