@@ -78,6 +78,8 @@ def task_state(task, now=None):
     """What a queue row is doing, in an operator's words."""
     if task.status == TaskStatus.RUNNING:
         return _("Aborting") if task.abort_requested_at else _("Running")
+    if task.status == TaskStatus.WAITING:
+        return _("Waiting for other tasks")
     if task.run_after > (now or timezone.now()):
         return _("Retry scheduled") if task.attempts else _("Scheduled")
     return _("Waiting")
@@ -158,6 +160,7 @@ class StateFilter(admin.SimpleListFilter):
             ("scheduled", _("Scheduled")),
             ("retrying", _("Retry scheduled")),
             ("running", _("Running")),
+            ("blocked", _("Waiting for other tasks")),
         ]
 
     def queryset(self, request, queryset):
@@ -168,6 +171,7 @@ class StateFilter(admin.SimpleListFilter):
             "scheduled": lambda: queryset.filter(ready, run_after__gt=now),
             "retrying": lambda: queryset.filter(ready, run_after__gt=now, attempts__gt=0),
             "running": lambda: queryset.filter(status=TaskStatus.RUNNING),
+            "blocked": lambda: queryset.filter(status=TaskStatus.WAITING),
         }.get(self.value(), lambda: queryset)()
 
 

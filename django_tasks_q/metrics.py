@@ -57,7 +57,7 @@ class QueueCollector:
             ),
             "tasks": GaugeMetricFamily(
                 "taskq_tasks",
-                "Tasks in the queue, by queue and state (waiting, scheduled, running).",
+                "Tasks in the queue, by queue and state (waiting, scheduled, running, blocked).",
                 labels=["backend", "queue", "state"],
             ),
             "oldest": GaugeMetricFamily(
@@ -117,7 +117,7 @@ class QueueCollector:
         before any is added, so a store failing halfway adds none."""
         samples = []
         for queue in backend.queue_stats(stats.configured_queues(alias), now=now, buckets=1):
-            for state in ("waiting", "scheduled", "running"):
+            for state in ("waiting", "scheduled", "running", "blocked"):
                 samples.append(("tasks", [queue.queue, state], getattr(queue, state)))
             samples.append(("oldest", [queue.queue], queue.oldest_waiting_seconds or 0))
 

@@ -25,6 +25,7 @@ class QueueStats:
     waiting: int = 0  # ready to run now
     scheduled: int = 0  # ready, but run_after is ahead
     running: int = 0
+    blocked: int = 0  # waiting for other tasks to finish (after())
     failed_last_hour: int = 0
     finished_last_hour: int = 0  # the sum of the throughput bars
     oldest_waiting_since: datetime | None = None  # run_after of the longest-waiting task

@@ -89,15 +89,18 @@ def test_queue_list_and_state_filter(admin_queue, superuser):
     running = make_task(admin_queue, status=TaskStatus.RUNNING)
     waiting = make_task(admin_queue)
     scheduled = make_task(admin_queue, run_in=timedelta(hours=1))
+    blocked = make_task(admin_queue, status=TaskStatus.WAITING)  # for other tasks
 
     def listed(query):
         return set(superuser.get(TASKS_URL + query).context["cl"].result_list)
 
     page = superuser.get(TASKS_URL).content.decode()
     assert "Running" in page and "Scheduled" in page and "test-worker" in page
+    assert "Waiting for other tasks" in page
     assert listed("?state=running") == {running}
     assert listed("?state=waiting") == {waiting}
     assert listed("?state=scheduled") == {scheduled}
+    assert listed("?state=blocked") == {blocked}
 
 
 def test_result_detail_is_readable_and_read_only(admin_queue, superuser):
@@ -341,6 +344,7 @@ def test_dashboard_counts_per_queue(admin_queue, superuser):
     make_task(admin_queue, run_in=timedelta(minutes=5))
     make_task(admin_queue, status=TaskStatus.RUNNING)
     make_task(admin_queue, queue_name="emails", status=TaskStatus.RUNNING)
+    make_task(admin_queue, queue_name="emails", status=TaskStatus.WAITING)  # for other tasks
     make_result(admin_queue)  # failed a second ago
     make_result(admin_queue, ResultStatus.EXPIRED, finished_ago=timedelta(minutes=30))
     make_result(admin_queue, finished_ago=timedelta(hours=2))  # too long ago
@@ -358,6 +362,7 @@ def test_dashboard_counts_per_queue(admin_queue, superuser):
     assert default.failed_last_hour == 2 and default.finished_last_hour == 2
     assert default.oldest_waiting_seconds >= 5
     assert (emails.waiting, emails.running, emails.failed_last_hour) == (0, 1, 0)
+    assert (emails.blocked, default.blocked) == (1, 0)
     assert emails.finished_last_hour == 3
     assert [bar[1:] for bar in emails.throughput if bar[1] or bar[2]] == [(3, 0)]
     assert len(emails.throughput) == 60
@@ -365,6 +370,7 @@ def test_dashboard_counts_per_queue(admin_queue, superuser):
 
     page = response.content.decode()
     assert "live-worker" in page and "gone-worker" not in page
+    assert "?queue_name=emails&amp;state=blocked" in page
     assert "1 worker has not sent a heartbeat lately." in page
     assert "<svg" in page and "<script" not in page.split('id="content"')[1]
     assert 'class="ok"' in page and "3 ok, 0 failed" in page

@@ -36,6 +36,7 @@ def history(backend):
 def test_list_the_queue_and_the_history(queue_db):
     waiting = make_task(queue_db)
     make_task(queue_db, queue_name="emails", status=TaskStatus.RUNNING)
+    blocked = make_task(queue_db, queue_name="other", status=TaskStatus.WAITING)
     failed = make_result(queue_db, task_path="tests.tasks.echo")
     make_result(queue_db, ResultStatus.SUCCESSFUL)
 
@@ -46,6 +47,9 @@ def test_list_the_queue_and_the_history(queue_db):
     rows = taskq(queue_db, "list", "--queue", "default", as_json=True)
     assert [r["id"] for r in rows] == [str(waiting.pk)] and rows[0]["status"] == "WAITING"
     assert taskq(queue_db, "list", "--status", "running", as_json=True)[0]["queue_name"] == "emails"
+    # Waiting for other tasks (after()), not for a worker.
+    rows = taskq(queue_db, "list", "--status", "blocked", as_json=True)
+    assert [(r["id"], r["status"]) for r in rows] == [(str(blocked.pk), "BLOCKED")]
 
     rows = taskq(queue_db, "list", "--status", "failed", as_json=True)
     assert [(r["id"], r["status"]) for r in rows] == [(str(failed.pk), "FAILED")]

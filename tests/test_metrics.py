@@ -34,6 +34,7 @@ def test_counts_durations_and_workers(queue_db):
     make_task(queue_db)
     make_task(queue_db, run_in=timedelta(hours=1))
     make_task(queue_db, queue_name="emails", status=TaskStatus.RUNNING)
+    make_task(queue_db, queue_name="other", status=TaskStatus.WAITING)  # for other tasks
     for ran_for in (0.003, 0.2, 0.2, 7):
         make_result(queue_db, ResultStatus.SUCCESSFUL, ran_for=timedelta(seconds=ran_for))
     make_result(queue_db, ran_for=timedelta(seconds=1))
@@ -52,6 +53,8 @@ def test_counts_durations_and_workers(queue_db):
     assert value("taskq_tasks", queue="default", state="scheduled") == 1
     assert value("taskq_tasks", queue="emails", state="running") == 1
     assert value("taskq_tasks", queue="other", state="waiting") == 0
+    assert value("taskq_tasks", queue="other", state="blocked") == 1
+    assert value("taskq_tasks", queue="default", state="blocked") == 0
     assert value("taskq_oldest_waiting_seconds", queue="default") >= 5
     assert value("taskq_finished_tasks", queue="default", status="SUCCESSFUL") == 4
     assert value("taskq_finished_tasks", queue="default", status="FAILED") == 1

@@ -172,12 +172,13 @@ def test_taskq_status_and_workers(queue_db):
     call_command("taskq", "--backend", queue_db.alias, "status", stdout=out)
     lines = out.getvalue().splitlines()
     assert lines[0].split() == [
-        "QUEUE", "WAITING", "SCHEDULED", "RUNNING", "FAILED", "1H", "OLDEST", "DONE", "1H"
+        "QUEUE", "WAITING", "SCHEDULED", "RUNNING", "BLOCKED",
+        "FAILED", "1H", "OLDEST", "DONE", "1H",
     ]  # fmt: skip
     rows = {line.split()[0]: line.split() for line in lines[2:]}
-    assert rows["default"][1:4] == ["2", "1", "0"] and rows["default"][5].endswith(("s", "m"))
-    assert rows["emails"][1:7] == ["0", "0", "1", "1", "-", "2"]
-    assert rows["other"][1:7] == ["0", "0", "0", "0", "-", "0"]
+    assert rows["default"][1:5] == ["2", "1", "0", "0"] and rows["default"][6].endswith(("s", "m"))
+    assert rows["emails"][1:8] == ["0", "0", "1", "0", "1", "-", "2"]
+    assert rows["other"][1:8] == ["0", "0", "0", "0", "0", "-", "0"]
 
     assert [(w["id"], w["live"]) for w in taskq(queue_db.alias, "workers")] == [("w-1", True)]
     every = taskq(queue_db.alias, "workers", "--all")

@@ -366,14 +366,16 @@ class DatabaseBackend(QueueBackend):
                 waiting=Count("pk", filter=due),
                 scheduled=Count("pk", filter=Q(status=TaskStatus.READY, run_after__gt=now)),
                 running=Count("pk", filter=Q(status=TaskStatus.RUNNING)),
+                blocked=Count("pk", filter=Q(status=TaskStatus.WAITING)),
                 oldest=Min("run_after", filter=due),
             )
         ):
             found = queue(row["queue_name"])
-            found.waiting, found.scheduled, found.running = (
+            found.waiting, found.scheduled, found.running, found.blocked = (
                 row["waiting"],
                 row["scheduled"],
                 row["running"],
+                row["blocked"],
             )
             found.waited_since(row["oldest"], now)
 

@@ -20,7 +20,7 @@ from django_tasks_q.backends.base import QueueBackend
 from django_tasks_q.backends.database import DatabaseBackend
 from django_tasks_q.models import ResultStatus, Schedule, Task, TaskResult, TaskStatus
 
-QUEUE_STATES = ("waiting", "scheduled", "running")
+QUEUE_STATES = ("waiting", "scheduled", "running", "blocked")
 # Subcommands every backend answers; the rest work on TaskResult and Task rows.
 ANY_BACKEND = ("status", "workers", "purge")
 RESULT_STATES = tuple(status.lower() for status in ResultStatus.values)
@@ -74,8 +74,9 @@ class Command(BaseCommand):
         listing.add_argument(
             "--status",
             choices=QUEUE_STATES + RESULT_STATES,
-            help="waiting, scheduled or running (the queue); or successful, failed, "
-            "cancelled or expired (the history). Default: the whole queue.",
+            help="waiting, scheduled, running or blocked (waiting for other tasks) in "
+            "the queue; or successful, failed, cancelled or expired (the history). "
+            "Default: the whole queue.",
         )
         listing.add_argument("--limit", type=int, default=50, help="At most this many (50).")
 
@@ -179,13 +180,15 @@ class Command(BaseCommand):
                 q.waiting,
                 q.scheduled,
                 q.running,
+                q.blocked,
                 q.failed_last_hour,
                 age(q.oldest_waiting_seconds),
                 q.finished_last_hour,
             ]
             for q in queues
         ]
-        headers = ["QUEUE", "WAITING", "SCHEDULED", "RUNNING", "FAILED 1H", "OLDEST", "DONE 1H"]
+        headers = ["QUEUE", "WAITING", "SCHEDULED", "RUNNING", "BLOCKED"]
+        headers += ["FAILED 1H", "OLDEST", "DONE 1H"]
         self.emit([q.as_dict() for q in queues], headers, rows)
 
     def do_list(self, *, queue, task, status, limit, **options):
@@ -199,6 +202,7 @@ class Command(BaseCommand):
                 "waiting": rows.filter(status=TaskStatus.READY, run_after__lte=now),
                 "scheduled": rows.filter(status=TaskStatus.READY, run_after__gt=now),
                 "running": rows.filter(status=TaskStatus.RUNNING),
+                "blocked": rows.filter(status=TaskStatus.WAITING),
             }.get(status, rows)
         if queue:
             rows = rows.filter(queue_name=queue)
@@ -212,6 +216,8 @@ class Command(BaseCommand):
             row["id"] = str(row["id"])
             if row["status"] == TaskStatus.READY:
                 row["status"] = "SCHEDULED" if row["run_after"] > now else "WAITING"
+            elif row["status"] == TaskStatus.WAITING:  # for other tasks, not for a worker
+                row["status"] = "BLOCKED"
             for column in ("enqueued_at", "run_after", "finished_at"):
                 if column in row:
                     row[column] = when(row[column])
