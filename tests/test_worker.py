@@ -5,7 +5,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import Count
 from django.tasks import TaskResultStatus, task_backends
 from django.utils import timezone
@@ -110,6 +110,31 @@ def test_priority_order_holds_across_queues(queue_db, run_worker, serving):
 
     order = list(executions(queue_db).values_list("label", flat=True))
     assert order == ["default-10", "emails-5", "other-0", "default-0", "emails-minus-1"]
+
+
+def test_only_a_claim_on_its_own_skips_the_wal_flush(postgres_queue_db):
+    queue_db = postgres_queue_db
+    backend = task_backends[queue_db.alias]
+    connection = connections[queue_db.database]
+    enqueue(queue_db, tasks.add, 1, 2)
+    enqueue(queue_db, tasks.add, 3, 4)
+
+    def commit_mode(cursor):
+        cursor.execute("SHOW synchronous_commit")
+        return cursor.fetchone()[0]
+
+    # Inside a caller's transaction the worker's claim leaves its commit as it was...
+    with transaction.atomic(using=queue_db.database), connection.cursor() as cursor:
+        _, claimed = backend.record_and_claim([], None, 1, "w-1")
+        assert len(claimed) == 1 and commit_mode(cursor) == "on"
+    # ... while the statement made for a claim alone turns the flush off for its
+    # own transaction (in autocommit, that statement's), and no longer.
+    with transaction.atomic(using=queue_db.database), connection.cursor() as cursor:
+        now = timezone.now()
+        claimed = backend.queries.claim(cursor, None, 1, "w-2", now, now, alone=True)
+        assert len(claimed) == 1 and commit_mode(cursor) == "off"
+    with connection.cursor() as cursor:
+        assert commit_mode(cursor) == "on"
 
 
 def test_only_the_named_queues_are_served(queue_db, run_worker):

@@ -211,8 +211,11 @@ class DatabaseBackend(QueueBackend):
         now = timezone.now()
         # A claim alone is one statement: in autocommit it costs one round
         # trip instead of three (BEGIN, claim, COMMIT), which an idle worker's
-        # latency feels. Recording needs the transaction (FINISH, then chains).
-        atomic = transaction.atomic(using=self.database) if outcomes else nullcontext()
+        # latency feels, and it need not wait for the WAL flush; not so inside
+        # a caller's transaction, whose commit must stay as durable as it was.
+        # Recording needs a transaction (FINISH, then chains).
+        alone = not outcomes and not self.connection.in_atomic_block
+        atomic = nullcontext() if alone else transaction.atomic(using=self.database)
         with atomic, self.connection.cursor() as cursor:
             if outcomes and not self.synchronous_commit:
                 self.queries.commit_asynchronously(cursor)
@@ -225,7 +228,7 @@ class DatabaseBackend(QueueBackend):
                 recorded |= self.queries.retry(cursor, retried, worker_id)
             if limit > 0:
                 claimed = self.queries.claim(
-                    cursor, queues, limit, worker_id, now, now + self.lease, alone=not outcomes
+                    cursor, queues, limit, worker_id, now, now + self.lease, alone=alone
                 )
         return [o for o in outcomes if o.claimed.id in recorded], claimed
 
