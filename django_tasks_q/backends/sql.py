@@ -385,7 +385,8 @@ class PostgresQueries:
             "calls": json.dumps(document),
         }
 
-    def claim_statement(self, queues, alone) -> tuple[str, dict]:
+    def claim_statement(self, cursor, queues, alone) -> tuple[str, dict] | None:
+        """The claim, and its parameters but the common ones; None: nothing to claim."""
         if queues is None:
             served, params = self.SERVED_ALL, {}
         else:
@@ -397,7 +398,9 @@ class PostgresQueries:
         """Claim up to ``limit`` ready tasks of ``queues`` (None: every queue).
         ``alone``: the statement is its own transaction, so it may commit
         without waiting for the disk."""
-        statement, params = self.claim_statement(queues, alone)
+        if (claim := self.claim_statement(cursor, queues, alone)) is None:
+            return []
+        statement, params = claim
         cursor.execute(
             statement,
             {
@@ -533,13 +536,33 @@ class SQLiteQueries(PostgresQueries):
             last_attempted_at = %(now)s,
             lease_expires_at = %(lease_until)s
         WHERE id IN (
-            SELECT id FROM django_tasks_q_task
-            WHERE status = 'READY' AND run_after <= %(now)s {{queue_filter}}
+            SELECT id FROM ({{heads}}) ORDER BY priority DESC, run_after, id LIMIT %(limit)s
+        )
+        RETURNING {CLAIMED_COLUMNS}
+    """
+    # The first ``limit`` ready rows of one queue, in claim order, read off the
+    # index taskq_task_ready with no sort (SQLite has no LATERAL: one of these
+    # per served queue, joined by UNION ALL).
+    HEAD = """
+        SELECT * FROM (
+            SELECT id, priority, run_after FROM django_tasks_q_task
+            WHERE status = 'READY' AND queue_name = %(queue_{index})s
+              AND run_after <= %(now)s
               AND (expires_at IS NULL OR expires_at > %(now)s)
             ORDER BY priority DESC, run_after, id
             LIMIT %(limit)s
         )
-        RETURNING {CLAIMED_COLUMNS}
+    """
+    # Every queue with ready tasks, one index probe per queue (as SERVED_ALL).
+    READY_QUEUES = """
+        WITH RECURSIVE served(name) AS (
+            SELECT (SELECT min(queue_name) FROM django_tasks_q_task WHERE status = 'READY')
+            UNION ALL
+            SELECT (SELECT min(queue_name) FROM django_tasks_q_task
+                    WHERE status = 'READY' AND queue_name > served.name)
+            FROM served WHERE served.name IS NOT NULL
+        )
+        SELECT name FROM served WHERE name IS NOT NULL
     """
 
     # Two statements, run in one transaction by the caller: SQLite cannot
@@ -674,13 +697,15 @@ class SQLiteQueries(PostgresQueries):
 
     json_datetime = param_datetime
 
-    def claim_statement(self, queues, alone) -> tuple[str, dict]:
-        # One writer at a time: nothing to gain from skipping the WAL flush
-        # (the database's own synchronous PRAGMA decides it).
+    def claim_statement(self, cursor, queues, alone) -> tuple[str, dict] | None:
+        # ``alone`` changes nothing: SQLite's synchronous PRAGMA decides the flush.
         if queues is None:
-            return self.CLAIM.format(queue_filter=""), {}
-        queue_filter = "AND queue_name IN (SELECT value FROM json_each(%(queues)s))"
-        return self.CLAIM.format(queue_filter=queue_filter), {"queues": json.dumps(list(queues))}
+            cursor.execute(self.READY_QUEUES)
+            queues = [name for (name,) in cursor.fetchall()]
+        if not queues:
+            return None
+        heads = " UNION ALL ".join(self.HEAD.format(index=i) for i in range(len(queues)))
+        return self.CLAIM.format(heads=heads), {f"queue_{i}": q for i, q in enumerate(queues)}
 
     def finished_document(self, outcomes):
         # JSON values nested as text: json_extract() would unwrap a string
