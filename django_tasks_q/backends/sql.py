@@ -152,13 +152,12 @@ class PostgresQueries:
     # ready tasks, read off the index one name at a time (a loose index scan:
     # a probe per queue, not a pass over the rows).
     SERVED_NAMED = "served(name) AS (SELECT unnest(%(queues)s::text[]))"
+    # The last name is NULL, which serves nothing. SQLite runs it too.
     SERVED_ALL = """served(name) AS (
-            (SELECT queue_name FROM django_tasks_q_task WHERE status = 'READY'
-             ORDER BY queue_name LIMIT 1)
+            SELECT (SELECT min(queue_name) FROM django_tasks_q_task WHERE status = 'READY')
             UNION ALL
-            SELECT (SELECT t.queue_name FROM django_tasks_q_task AS t
-                    WHERE t.status = 'READY' AND t.queue_name > served.name
-                    ORDER BY t.queue_name LIMIT 1)
+            SELECT (SELECT min(queue_name) FROM django_tasks_q_task
+                    WHERE status = 'READY' AND queue_name > served.name)
             FROM served WHERE served.name IS NOT NULL
         )"""
     # A claim run on its own (autocommit) need not wait for the WAL flush: if
@@ -553,15 +552,9 @@ class SQLiteQueries(PostgresQueries):
             LIMIT %(limit)s
         )
     """
-    # Every queue with ready tasks, one index probe per queue (as SERVED_ALL).
-    READY_QUEUES = """
-        WITH RECURSIVE served(name) AS (
-            SELECT (SELECT min(queue_name) FROM django_tasks_q_task WHERE status = 'READY')
-            UNION ALL
-            SELECT (SELECT min(queue_name) FROM django_tasks_q_task
-                    WHERE status = 'READY' AND queue_name > served.name)
-            FROM served WHERE served.name IS NOT NULL
-        )
+    # Every queue with ready tasks, one index probe per queue.
+    READY_QUEUES = f"""
+        WITH RECURSIVE {PostgresQueries.SERVED_ALL}
         SELECT name FROM served WHERE name IS NOT NULL
     """
 
