@@ -18,7 +18,7 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
-from django.db.models import Exists, Max, Min, OuterRef, Q, QuerySet
+from django.db.models import Exists, Max, Min, OuterRef, QuerySet
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -30,7 +30,7 @@ from django.utils.translation import ngettext
 
 from . import operations, stats
 from .backends.database import DatabaseBackend
-from .models import Dashboard, Schedule, Task, TaskResult, TaskStatus, Worker
+from .models import Dashboard, Schedule, Task, TaskResult, TaskStatus, Worker, in_state
 from .pagination import EstimatedCountPaginator
 
 CONFIRM_MAX_DISPLAY = 20  # rows listed on a confirmation page
@@ -164,15 +164,9 @@ class StateFilter(admin.SimpleListFilter):
         ]
 
     def queryset(self, request, queryset):
-        now = timezone.now()
-        ready = Q(status=TaskStatus.READY)
-        return {
-            "waiting": lambda: queryset.filter(ready, run_after__lte=now),
-            "scheduled": lambda: queryset.filter(ready, run_after__gt=now),
-            "retrying": lambda: queryset.filter(ready, run_after__gt=now, attempts__gt=0),
-            "running": lambda: queryset.filter(status=TaskStatus.RUNNING),
-            "blocked": lambda: queryset.filter(status=TaskStatus.WAITING),
-        }.get(self.value(), lambda: queryset)()
+        if self.value() not in dict(self.lookup_choices):  # none, or not one of ours
+            return queryset
+        return in_state(queryset, self.value(), timezone.now())
 
 
 # -- the shared part ---------------------------------------------------------------

@@ -20,6 +20,20 @@ class TaskStatus(models.TextChoices):
     WAITING = "WAITING", _("Waiting for other tasks")
 
 
+def in_state(tasks, state: str, now):
+    """The rows of ``tasks`` (a Task queryset) in one of the states operators
+    see (the admin's filter, ``taskq list``): waiting, scheduled, retrying,
+    running or blocked (waiting for other tasks)."""
+    ready = Q(status=TaskStatus.READY)
+    return {
+        "waiting": lambda: tasks.filter(ready, run_after__lte=now),
+        "scheduled": lambda: tasks.filter(ready, run_after__gt=now),
+        "retrying": lambda: tasks.filter(ready, run_after__gt=now, attempts__gt=0),
+        "running": lambda: tasks.filter(status=TaskStatus.RUNNING),
+        "blocked": lambda: tasks.filter(status=TaskStatus.WAITING),
+    }[state]()
+
+
 class RunOn(models.TextChoices):
     """When a task that waits for others (``TaskDependency``) becomes ready."""
 

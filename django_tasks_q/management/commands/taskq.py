@@ -18,7 +18,14 @@ from django.utils import timezone
 from django_tasks_q import operations, stats
 from django_tasks_q.backends.base import QueueBackend
 from django_tasks_q.backends.database import DatabaseBackend
-from django_tasks_q.models import ResultStatus, Schedule, Task, TaskResult, TaskStatus
+from django_tasks_q.models import (
+    ResultStatus,
+    Schedule,
+    Task,
+    TaskResult,
+    TaskStatus,
+    in_state,
+)
 
 QUEUE_STATES = ("waiting", "scheduled", "running", "blocked")
 # Subcommands every backend answers; the rest work on TaskResult and Task rows.
@@ -198,12 +205,8 @@ class Command(BaseCommand):
             rows = rows.order_by("-finished_at")
         else:
             rows = Task.objects.using(self.using).order_by("-id")
-            rows = {
-                "waiting": rows.filter(status=TaskStatus.READY, run_after__lte=now),
-                "scheduled": rows.filter(status=TaskStatus.READY, run_after__gt=now),
-                "running": rows.filter(status=TaskStatus.RUNNING),
-                "blocked": rows.filter(status=TaskStatus.WAITING),
-            }.get(status, rows)
+            if status:
+                rows = in_state(rows, status, now)
         if queue:
             rows = rows.filter(queue_name=queue)
         if task:
