@@ -19,7 +19,7 @@ from django.contrib.admin import helpers
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, Max, Min, OuterRef, QuerySet
-from django.tasks import DEFAULT_TASK_BACKEND_ALIAS
+from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -28,9 +28,9 @@ from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from . import operations, stats
-from .backends.database import DatabaseBackend
-from .models import Dashboard, Schedule, Task, TaskResult, TaskStatus, Worker, in_state
+from .backends.base import queue_backends
+from .backends.database import figures, operations
+from .models import Dashboard, ResultStatus, Schedule, Task, TaskResult, TaskStatus, Worker
 from .pagination import EstimatedCountPaginator
 
 CONFIRM_MAX_DISPLAY = 20  # rows listed on a confirmation page
@@ -78,7 +78,7 @@ def task_state(task, now=None):
     """What a queue row is doing, in an operator's words."""
     if task.status == TaskStatus.RUNNING:
         return _("Aborting") if task.abort_requested_at else _("Running")
-    if task.status == TaskStatus.WAITING:
+    if task.status == TaskStatus.BLOCKED:
         return _("Waiting for other tasks")
     if task.run_after > (now or timezone.now()):
         return _("Retry scheduled") if task.attempts else _("Scheduled")
@@ -123,7 +123,7 @@ class ValuesFilter(admin.SimpleListFilter):
     column = ""
 
     def lookups(self, request, model_admin):
-        values = set(stats.distinct_values(model_admin.model, self.column, model_admin.using))
+        values = set(figures.distinct_values(model_admin.model, self.column, model_admin.using))
         values |= set(self.extra_values(model_admin))
         return [(value, value) for value in sorted(values)]
 
@@ -142,7 +142,7 @@ class QueueFilter(ValuesFilter):
 
     def extra_values(self, model_admin):
         # The configured queues, even before any task has used them.
-        return stats.configured_queues(model_admin.backend_alias)
+        return sorted(task_backends[model_admin.backend_alias].queues)
 
 
 class TaskNameFilter(ValuesFilter):
@@ -166,7 +166,7 @@ class StateFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         if self.value() not in dict(self.lookup_choices):  # none, or not one of ours
             return queryset
-        return in_state(queryset, self.value(), timezone.now())
+        return queryset.in_state(self.value(), timezone.now())
 
 
 # -- the shared part ---------------------------------------------------------------
@@ -599,7 +599,7 @@ class TaskResultAdmin(QueueModelAdmin):
         return obj.get_status_display().lower()
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        extra_context = {**(extra_context or {}), "retryable": operations.RETRYABLE}
+        extra_context = {**(extra_context or {}), "retryable": ResultStatus.UNSUCCESSFUL}
         return super().change_view(request, object_id, form_url, extra_context)
 
     def delete_queryset(self, request, queryset):
@@ -728,7 +728,7 @@ class WorkerAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("live"), boolean=True)
     def live(self, obj):
-        timeout = stats.heartbeat_timeout(self.backend_alias)
+        timeout = task_backends[self.backend_alias].lease
         return obj.last_heartbeat_at >= timezone.now() - timeout
 
 
@@ -885,7 +885,7 @@ class DashboardAdmin(admin.ModelAdmin):
             "now": now,
             "backends": [
                 self.backend_section(alias, backend, now)
-                for alias, backend in stats.queue_backends().items()
+                for alias, backend in queue_backends().items()
             ],
             "media": self.media,
             **(extra_context or {}),
@@ -900,11 +900,11 @@ class DashboardAdmin(admin.ModelAdmin):
             "kind": type(backend).__name__,
             # The lists show the Task and TaskResult tables of backend_alias's
             # database: link the numbers only where they are that queue's.
-            "linked": isinstance(backend, DatabaseBackend)
-            and backend.database == operations.queue_database(self.backend_alias),
+            "linked": backend.queue_tables is not None
+            and backend.queue_tables == operations.queue_database(self.backend_alias),
         }
         try:
-            queues = backend.queue_stats(stats.configured_queues(alias), now=now)
+            queues = backend.queue_stats(backend.queues, now=now)
             workers = backend.workers(now)
         except backend.transient_errors as error:
             # One store down must not take the others' figures with it.

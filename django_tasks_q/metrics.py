@@ -33,7 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
 from prometheus_client.utils import floatToGoString
 
-from . import stats
+from .backends.base import queue_backends
 
 # Seconds; the last bucket (+Inf) is added.
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -98,7 +98,7 @@ class QueueCollector:
         backends = (
             {alias: task_backends[alias] for alias in self.backend_aliases}
             if self.backend_aliases
-            else stats.queue_backends()
+            else queue_backends()
         )
         for alias, backend in backends.items():
             try:
@@ -116,7 +116,7 @@ class QueueCollector:
         """Every sample of one backend, as (family, labels, value...): all read
         before any is added, so a store failing halfway adds none."""
         samples = []
-        for queue in backend.queue_stats(stats.configured_queues(alias), now=now, buckets=1):
+        for queue in backend.queue_stats(backend.queues, now=now, buckets=1):
             for state in ("waiting", "scheduled", "running", "blocked"):
                 samples.append(("tasks", [queue.queue, state], getattr(queue, state)))
             samples.append(("oldest", [queue.queue], queue.oldest_waiting_seconds or 0))

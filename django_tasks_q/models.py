@@ -6,46 +6,39 @@ rows out of ``Task`` keeps the claim query's table and index small however
 much history piles up.
 """
 
+from datetime import datetime
+
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
+from .backends.contract import ResultStatus, RunOn, TaskStatus
 from .ids import uuid7
 
-
-class TaskStatus(models.TextChoices):
-    READY = "READY", _("Ready")  # waiting; "scheduled" while run_after is ahead
-    RUNNING = "RUNNING", _("Running")
-    # Waiting for other tasks to finish (a chain); not claimable until then.
-    WAITING = "WAITING", _("Waiting for other tasks")
-
-
-def in_state(tasks, state: str, now):
-    """The rows of ``tasks`` (a Task queryset) in one of the states operators
-    see (the admin's filter, ``taskq list``): waiting, scheduled, retrying,
-    running or blocked (waiting for other tasks)."""
-    ready = Q(status=TaskStatus.READY)
-    return {
-        "waiting": lambda: tasks.filter(ready, run_after__lte=now),
-        "scheduled": lambda: tasks.filter(ready, run_after__gt=now),
-        "retrying": lambda: tasks.filter(ready, run_after__gt=now, attempts__gt=0),
-        "running": lambda: tasks.filter(status=TaskStatus.RUNNING),
-        "blocked": lambda: tasks.filter(status=TaskStatus.WAITING),
-    }[state]()
+__all__ = [
+    "ResultStatus",
+    "RunOn",
+    "Schedule",
+    "Task",
+    "TaskDependency",
+    "TaskResult",
+    "TaskStatus",
+    "Worker",
+]
 
 
-class RunOn(models.TextChoices):
-    """When a task that waits for others (``TaskDependency``) becomes ready."""
-
-    SUCCESS = "SUCCESS", _("Once every task it waits for succeeded")
-    FAILURE = "FAILURE", _("Once a task it waits for failed")
-
-
-class ResultStatus(models.TextChoices):
-    SUCCESSFUL = "SUCCESSFUL", _("Successful")
-    FAILED = "FAILED", _("Failed")
-    CANCELLED = "CANCELLED", _("Cancelled")
-    EXPIRED = "EXPIRED", _("Expired")
+class TaskQuerySet(models.QuerySet):
+    def in_state(self, state: str, now: datetime) -> "TaskQuerySet":
+        """The tasks in one of the states operators see (the admin's filter,
+        ``taskq list``): waiting, scheduled, retrying, running or blocked."""
+        ready = Q(status=TaskStatus.READY)
+        return {
+            "waiting": lambda: self.filter(ready, run_after__lte=now),
+            "scheduled": lambda: self.filter(ready, run_after__gt=now),
+            "retrying": lambda: self.filter(ready, run_after__gt=now, attempts__gt=0),
+            "running": lambda: self.filter(status=TaskStatus.RUNNING),
+            "blocked": lambda: self.filter(status=TaskStatus.BLOCKED),
+        }[state]()
 
 
 class Task(models.Model):
@@ -77,12 +70,14 @@ class Task(models.Model):
     # Someone asked for the running task to stop (cooperatively, or hard in
     # the process pool); the worker sees it and ends the attempt as CANCELLED.
     abort_requested_at = models.DateTimeField(null=True, blank=True)
-    # For a WAITING task: whether it runs when the tasks it waits for succeed
+    # For a BLOCKED task: whether it runs when the tasks it waits for succeed
     # or when one of them fails.
     run_on = models.CharField(max_length=7, choices=RunOn.choices, null=True, blank=True)  # noqa: DJ001
-    # Something waits for this one (a WAITING task, or a wait() call): its
+    # Something waits for this one (a BLOCKED task, or a wait() call): its
     # ending must be passed on (see backends/chains.py).
     has_dependents = models.BooleanField(db_default=False)  # raw INSERTs leave it out
+
+    objects = TaskQuerySet.as_manager()
 
     class Meta:
         verbose_name = _("queued task")
@@ -154,10 +149,10 @@ class TaskResult(models.Model):
 
 
 class TaskDependency(models.Model):
-    """``child`` (a WAITING task) waits for ``parent`` to finish.
+    """``child`` (a BLOCKED task) waits for ``parent`` to finish.
 
     ``position`` orders the parents' return values in the child's first
-    argument. Rows are removed when the child leaves the WAITING state.
+    argument. Rows are removed when the child is no longer BLOCKED.
     """
 
     child = models.UUIDField()

@@ -6,11 +6,12 @@ page load. Past ``exact_below`` rows the PostgreSQL planner's estimate is as
 good for paging: it comes from the table statistics, in a millisecond.
 """
 
-import json
 from functools import cached_property
 
 from django.core.paginator import Paginator
 from django.db import connections
+
+from .backends.database.figures import planner_estimate
 
 
 class EstimatedCountPaginator(Paginator):
@@ -25,14 +26,3 @@ class EstimatedCountPaginator(Paginator):
                 return estimate
         # Small (or not PostgreSQL): counting is cheap enough, and exact.
         return queryset.count()
-
-
-def planner_estimate(queryset) -> int:
-    """How many rows PostgreSQL's planner expects ``queryset`` to return."""
-    sql, params = queryset.order_by().query.get_compiler(using=queryset.db).as_sql()
-    with connections[queryset.db].cursor() as cursor:
-        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
-        plan = cursor.fetchone()[0]
-    if isinstance(plan, str):
-        plan = json.loads(plan)
-    return int(plan[0]["Plan"]["Plan Rows"])

@@ -89,7 +89,7 @@ def test_queue_list_and_state_filter(admin_queue, superuser):
     running = make_task(admin_queue, status=TaskStatus.RUNNING)
     waiting = make_task(admin_queue)
     scheduled = make_task(admin_queue, run_in=timedelta(hours=1))
-    blocked = make_task(admin_queue, status=TaskStatus.WAITING)  # for other tasks
+    blocked = make_task(admin_queue, status=TaskStatus.BLOCKED)  # for other tasks
 
     def listed(query):
         return set(superuser.get(TASKS_URL + query).context["cl"].result_list)
@@ -344,7 +344,7 @@ def test_dashboard_counts_per_queue(admin_queue, superuser):
     make_task(admin_queue, run_in=timedelta(minutes=5))
     make_task(admin_queue, status=TaskStatus.RUNNING)
     make_task(admin_queue, queue_name="emails", status=TaskStatus.RUNNING)
-    make_task(admin_queue, queue_name="emails", status=TaskStatus.WAITING)  # for other tasks
+    make_task(admin_queue, queue_name="emails", status=TaskStatus.BLOCKED)  # for other tasks
     make_result(admin_queue)  # failed a second ago
     make_result(admin_queue, ResultStatus.EXPIRED, finished_ago=timedelta(minutes=30))
     make_result(admin_queue, finished_ago=timedelta(hours=2))  # too long ago

@@ -5,8 +5,7 @@ from django.db import transaction
 from django.tasks import TaskResultStatus, task_backends
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 
-from django_tasks_q import operations
-from django_tasks_q.backends import chains
+from django_tasks_q.backends.database import chains, operations
 from django_tasks_q.models import Task, TaskDependency, TaskResult, TaskStatus
 
 from . import tasks
@@ -39,7 +38,7 @@ def test_a_chain_of_three_passes_each_value_on(queue_db, run_worker):
         second = on(queue_db, tasks.double).after(first).enqueue()
         third = on(queue_db, tasks.double).after(second).enqueue("extra")
     assert result_of(queue_db, second).status == TaskResultStatus.READY  # waiting
-    assert Task.objects.using(queue_db.database).get(pk=third.id).status == TaskStatus.WAITING
+    assert Task.objects.using(queue_db.database).get(pk=third.id).status == TaskStatus.BLOCKED
 
     run_worker(queue_db)
 

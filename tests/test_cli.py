@@ -36,7 +36,7 @@ def history(backend):
 def test_list_the_queue_and_the_history(queue_db):
     waiting = make_task(queue_db)
     make_task(queue_db, queue_name="emails", status=TaskStatus.RUNNING)
-    blocked = make_task(queue_db, queue_name="other", status=TaskStatus.WAITING)
+    blocked = make_task(queue_db, queue_name="other", status=TaskStatus.BLOCKED)
     failed = make_result(queue_db, task_path="tests.tasks.echo")
     make_result(queue_db, ResultStatus.SUCCESSFUL)
 

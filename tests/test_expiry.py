@@ -8,7 +8,7 @@ from django.tasks.exceptions import InvalidTask
 from django.utils import timezone
 
 from django_tasks_q import QTask
-from django_tasks_q.backends.base import Outcome
+from django_tasks_q.backends.contract import Outcome
 from django_tasks_q.models import ResultStatus
 
 from . import tasks

@@ -34,7 +34,7 @@ def test_counts_durations_and_workers(queue_db):
     make_task(queue_db)
     make_task(queue_db, run_in=timedelta(hours=1))
     make_task(queue_db, queue_name="emails", status=TaskStatus.RUNNING)
-    make_task(queue_db, queue_name="other", status=TaskStatus.WAITING)  # for other tasks
+    make_task(queue_db, queue_name="other", status=TaskStatus.BLOCKED)  # for other tasks
     for ran_for in (0.003, 0.2, 0.2, 7):
         make_result(queue_db, ResultStatus.SUCCESSFUL, ran_for=timedelta(seconds=ran_for))
     make_result(queue_db, ran_for=timedelta(seconds=1))

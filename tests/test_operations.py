@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import connections
 from django.tasks import TaskResultStatus, task_backends
 
-from django_tasks_q import operations
+from django_tasks_q.backends.database import operations
 from django_tasks_q.models import ResultStatus, Task, TaskResult, TaskStatus
 
 from . import tasks

@@ -15,7 +15,7 @@ os.environ.pop("DATABASE_URL", None)
 import django
 django.setup()
 from django.core.management import call_command
-import django_tasks_q.admin, django_tasks_q.operations
+import django_tasks_q.admin, django_tasks_q.backends.database.operations
 from django_tasks_q.worker.worker import Worker
 call_command("check", "--fail-level", "WARNING")
 print("imported without psycopg")

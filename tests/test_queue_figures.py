@@ -19,7 +19,7 @@ from django.utils import timezone
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from django_tasks_q.backends.base import Outcome
+from django_tasks_q.backends.contract import Outcome
 from django_tasks_q.metrics import QueueCollector
 from django_tasks_q.models import ResultStatus
 
@@ -215,7 +215,7 @@ def test_a_purged_task_leaves_nothing_to_expire(queue_db):
 
 
 def test_taskq_purge_works_in_batches(redis_queue_db, monkeypatch):
-    monkeypatch.setattr("django_tasks_q.backends.redis.PURGE_BATCH", 2)
+    monkeypatch.setattr("django_tasks_q.backends.redis.backend.PURGE_BATCH", 2)
     emails = tasks.add.using(backend="redis", queue_name="emails")
     for n in range(5):
         emails.using(run_after=timedelta(hours=n % 2)).enqueue(n, n)  # 3 ready, 2 scheduled

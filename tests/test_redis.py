@@ -8,8 +8,8 @@ from django.db import transaction
 from django.tasks import TaskResultStatus
 from django.tasks.exceptions import TaskResultDoesNotExist
 
-from django_tasks_q.backends import redis as redis_backend
 from django_tasks_q.backends.redis import LIBRARY, RedisBackend
+from django_tasks_q.backends.redis import backend as redis_backend
 from django_tasks_q.models import TaskResult
 from django_tasks_q.worker.worker import Worker
 

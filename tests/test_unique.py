@@ -204,8 +204,8 @@ def test_a_path_too_long_for_derived_keys_is_refused():
 
 
 def test_redis_refuses_unique_tasks(redis_queue_db):
-    with pytest.raises(InvalidTask, match="Redis backend does not support unique tasks"):
+    with pytest.raises(InvalidTask, match="RedisBackend does not support unique tasks"):
         tasks.echo.using(backend=redis_queue_db.alias, unique_key="k")
-    with pytest.raises(InvalidTask, match="Redis backend does not support unique tasks"):
+    with pytest.raises(InvalidTask, match="RedisBackend does not support unique tasks"):
         tasks.unique_echo.using(backend=redis_queue_db.alias)
     assert redis_queue_db.queued_count() == 0

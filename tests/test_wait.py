@@ -8,7 +8,7 @@ from django.db import connections, transaction
 from django.tasks import TaskResultStatus, task_backends
 from django.tasks.exceptions import TaskResultDoesNotExist
 
-from django_tasks_q.backends.result_listener import ResultListener
+from django_tasks_q.backends.database.result_listener import ResultListener
 from django_tasks_q.models import Task
 
 from . import tasks

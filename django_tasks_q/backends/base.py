@@ -1,145 +1,70 @@
-"""The contract every django-tasks-q backend fulfils.
+"""The ``django.tasks`` backend every store shares.
 
-Two halves: the ``django.tasks`` API that application code calls (``enqueue``,
-``get_result``), and the small store API the worker calls (``claim``,
-``record``, ``release``), with the figures the dashboard, ``taskq`` and the
-metrics read (``queue_stats``, ``workers``). A backend is one class that
-implements the store; the worker, retries and signals are shared.
+``QueueBackend`` is what application code talks to (``enqueue``,
+``get_result``, ``result.cancel()``, ``result.wait()``): one enqueue pipeline
+(validate, encode, ids, times, unique keys, signals) for every store, the
+results built one way, the options read and checked one way. A store
+subclasses it and adds what only it can do: ``write`` a prepared batch, read a
+result back, cancel and abort, and the two halves of the contract
+(``contract.WorkerStore`` for the worker, ``contract.QueueFigures`` for
+operators). The models are never imported here: see ``contract.py``.
 """
 
 import asyncio
-import hashlib
-import inspect
-import json
 import time
-from dataclasses import dataclass, replace
+from abc import abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from django.apps import apps
 from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
 from django.db import Error as DatabaseError
-from django.tasks import TaskResultStatus
+from django.tasks import Task, task_backends
 from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.base import TaskError
 from django.tasks.exceptions import InvalidTask
-from django.utils.json import normalize_json
+from django.tasks.signals import task_enqueued
+from django.utils import timezone
 
-from ..exceptions import InvalidTaskArguments, TaskNotRegistered
-from ..models import ResultStatus
+from ..checks import (
+    Option,
+    database_alias,
+    duration,
+    duration_or_none,
+    positive_seconds,
+    read_options,
+)
+from ..exceptions import TaskNotRegistered
+from ..ids import uuid7
+from ..payloads import derived_unique_key, encode_calls
 from ..registry import resolve
 from ..task import Call, QTask, QTaskResult, as_delay
+from .contract import (
+    ClaimedTask,
+    EnqueueBatch,
+    Outcome,
+    QueueFigures,
+    RunOn,
+    TaskStatus,
+    WorkerStore,
+    django_status,
+)
 
-# Our final states, as Django's four-state API reports them.
-DJANGO_STATUS = {
-    "READY": TaskResultStatus.READY,
-    "RUNNING": TaskResultStatus.RUNNING,
-    "WAITING": TaskResultStatus.READY,  # for other tasks: not started yet
-    ResultStatus.SUCCESSFUL: TaskResultStatus.SUCCESSFUL,
-    ResultStatus.FAILED: TaskResultStatus.FAILED,
-    ResultStatus.CANCELLED: TaskResultStatus.FAILED,
-    ResultStatus.EXPIRED: TaskResultStatus.FAILED,
-}
-
-
-@dataclass(slots=True)
-class ClaimedTask:
-    """A task a worker holds: what it needs to run it and report on it."""
-
-    id: str
-    task_path: str
-    queue_name: str
-    priority: int
-    args: list
-    kwargs: dict
-    attempts: int  # including the one being made now
-    max_attempts: int
-    errors: list[dict]
-    worker_ids: list[str]
-    enqueued_at: datetime
-    started_at: datetime
-    last_attempted_at: datetime
+# The options every backend has (contract.WorkerStore says what they are for).
+DATABASE = Option("database", "default", database_alias, "django_tasks_q.E002")
+POLL_INTERVAL = Option("poll_interval", 1.0, positive_seconds, "django_tasks_q.E005")
+LEASE = Option("lease", 60, duration, "django_tasks_q.E005")
 
 
-@dataclass(slots=True)
-class Outcome:
-    """How one attempt ended: ``status`` is a ResultStatus, or ``RETRY``."""
-
-    RETRY = "RETRY"
-
-    claimed: ClaimedTask
-    status: str
-    finished_at: datetime
-    duration: float  # seconds
-    return_value: Any = None  # already JSON-normalised
-    error: dict | None = None  # {"exception_class_path", "traceback"}
-    retry_at: datetime | None = None
-
-    @property
-    def errors(self) -> list[dict]:
-        """The task's errors including this attempt's."""
-        return self.claimed.errors + [self.error] if self.error else self.claimed.errors
+def result_ttl(default: float | None) -> Option:
+    """How long a finished task's result is kept; None: for ever."""
+    return Option("result_ttl", default, duration_or_none, "django_tasks_q.E008")
 
 
-def json_round_trip(value):
-    """``value`` as it comes back from JSON, or TypeError saying why it can't."""
-    try:  # Plain JSON already (the usual case): C-speed, no normalising to do.
-        decoded = json.loads(json.dumps(value, allow_nan=False))
-        if decoded == value:
-            return decoded
-    except (TypeError, ValueError):
-        pass
-    try:
-        normalised = normalize_json(value)
-        encoded = json.dumps(normalised, allow_nan=False)
-    except (TypeError, ValueError) as error:
-        raise TypeError(str(error)) from None
-    if json.loads(encoded) != normalised:
-        raise TypeError("it changes in a JSON round trip (non-string keys?)")
-    return normalised
-
-
-def _canonical_json(value) -> bytes:
-    """The same bytes for equal JSON values, whatever their dicts' order."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
-
-
-def _positional_names(task, count: int) -> list[str]:
-    """How to name each of ``count`` positional arguments in an error."""
-    names = []
-    parameters = list(inspect.signature(task.func).parameters.values())
-    if task.takes_context:
-        parameters = parameters[1:]
-    for parameter in parameters:
-        if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
-            names.append(repr(parameter.name))
-        elif parameter.kind == parameter.VAR_POSITIONAL:
-            names += [f"*{parameter.name}[{i}]" for i in range(count - len(names))]
-    return names + [f"#{i}" for i in range(len(names), count)]
-
-
-def encode_arguments(task, args, kwargs) -> tuple[list, dict]:
-    """JSON-normalise ``args`` and ``kwargs``, naming any argument that can't be."""
-    args, kwargs = list(args), dict(kwargs)
-    try:
-        return tuple(json_round_trip([args, kwargs]))
-    except TypeError:
-        pass
-    # Something in there is not plain JSON: find it to say which.
-    names = _positional_names(task, len(args))
-    labelled = [(f"argument {names[i]} (position {i})", value) for i, value in enumerate(args)] + [
-        (f"argument {name!r}", value) for name, value in kwargs.items()
-    ]
-    for label, value in labelled:
-        try:
-            json_round_trip(value)
-        except TypeError as problem:
-            raise InvalidTaskArguments(
-                f"Cannot enqueue {task.module_path}: {label} is not "
-                f"JSON-serialisable: {problem}. Task arguments must be JSON "
-                "(str, int, float, bool, None, list, dict with string keys)."
-            ) from None
-    raise InvalidTaskArguments(f"Cannot enqueue {task.module_path}: arguments are not JSON.")
+INSTALL_HINT = "Add 'django_tasks_q' to INSTALLED_APPS and run manage.py migrate."
 
 
 def deadline_after(timeout: float | None) -> float | None:
@@ -151,7 +76,7 @@ def time_left(deadline: float | None) -> float | None:
     return None if deadline is None else max(deadline - time.monotonic(), 0.0)
 
 
-def _next_poll(result_id, deadline: float | None, delay: float) -> float:
+def _next_poll(result_id: str, deadline: float | None, delay: float) -> float:
     """How long to sleep before looking again; TimeoutError past the deadline."""
     left = time_left(deadline)
     if left is None:
@@ -161,18 +86,10 @@ def _next_poll(result_id, deadline: float | None, delay: float) -> float:
     return min(delay, left)
 
 
-def error_from(exception: BaseException, traceback: str) -> dict:
-    cls = type(exception)
-    return {
-        "exception_class_path": f"{cls.__module__}.{cls.__qualname__}",
-        "traceback": traceback,
-    }
-
-
-def _unregistered_task(task_path: str):
+def _unregistered_task(task_path: str) -> QTask:
     """A stand-in for results whose task this process does not know."""
 
-    def unregistered(*args, **kwargs):
+    def unregistered(*args: Any, **kwargs: Any) -> None:
         raise TaskNotRegistered(f"{task_path!r} is not a registered task.")
 
     unregistered.__module__, _, unregistered.__qualname__ = task_path.rpartition(".")
@@ -180,7 +97,16 @@ def _unregistered_task(task_path: str):
     return QTask(func=unregistered)
 
 
-class QueueBackend(BaseTaskBackend):
+def queue_backends() -> dict[str, "QueueBackend"]:
+    """Every backend in TASKS that has a queue to report on, by alias."""
+    return {
+        alias: task_backends[alias]
+        for alias in task_backends
+        if isinstance(task_backends[alias], QueueBackend)
+    }
+
+
+class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
     task_class = QTask
     supports_defer = True
     supports_async_task = True
@@ -189,44 +115,63 @@ class QueueBackend(BaseTaskBackend):
     # Whether @periodic may target it: a tick's state (the Schedule table) and
     # its task must commit in one transaction.
     supports_periodic = False
-    # Whether tasks can wait for others: QTask.after() (chains).
-    supports_after = False
-    # What the worker treats as the store being briefly unreachable: it logs
-    # them, backs off and tries again, keeping what it could not record.
+    supports_after = False  # whether tasks can wait for others: QTask.after()
+    supports_unique = False  # whether tasks can have unique keys
     transient_errors: tuple[type[BaseException], ...] = (DatabaseError,)
+    # The backend's OPTIONS; each becomes an attribute of the same name.
+    declared_options: ClassVar[tuple[Option, ...]] = (DATABASE, POLL_INTERVAL, LEASE)
 
-    def __init__(self, alias, params):
+    # The DATABASES alias whose transactions enqueue() joins, and where the
+    # backend's tables are: the queue itself, or (Redis) copies of results.
+    database: str
+    poll_interval: float
+    lease: timedelta
+    result_ttl: timedelta | None
+
+    def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
-        # Seconds an idle worker waits between looks for tasks (when nothing
-        # wakes it sooner), and how long a claim holds without renewal.
-        self.poll_interval = float(self.options.get("poll_interval", 1.0))
-        self.lease = timedelta(seconds=float(self.options.get("lease", 60)))
+        values, self._option_messages = read_options(alias, self.options, self.declared_options)
+        self._installed = False  # the app, as far as we know yet
+        for name, value in values.items():
+            setattr(self, name, value)
 
-    def check(self, **kwargs):
-        errors = []
-        if not apps.is_installed("django_tasks_q"):
-            errors.append(
-                checks.Error(
-                    f"TASKS[{self.alias!r}] uses {type(self).__name__}, but "
-                    "'django_tasks_q' is not in INSTALLED_APPS.",
-                    id="django_tasks_q.E001",
-                )
-            )
-        if self.poll_interval <= 0 or self.lease.total_seconds() <= 0:
-            errors.append(
-                checks.Error(
-                    f"TASKS[{self.alias!r}]['OPTIONS']: poll_interval and lease "
-                    "must be positive numbers of seconds.",
-                    id="django_tasks_q.E005",
-                )
-            )
-        return errors
+    @property
+    def queue_tables(self) -> str | None:
+        """The DATABASES alias whose Task and TaskResult tables hold this
+        backend's queue (for the admin's lists and ``taskq list``); None when
+        the queue is elsewhere."""
+        return None
 
-    def validate_task(self, task):
+    def _not_installed(self) -> str | None:
+        """What is wrong if the app is not installed, else None."""
+        if self._installed or apps.is_installed("django_tasks_q"):
+            self._installed = True
+            return None
+        return (
+            f"TASKS[{self.alias!r}] uses {type(self).__name__}, but "
+            "'django_tasks_q' is not in INSTALLED_APPS."
+        )
+
+    def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
+        messages: list[checks.CheckMessage] = []
+        if problem := self._not_installed():
+            messages.append(checks.Error(problem, hint=INSTALL_HINT, id="django_tasks_q.E001"))
+        return messages + sorted(self._option_messages, key=lambda message: message.id or "")
+
+    # -- enqueueing: one pipeline for every store ------------------------------------
+
+    def validate_task(self, task: Task) -> None:
         if getattr(task, "waits_for", ()) and not self.supports_after:
             raise InvalidTask(
                 f"{type(self).__name__} does not support after() (chains); "
                 "use the database backend for tasks that wait for others."
+            )
+        if not self.supports_unique and (
+            getattr(task, "unique", False) or getattr(task, "unique_key", None) is not None
+        ):
+            raise InvalidTask(
+                f"{type(self).__name__} does not support unique tasks (unique, "
+                "unique_key); use a database backend for them."
             )
         delay = as_delay(task.run_after)
         if delay is not None:
@@ -242,49 +187,79 @@ class QueueBackend(BaseTaskBackend):
             )
         super().validate_task(task)
 
-    def enqueue_many(self, task, calls) -> list[QTaskResult]:
+    def enqueue(self, task: Task, args: Sequence[Any], kwargs: dict[str, Any]) -> QTaskResult:
+        return self.enqueue_many(task, [Call(tuple(args), kwargs)])[0]
+
+    def enqueue_many(self, task: Task, calls: Iterable[Any]) -> list[QTaskResult]:
         """Enqueue many calls of ``task`` at once; see ``QTask.enqueue_many``."""
-        raise NotImplementedError
+        return self.write(self.prepare(task, calls))
 
-    def encode_calls(self, task, calls) -> list[tuple[list, dict]]:
-        """Each call as JSON (args, kwargs); every call is checked before any is queued.
+    def prepare(self, task: Task, calls: Iterable[Any]) -> EnqueueBatch:
+        """Check and encode ``calls`` of ``task``: everything but the writing."""
+        if not self._installed and (problem := self._not_installed()):
+            raise ImproperlyConfigured(f"{problem} {INSTALL_HINT}")
+        self.validate_task(task)
+        encoded = encode_calls(task, calls)
+        now = timezone.now()
+        run_after = self._run_after(task, now)
+        expires_at = self._expires_at(task, run_after, now)
+        keys = self._unique_keys(task, encoded)
+        batch = EnqueueBatch(
+            task=task,
+            ids=[str(uuid7()) for _ in encoded],
+            args=[args for args, _ in encoded],
+            kwargs=[kwargs for _, kwargs in encoded],
+            enqueued_at=now,
+            run_after=run_after,
+            expires_at=expires_at,
+            max_attempts=getattr(task, "max_retries", 0) + 1,
+            unique_keys=keys,
+            waits_for=getattr(task, "waits_for", ()),
+            run_on=getattr(task, "run_on", RunOn.SUCCESS),
+        )
+        batch.results = [
+            self.ready_result(batch, index, None if keys is None else keys[index])
+            for index in range(len(encoded))
+        ]
+        return batch
 
-        A call is a tuple or list of positional arguments, or a dict of keyword
-        arguments, or an ``(args, kwargs)`` pair given as ``Call(args, kwargs)``.
-        """
-        pairs = []
-        for index, call in enumerate(calls):
-            if isinstance(call, Call):
-                pairs.append([list(call.args), dict(call.kwargs)])
-            elif isinstance(call, dict):
-                pairs.append([[], dict(call)])
-            elif isinstance(call, (tuple, list)):
-                pairs.append([list(call), {}])
-            else:
-                raise InvalidTaskArguments(
-                    f"Call #{index} of {task.module_path} is a {type(call).__name__}; "
-                    "give a tuple of arguments, a dict of keyword arguments, or a Call."
-                )
-        try:  # the whole batch at once
-            return [(args, kwargs) for args, kwargs in json_round_trip(pairs)]
-        except TypeError:
-            pass
-        for index, (args, kwargs) in enumerate(pairs):  # find the culprit to name it
-            try:
-                encode_arguments(task, args, kwargs)
-            except InvalidTaskArguments as error:
-                if len(pairs) > 1:
-                    error.args = (f"Call #{index}: {error}",)
-                raise
-        raise InvalidTaskArguments(f"Cannot enqueue {task.module_path}: arguments are not JSON.")
+    def ready_result(self, batch: EnqueueBatch, index: int, unique_key: str | None) -> QTaskResult:
+        """What enqueue() returns for call ``index`` of ``batch``."""
+        return self.make_result(
+            task=batch.task,
+            id=batch.ids[index],
+            status=TaskStatus.READY,
+            enqueued_at=batch.enqueued_at,
+            started_at=None,
+            last_attempted_at=None,
+            finished_at=None,
+            args=batch.args[index],
+            kwargs=batch.kwargs[index],
+            worker_ids=[],
+            unique_key=unique_key,
+            expires_at=batch.expires_at,
+        )
 
-    def run_after_for(self, task, now: datetime) -> datetime:
+    @abstractmethod
+    def write(self, batch: EnqueueBatch) -> list[QTaskResult]:
+        """Queue ``batch`` (joining, or waiting for, the caller's transaction on
+        ``database``) and call ``announce()`` once its tasks are in the store.
+        Returns ``batch.results``, with those of calls not queued (a unique
+        key already held) replaced by the holders' results."""
+
+    def announce(self, results: Iterable[QTaskResult]) -> None:
+        """Send ``task_enqueued`` for the tasks that were queued."""
+        for result in results:
+            if result.created:
+                task_enqueued.send(type(self), task_result=result)
+
+    def _run_after(self, task: Task, now: datetime) -> datetime:
         if task.run_after is None:
             return now
         delay = as_delay(task.run_after)
         return task.run_after if delay is None else now + delay
 
-    def expires_at_for(self, task, run_after: datetime, now: datetime) -> datetime | None:
+    def _expires_at(self, task: Task, run_after: datetime, now: datetime) -> datetime | None:
         """The deadline for starting ``task`` enqueued at ``now``, if it has one."""
         deadline = getattr(task, "expires_at", None)
         if deadline is None:
@@ -300,27 +275,38 @@ class QueueBackend(BaseTaskBackend):
             )
         return deadline
 
-    def unique_keys(self, task, calls) -> list[str] | None:
+    def _unique_keys(self, task: Task, encoded: list[tuple[list[Any], dict[str, Any]]]):
         """Each call's unique key, or None for a task without keys.
 
         An explicit ``unique_key`` is every call's key; ``unique=True`` derives
-        one per call from the task's path and its JSON arguments, so the same
-        arguments given the same way make the same key.
+        one per call from the task's path and its JSON arguments.
         """
         if getattr(task, "unique_key", None) is not None:
-            return [task.unique_key] * len(calls)
+            return [task.unique_key] * len(encoded)
         if not getattr(task, "unique", False):
             return None
-        return [
-            f"{task.module_path}:{hashlib.sha256(_canonical_json([args, kwargs])).hexdigest()}"
-            for _, args, kwargs in calls
-        ]
+        return [derived_unique_key(task, args, kwargs) for args, kwargs in encoded]
+
+    # -- reading results back ----------------------------------------------------------
+
+    @abstractmethod
+    def get_result(self, result_id: str) -> QTaskResult: ...
+
+    @abstractmethod
+    def cancel(self, result_id: str) -> bool:
+        """Cancel the task if it is waiting: it never runs, and is recorded as
+        CANCELLED. False if it is running, finished or unknown."""
+
+    @abstractmethod
+    def abort(self, result_id: str) -> bool:
+        """Cancel the task if it is waiting; if it is running, ask its worker
+        to stop it. False if it finished or is unknown."""
 
     # Waiting for a result by polling: the first look comes this soon (in
     # seconds), then each wait doubles, up to poll_interval.
     FIRST_POLL = 0.01
 
-    def wait_for_result(self, result_id, timeout: float | None) -> None:
+    def wait_for_result(self, result_id: str, timeout: float | None) -> None:
         """Return once the task has finished; TimeoutError after ``timeout``
         seconds. Here by polling; a store that can be woken does better."""
         deadline, delay = deadline_after(timeout), self.FIRST_POLL
@@ -328,107 +314,14 @@ class QueueBackend(BaseTaskBackend):
             time.sleep(_next_poll(result_id, deadline, delay))
             delay = min(delay * 2, self.poll_interval)
 
-    async def async_wait_for_result(self, result_id, timeout: float | None) -> None:
+    async def async_wait_for_result(self, result_id: str, timeout: float | None) -> None:
         """``wait_for_result()`` for async code."""
         deadline, delay = deadline_after(timeout), self.FIRST_POLL
         while not (await self.aget_result(result_id)).is_finished:
             await asyncio.sleep(_next_poll(result_id, deadline, delay))
             delay = min(delay * 2, self.poll_interval)
 
-    # -- the worker's half: implemented by each store ------------------------
-
-    def record_and_claim(
-        self, outcomes: list[Outcome], queues: list[str] | None, limit: int, worker_id: str
-    ) -> tuple[list[Outcome], list[ClaimedTask]]:
-        """Store ``outcomes`` (returning those of tasks ``worker_id`` still
-        held), then take up to ``limit`` ready tasks from ``queues`` (None: any
-        queue) for ``worker_id``. One call, so a store can do both at once."""
-        raise NotImplementedError
-
-    def release(self, task_ids: list[str], worker_id: str) -> None:
-        """Hand tasks back unfinished, so another worker takes them at once."""
-        raise NotImplementedError
-
-    def register_worker(self, worker_id: str, *, queues, concurrency: int, pool: str) -> None:
-        """Add the worker to the registry the admin and CLI read."""
-        raise NotImplementedError
-
-    def heartbeat(self, worker_id: str, task_ids: list[str]) -> bool:
-        """Renew the leases of ``task_ids`` (the tasks the worker holds) and its
-        registry entry; False if the entry was gone (it was taken for dead)."""
-        raise NotImplementedError
-
-    def recover(self) -> int:
-        """Requeue (or, out of attempts, fail) tasks whose lease expired, and
-        forget dead workers. Any worker may call it; returns tasks recovered."""
-        raise NotImplementedError
-
-    def expire_tasks(self) -> int:
-        """Record waiting tasks past their deadline (``expires_at``) as EXPIRED,
-        in batches. Any worker may call it; returns how many."""
-        raise NotImplementedError
-
-    def unregister_worker(self, worker_id: str) -> None:
-        raise NotImplementedError
-
-    def prune_results(self, limit: int = 1000) -> int:
-        """Delete up to ``limit`` results older than the backend's retention;
-        returns how many. Stores whose results expire by themselves do nothing."""
-        return 0
-
-    def aborts_requested(self, worker_id: str, task_ids: list[str]) -> list[str]:
-        """Those of ``task_ids`` (tasks ``worker_id`` holds) someone asked to abort."""
-        raise NotImplementedError
-
-    def listen(self, queues: list[str] | None, wake, *, worker_id=None, on_abort=None):
-        """Start calling ``wake()`` when tasks for ``queues`` arrive, and
-        ``on_abort()`` when someone asks to abort a task ``worker_id`` holds;
-        return something with ``stop()``, or None where only polling works."""
-        return None
-
-    # -- cancelling and aborting (``QTaskResult.cancel()`` / ``abort()``) ------
-
-    def cancel(self, result_id: str) -> bool:
-        """Cancel the task if it is waiting: it never runs, and is recorded as
-        CANCELLED. False if it is running, finished or unknown."""
-        raise NotImplementedError
-
-    def abort(self, result_id: str) -> bool:
-        """Cancel the task if it is waiting; if it is running, ask its worker
-        to stop it. False if it finished or is unknown."""
-        raise NotImplementedError
-
-    # -- how the queue is doing: for the dashboard, taskq and the metrics ----
-
-    def queue_stats(self, queues=(), *, now=None, buckets=60) -> list:
-        """A ``stats.QueueStats`` per queue, sorted by name: tasks waiting,
-        scheduled and running, failed in the last hour, the longest wait, and
-        tasks finished in each of the last ``buckets`` minutes. ``queues`` are
-        listed even when empty (pass the backend's QUEUES)."""
-        raise NotImplementedError
-
-    def finished_counts(self, since: datetime, now: datetime) -> dict[tuple[str, str], int]:
-        """How many tasks finished since ``since``, by (queue, status)."""
-        raise NotImplementedError
-
-    def run_times(self, since: datetime, bounds) -> dict[str, tuple[list[int], int, float]]:
-        """Per queue, for the tasks that ran and finished since ``since``: how
-        many ran for at most each of ``bounds`` seconds, how many in all, and
-        their summed seconds. Stores that keep no run times return {}."""
-        return {}
-
-    def workers(self, now=None) -> list:
-        """The registry, as ``stats.WorkerEntry``s sorted by host and start."""
-        raise NotImplementedError
-
-    def purge(self, queue_name: str) -> int:
-        """Delete every waiting (ready or scheduled) task of ``queue_name``;
-        running ones finish as usual. Returns how many were deleted."""
-        raise NotImplementedError
-
-    # -- building the API's TaskResult ----------------------------------------
-
-    def resolve_task(self, task_path: str, priority: int, queue_name: str):
+    def resolve_task(self, task_path: str, priority: int, queue_name: str) -> Task:
         """The registered task for a row, carrying the row's priority and queue."""
         try:
             task = resolve(task_path)
@@ -442,12 +335,20 @@ class QueueBackend(BaseTaskBackend):
             return task
 
     def make_result(
-        self, *, task, id, status, return_value=None, errors=(), **fields
+        self,
+        *,
+        task: Task,
+        id: str,
+        status: str,
+        return_value: Any = None,
+        errors: Iterable[dict[str, str]] = (),
+        **fields: Any,
     ) -> QTaskResult:
+        """The API's result for a task in any state, from what a store holds."""
         result = QTaskResult(
             task=task,
             id=id,
-            status=DJANGO_STATUS[status],
+            status=django_status(status),
             backend=self.alias,
             errors=[
                 TaskError(
@@ -461,34 +362,14 @@ class QueueBackend(BaseTaskBackend):
         object.__setattr__(result, "_return_value", return_value)
         return result
 
-    def ready_results(self, task, calls, now, **fields) -> list[QTaskResult]:
-        """What ``enqueue_many`` returns: one READY result per (id, args, kwargs);
-        ``fields``: more QTaskResult fields, the same for each."""
-        return [
-            self.make_result(
-                task=task,
-                id=str(task_id),
-                status="READY",
-                enqueued_at=now,
-                started_at=None,
-                last_attempted_at=None,
-                finished_at=None,
-                args=args,
-                kwargs=kwargs,
-                worker_ids=[],
-                **fields,
-            )
-            for task_id, args, kwargs in calls
-        ]
-
     def result_for_claimed(
-        self, claimed: ClaimedTask, task, outcome: Outcome | None = None
+        self, claimed: ClaimedTask, task: Task, outcome: Outcome | None = None
     ) -> QTaskResult:
         """The API's view of a claimed task: running, or ended as ``outcome`` says."""
         if outcome is None:
-            status, finished_at, errors = "RUNNING", None, claimed.errors
+            status, finished_at, errors = TaskStatus.RUNNING, None, claimed.errors
         elif outcome.status == Outcome.RETRY:
-            status, finished_at, errors = "READY", None, outcome.errors
+            status, finished_at, errors = TaskStatus.READY, None, outcome.errors
         else:
             status, finished_at, errors = outcome.status, outcome.finished_at, outcome.errors
         return self.make_result(

@@ -16,9 +16,10 @@ from django.db import close_old_connections
 from django.tasks.signals import task_started
 from django.utils import timezone
 
-from ..backends.base import ClaimedTask, Outcome, error_from, json_round_trip
+from ..backends.contract import ClaimedTask, Outcome
 from ..exceptions import Retry, TaskAborted
 from ..hooks import worker_resources
+from ..payloads import error_from, return_value
 from ..task import QTask, QTaskContext
 
 
@@ -81,20 +82,12 @@ def _start(backend, claimed: ClaimedTask, task, aborting: threading.Event | None
 
 
 def _succeeded(claimed: ClaimedTask, task, value, started: float) -> Outcome:
-    if not getattr(task, "store_result", True):
-        value = None  # not kept, so not checked either
-    try:
-        value = json_round_trip(value)
-    except TypeError as problem:
-        raise TypeError(
-            f"The return value of {claimed.task_path} is not JSON-serialisable: {problem}."
-        ) from None
     return Outcome(
         claimed=claimed,
         status="SUCCESSFUL",
         finished_at=timezone.now(),
         duration=time.monotonic() - started,
-        return_value=value,
+        return_value=return_value(task, value),
     )
 
 

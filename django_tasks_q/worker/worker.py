@@ -28,7 +28,7 @@ from django.tasks.signals import task_finished
 from django.utils import timezone
 from django.utils.crypto import get_random_string
 
-from ..backends.base import ClaimedTask, Outcome
+from ..backends.contract import ClaimedTask, Outcome
 from ..backoff import Backoff
 from ..exceptions import TaskNotRegistered, WorkerStartupError
 from ..hooks import run_worker_start_hooks

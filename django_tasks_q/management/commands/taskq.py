@@ -15,16 +15,14 @@ from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
 from django.tasks.exceptions import InvalidTaskBackend
 from django.utils import timezone
 
-from django_tasks_q import operations, stats
 from django_tasks_q.backends.base import QueueBackend
-from django_tasks_q.backends.database import DatabaseBackend
+from django_tasks_q.backends.database import operations
 from django_tasks_q.models import (
     ResultStatus,
     Schedule,
     Task,
     TaskResult,
     TaskStatus,
-    in_state,
 )
 
 QUEUE_STATES = ("waiting", "scheduled", "running", "blocked")
@@ -154,7 +152,7 @@ class Command(BaseCommand):
                 f"TASKS[{backend!r}] is {type(self.queue_backend).__name__}, "
                 "not a django-tasks-q backend: it has no queue to show."
             )
-        if subcommand not in ANY_BACKEND and not isinstance(self.queue_backend, DatabaseBackend):
+        if subcommand not in ANY_BACKEND and self.queue_backend.queue_tables is None:
             # Its queue is not in these tables: don't report or change stale rows.
             raise CommandError(
                 f"taskq {subcommand} works on the database backend's tables; "
@@ -180,7 +178,7 @@ class Command(BaseCommand):
     # -- looking ------------------------------------------------------------------
 
     def do_status(self, **options):
-        queues = self.queue_backend.queue_stats(stats.configured_queues(self.backend))
+        queues = self.queue_backend.queue_stats(self.queue_backend.queues)
         rows = [
             [
                 q.queue,
@@ -206,7 +204,7 @@ class Command(BaseCommand):
         else:
             rows = Task.objects.using(self.using).order_by("-id")
             if status:
-                rows = in_state(rows, status, now)
+                rows = rows.in_state(status, now)
         if queue:
             rows = rows.filter(queue_name=queue)
         if task:
@@ -219,7 +217,7 @@ class Command(BaseCommand):
             row["id"] = str(row["id"])
             if row["status"] == TaskStatus.READY:
                 row["status"] = "SCHEDULED" if row["run_after"] > now else "WAITING"
-            elif row["status"] == TaskStatus.WAITING:  # for other tasks, not for a worker
+            elif row["status"] == TaskStatus.BLOCKED:  # for other tasks, not for a worker
                 row["status"] = "BLOCKED"
             for column in ("enqueued_at", "run_after", "finished_at"):
                 if column in row:

@@ -1,8 +1,8 @@
 """Chains on the database backend: tasks that wait for others (``QTask.after``).
 
-A task enqueued with ``after()`` is written WAITING, with one
+A task enqueued with ``after()`` is written BLOCKED, with one
 ``TaskDependency`` row per task it waits for (its parents, in order); workers
-never claim a WAITING task. Once its parents have ended, the child is
+never claim a BLOCKED task. Once its parents have ended, the child is
 *resolved*: made READY, with its parents' return values (or the id of the
 parent that did not succeed) put before its arguments, or moved to the
 history as CANCELLED.
@@ -34,9 +34,10 @@ from django.db import connections, transaction
 from django.tasks.exceptions import TaskResultDoesNotExist
 from django.utils import timezone
 
-from ..exceptions import DependencyFailed, FallbackNotNeeded
-from ..models import ResultStatus, RunOn, Task, TaskDependency, TaskResult, TaskStatus
-from .listener import notify
+from ...exceptions import DependencyFailed, FallbackNotNeeded
+from ...models import ResultStatus, RunOn, Task, TaskDependency, TaskResult, TaskStatus
+from ..contract import EnqueueBatch
+from .listeners import notify
 from .result_listener import notify_finished
 
 SWEEP_BATCH = 1000  # children one sweep resolves at most
@@ -46,7 +47,7 @@ SWEEP_BATCH = 1000  # children one sweep resolves at most
 # succeeding, or every parent has left it.
 STUCK = """
     SELECT d.child FROM django_tasks_q_taskdependency AS d
-    LEFT JOIN django_tasks_q_task AS c ON c.id = d.child AND c.status = 'WAITING'
+    LEFT JOIN django_tasks_q_task AS c ON c.id = d.child AND c.status = 'BLOCKED'
     LEFT JOIN django_tasks_q_task AS p ON p.id = d.parent
     LEFT JOIN django_tasks_q_taskresult AS r ON r.id = d.parent
     GROUP BY d.child
@@ -73,10 +74,10 @@ COPIED_FIELDS = (
 )
 
 
-def hold(using: str, task, child_ids: list[uuid.UUID]) -> None:
+def hold(using: str, batch: EnqueueBatch, child_ids: list[uuid.UUID]) -> None:
     """In the enqueuing transaction: make the just-inserted ``child_ids`` wait
-    for ``task.waits_for``. TaskResultDoesNotExist if one of those is unknown."""
-    parents = [uuid.UUID(parent) for parent in task.waits_for]
+    for ``batch.waits_for``. TaskResultDoesNotExist if one of those is unknown."""
+    parents = [uuid.UUID(parent) for parent in batch.waits_for]
     known = {
         *Task.objects.using(using).filter(pk__in=parents).values_list("pk", flat=True),
         *TaskResult.objects.using(using).filter(pk__in=parents).values_list("pk", flat=True),
@@ -84,7 +85,7 @@ def hold(using: str, task, child_ids: list[uuid.UUID]) -> None:
     if missing := [str(parent) for parent in parents if parent not in known]:
         raise TaskResultDoesNotExist(f"after(): there is no task {', '.join(missing)}.")
     Task.objects.using(using).filter(pk__in=child_ids).update(
-        status=TaskStatus.WAITING, run_on=task.run_on
+        status=TaskStatus.BLOCKED, run_on=batch.run_on
     )
     TaskDependency.objects.using(using).bulk_create(
         TaskDependency(child=child, parent=parent, position=position)
@@ -133,7 +134,7 @@ def resolve(using: str, child_ids: list) -> list:
     waiting = {
         row["id"]: row
         for row in tasks.select_for_update()
-        .filter(pk__in=child_ids, status=TaskStatus.WAITING)
+        .filter(pk__in=child_ids, status=TaskStatus.BLOCKED)
         .order_by("pk")
         .values("id", "run_on", "args", "queue_name")
     }

@@ -16,7 +16,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from ..backoff import Backoff
+from ...backoff import Backoff
 
 logger = logging.getLogger("django_tasks_q.worker")
 

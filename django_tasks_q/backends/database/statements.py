@@ -15,13 +15,34 @@ from datetime import UTC, datetime
 
 from django.utils.dateparse import parse_datetime
 
-from .base import ClaimedTask, Outcome
+from ..contract import ClaimedTask, EnqueueBatch, Outcome
 
 # What a claim hands back, in this order.
 CLAIMED_COLUMNS = (
     "id, task_path, queue_name, priority, args, kwargs, attempts, max_attempts, "
     "errors, worker_ids, enqueued_at, started_at, run_after"
 )
+
+
+def loose_index_scan(cte: str, table: str, column: str, where: str = "TRUE") -> str:
+    """A recursive CTE ``<cte>(name)``: the distinct values of the indexed
+    ``column`` among the rows matching ``where``, read off the index one value
+    at a time (a probe per value, where SELECT DISTINCT reads every row). Its
+    last name is NULL. Both vendors run it."""
+    return f"""{cte}(name) AS (
+            SELECT (SELECT min({column}) FROM {table} WHERE {where})
+            UNION ALL
+            SELECT (SELECT min({column}) FROM {table} WHERE {where} AND {column} > {cte}.name)
+            FROM {cte} WHERE {cte}.name IS NOT NULL
+        )"""
+
+
+def distinct_values(cursor, table: str, column: str) -> list[str]:
+    """The distinct values of an indexed column (the admin's filters)."""
+    quote = cursor.db.ops.quote_name
+    scan = loose_index_scan("v", quote(table), quote(column))
+    cursor.execute(f"WITH RECURSIVE {scan} SELECT name FROM v WHERE name IS NOT NULL")
+    return [row[0] for row in cursor.fetchall()]
 
 
 def _json(value):
@@ -152,14 +173,7 @@ class PostgresQueries:
     # ready tasks, read off the index one name at a time (a loose index scan:
     # a probe per queue, not a pass over the rows).
     SERVED_NAMED = "served(name) AS (SELECT unnest(%(queues)s::text[]))"
-    # The last name is NULL, which serves nothing. SQLite runs it too.
-    SERVED_ALL = """served(name) AS (
-            SELECT (SELECT min(queue_name) FROM django_tasks_q_task WHERE status = 'READY')
-            UNION ALL
-            SELECT (SELECT min(queue_name) FROM django_tasks_q_task
-                    WHERE status = 'READY' AND queue_name > served.name)
-            FROM served WHERE served.name IS NOT NULL
-        )"""
+    SERVED_ALL = loose_index_scan("served", "django_tasks_q_task", "queue_name", "status = 'READY'")
     # A claim run on its own (autocommit) need not wait for the WAL flush: if
     # a database crash loses it, the task is simply still queued. set_config
     # with is_local lasts until this statement's transaction ends, after its
@@ -348,39 +362,45 @@ class PostgresQueries:
     def json_datetime(self, value: datetime) -> str:
         return value.isoformat()
 
-    def insert(self, cursor, task, calls, *, run_after, expires_at, now):
-        """Queue ``calls`` of ``task``: (uuid, args, kwargs) triples, args as JSON."""
+    def insert(self, cursor, batch: EnqueueBatch) -> None:
+        """Queue every call of ``batch``."""
         document = [
-            {"id": self.json_id(str(task_id)), "args": args, "kwargs": kwargs}
-            for task_id, args, kwargs in calls
+            {"id": self.json_id(task_id), "args": args, "kwargs": kwargs}
+            for task_id, args, kwargs in zip(batch.ids, batch.args, batch.kwargs, strict=True)
         ]
-        params = self.insert_params(task, document, run_after, expires_at, now)
-        cursor.execute(self.INSERT, params)
+        cursor.execute(self.INSERT, self.insert_params(batch, document))
 
-    def insert_unique(self, cursor, task, calls, keys, *, run_after, expires_at, now) -> set[str]:
-        """Queue the ``calls`` whose unique key (in ``keys``) no queued task
-        holds; returns the ids of those queued."""
+    def insert_unique(self, cursor, batch: EnqueueBatch, indices: list[int]) -> set[str]:
+        """Queue the calls ``indices`` of ``batch`` whose unique key no queued
+        task holds; returns the ids of those queued."""
         document = [
-            {"id": self.json_id(str(task_id)), "args": args, "kwargs": kwargs, "unique_key": key}
-            for (task_id, args, kwargs), key in zip(calls, keys, strict=True)
+            {
+                "id": self.json_id(batch.ids[i]),
+                "args": batch.args[i],
+                "kwargs": batch.kwargs[i],
+                "unique_key": batch.unique_keys[i],
+            }
+            for i in indices
         ]
-        params = self.insert_params(task, document, run_after, expires_at, now)
-        cursor.execute(self.INSERT_UNIQUE, params)
+        cursor.execute(self.INSERT_UNIQUE, self.insert_params(batch, document))
         return self.inserted_ids(cursor)
 
     def inserted_ids(self, cursor) -> set[str]:
         [(ids, _)] = cursor.fetchall()
         return {str(task_id) for task_id in ids or ()}
 
-    def insert_params(self, task, document, run_after, expires_at, now) -> dict:
+    def insert_params(self, batch: EnqueueBatch, document) -> dict:
+        task = batch.task
         return {
             "task_path": task.module_path,
             "queue_name": task.queue_name,
             "priority": task.priority,
-            "run_after": self.param_datetime(run_after),
-            "expires_at": None if expires_at is None else self.param_datetime(expires_at),
-            "now": self.param_datetime(now),
-            "max_attempts": getattr(task, "max_retries", 0) + 1,
+            "run_after": self.param_datetime(batch.run_after),
+            "expires_at": None
+            if batch.expires_at is None
+            else self.param_datetime(batch.expires_at),
+            "now": self.param_datetime(batch.enqueued_at),
+            "max_attempts": batch.max_attempts,
             "calls": json.dumps(document),
         }
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import redis
 
-from ..backoff import Backoff
+from ...backoff import Backoff
 
 logger = logging.getLogger("django_tasks_q.worker")
 

@@ -15,12 +15,10 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 
-from django.conf import settings
 from django.core import checks
-from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db import Error as DatabaseError
-from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
-from django.tasks.signals import task_enqueued
+from django.db import transaction
+from django.tasks.exceptions import TaskResultDoesNotExist
 from django.utils import timezone
 
 try:
@@ -28,13 +26,19 @@ try:
 except ImportError:  # reported by check()
     redis = None
 
-from ..ids import uuid7
-from ..models import ResultStatus, TaskResult
-from ..stats import FAILED, QueueStats, WorkerEntry, last_minutes
-from ..task import Call
-from .base import ClaimedTask, Outcome, QueueBackend
+from ...checks import Option, boolean, text
+from ..base import DATABASE, LEASE, POLL_INTERVAL, QueueBackend, result_ttl
+from ..contract import (
+    ClaimedTask,
+    EnqueueBatch,
+    Outcome,
+    QueueStats,
+    ResultStatus,
+    WorkerEntry,
+    last_minutes,
+)
 
-SCRIPT = (Path(__file__).parent / "redis.lua").read_text()
+SCRIPT = (Path(__file__).parent / "library.lua").read_text()
 # "#!lua name=taskq_3": its functions are called "taskq_3_<name>".
 LIBRARY = SCRIPT.split("name=", 1)[1].split(None, 1)[0]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -63,27 +67,38 @@ def _hash(flat: list[str]) -> dict[str, str]:
 
 
 class RedisBackend(QueueBackend):
-    """OPTIONS: ``url`` (default "redis://127.0.0.1:6379/0"), ``prefix`` (of
-    every key, default "taskq"), ``result_ttl`` (seconds results are kept,
-    default one day), ``enqueue_on_commit`` (default True), ``database`` (the
-    alias whose transactions enqueueing waits for, default "default"),
-    ``record_results_in_database`` (also copy results to the TaskResult
-    table, default False), ``poll_interval`` and ``lease`` as for the
-    database backend.
-    """
+    """The queue in Redis. OPTIONS: see README's "Redis backend"."""
+
+    declared_options = (
+        DATABASE,
+        POLL_INTERVAL,
+        LEASE,
+        result_ttl(24 * 60 * 60),
+        Option("url", "redis://127.0.0.1:6379/0", text, "django_tasks_q.E007"),
+        Option("prefix", "taskq", text),
+        # Inside a transaction on ``database``, send tasks when it commits.
+        Option("enqueue_on_commit", True, boolean),
+        # Also copy finished tasks to the TaskResult table of ``database``.
+        Option("record_results_in_database", False, boolean),
+    )
+    url: str
+    enqueue_on_commit: bool
+    record_results_in_database: bool
 
     def __init__(self, alias, params):
         super().__init__(alias, params)
-        self.url = self.options.get("url", "redis://127.0.0.1:6379/0")
         # One hash tag for every key: a Redis Cluster keeps them in one slot,
         # as functions that touch many keys need.
-        self.prefix = "{" + self.options.get("prefix", "taskq") + "}"
-        self.result_ttl = self.options.get("result_ttl", 24 * 60 * 60)
-        self.enqueue_on_commit = self.options.get("enqueue_on_commit", True)
-        self.database = self.options.get("database", DEFAULT_DB_ALIAS)
-        self.record_results_in_database = self.options.get("record_results_in_database", False)
+        self.prefix = "{" + self.prefix + "}"
         self._load_lock = threading.Lock()
         self._library_loaded = False
+
+    @property
+    def _ttl(self) -> int:
+        """result_ttl as the functions take it: whole seconds, 0 to keep results."""
+        if self.result_ttl is None:
+            return 0
+        return max(1, round(self.result_ttl.total_seconds()))
 
     @property
     def transient_errors(self):
@@ -129,47 +144,29 @@ class RedisBackend(QueueBackend):
 
     # -- the django.tasks API ---------------------------------------------------
 
-    def enqueue(self, task, args, kwargs):
-        return self.enqueue_many(task, [Call(args, kwargs)])[0]
-
-    def validate_task(self, task):
-        super().validate_task(task)
-        if getattr(task, "unique", False) or getattr(task, "unique_key", None) is not None:
-            # enqueue() must say which task the caller got, but inside a
-            # transaction the Redis call waits for the commit.
-            raise InvalidTask(
-                "The Redis backend does not support unique tasks (unique, unique_key); "
-                "use a database backend for them."
-            )
-
-    def enqueue_many(self, task, calls):
-        self.validate_task(task)
-        calls = [(str(uuid7()), *arguments) for arguments in self.encode_calls(task, calls)]
-        now = timezone.now()
-        run_after = self.run_after_for(task, now)
-        expires_at = self.expires_at_for(task, run_after, now)
-        results = self.ready_results(task, calls, now, expires_at=expires_at)
+    def write(self, batch: EnqueueBatch):
+        task = batch.task
         header = [
             task.module_path,
             task.queue_name,
             task.priority,
-            getattr(task, "max_retries", 0) + 1,
-            _us(now),
-            _us(run_after),
-            "" if expires_at is None else _us(expires_at),
+            batch.max_attempts,
+            _us(batch.enqueued_at),
+            _us(batch.run_after),
+            "" if batch.expires_at is None else _us(batch.expires_at),
         ]
+        calls = list(zip(batch.ids, batch.args, batch.kwargs, strict=True))
 
         def send():
             self._run(lambda: self._send(header, calls))
-            for result in results:
-                task_enqueued.send(type(self), task_result=result)
+            self.announce(batch.results)
 
         if self.enqueue_on_commit:
             # At once outside a transaction; else when (and only if) it commits.
             transaction.on_commit(send, using=self.database)
         else:
             send()
-        return results
+        return batch.results
 
     def _send(self, header, calls):
         batches = [
@@ -229,7 +226,7 @@ class RedisBackend(QueueBackend):
             return [0, 0]
         now = _us(timezone.now())
         outbox = int(self.record_results_in_database)
-        counts = self._call("cancel", now, self.result_ttl, outbox, int(abort), task_id)
+        counts = self._call("cancel", now, self._ttl, outbox, int(abort), task_id)
         self.copy_results_to_database()
         return counts
 
@@ -283,7 +280,7 @@ class RedisBackend(QueueBackend):
                 "record",
                 worker_id,
                 _us(timezone.now()),
-                self.result_ttl,
+                self._ttl,
                 int(self.record_results_in_database),
                 *fields,
             )
@@ -346,7 +343,7 @@ class RedisBackend(QueueBackend):
         recovered = self._call(
             "recover",
             _us(now),
-            self.result_ttl,
+            self._ttl,
             int(self.record_results_in_database),
             _us(now - 2 * self.lease),
         )
@@ -356,12 +353,15 @@ class RedisBackend(QueueBackend):
     def expire_tasks(self) -> int:
         total = 0
         while True:
-            args = (_us(timezone.now()), self.result_ttl, int(self.record_results_in_database))
+            args = (_us(timezone.now()), self._ttl, int(self.record_results_in_database))
             expired = self._call("expire", *args)
             self.copy_results_to_database()
             total += expired
             if expired < EXPIRE_BATCH:
                 return total
+
+    def prune_results(self, limit=1000) -> int:
+        return 0  # results expire by themselves, after result_ttl
 
     def unregister_worker(self, worker_id) -> None:
         pipeline = self.client.pipeline(transaction=True)
@@ -371,7 +371,7 @@ class RedisBackend(QueueBackend):
 
     def listen(self, queues, wake, *, worker_id=None, on_abort=None):
         # Here, not at the top: without redis installed, check() says so.
-        from .redis_listener import RedisListener
+        from .listener import RedisListener
 
         return RedisListener(
             self.client, self.key("wake"), queues, wake, self.key("abort"), worker_id, on_abort
@@ -388,7 +388,9 @@ class RedisBackend(QueueBackend):
         for name, waiting, scheduled, running, oldest, finished in reply:
             counts = [_hash(flat) for flat in finished]
             ok = [int(c.get(ResultStatus.SUCCESSFUL, 0)) for c in counts]
-            failed = [sum(int(c.get(status, 0)) for status in FAILED) for c in counts]
+            failed = [
+                sum(int(c.get(status, 0)) for status in ResultStatus.FAILURES) for c in counts
+            ]
             stats = QueueStats(name, waiting=waiting, scheduled=scheduled, running=running)
             stats.waited_since(_datetime(oldest), now)
             stats.failed_last_hour = sum(failed[-60:])
@@ -414,6 +416,9 @@ class RedisBackend(QueueBackend):
             for status, n in by_status.items():
                 counts[queue, status] = counts.get((queue, status), 0) + int(n)
         return counts
+
+    def run_times(self, since, bounds):
+        return {}  # Redis keeps no per-task history to measure
 
     def workers(self, now=None):
         now = now or timezone.now()
@@ -468,6 +473,8 @@ class RedisBackend(QueueBackend):
                 for task_id, fields in zip(ids, pipeline.execute(), strict=True)
                 if fields  # expired already: nothing to copy
             ]
+            from ...models import TaskResult  # here: the backend imports without the app
+
             try:
                 TaskResult.objects.using(self.database).bulk_create(
                     rows,
@@ -481,7 +488,9 @@ class RedisBackend(QueueBackend):
             if len(ids) < OUTBOX_BATCH:
                 return
 
-    def _result_row(self, task_id, fields) -> TaskResult:
+    def _result_row(self, task_id, fields):
+        from ...models import TaskResult
+
         return TaskResult(
             id=task_id,
             task_path=fields["task_path"],
@@ -504,39 +513,23 @@ class RedisBackend(QueueBackend):
     # -- system checks ----------------------------------------------------------
 
     def check(self, **kwargs):
-        errors = super().check(**kwargs)
-        if self.database not in settings.DATABASES:
-            errors.append(
-                checks.Error(
-                    f"TASKS[{self.alias!r}]['OPTIONS']['database'] names "
-                    f"{self.database!r}, which is not in DATABASES.",
-                    id="django_tasks_q.E002",
-                )
-            )
+        messages = super().check(**kwargs)
         if redis is None:
-            errors.append(
+            messages.append(
                 checks.Error(
                     f"TASKS[{self.alias!r}] uses {type(self).__name__}, which needs "
                     "the redis package: pip install 'django-tasks-q[redis]'.",
                     id="django_tasks_q.E006",
                 )
             )
-            return errors
+            return messages
         try:
             redis.ConnectionPool.from_url(self.url)
         except ValueError as error:
-            errors.append(
+            messages.append(
                 checks.Error(
                     f"TASKS[{self.alias!r}]['OPTIONS']['url'] is not a Redis URL: {error}",
                     id="django_tasks_q.E007",
                 )
             )
-        if not isinstance(self.result_ttl, int) or self.result_ttl <= 0:
-            errors.append(
-                checks.Error(
-                    f"TASKS[{self.alias!r}]['OPTIONS']['result_ttl'] must be a "
-                    "positive whole number of seconds.",
-                    id="django_tasks_q.E008",
-                )
-            )
-        return errors
+        return sorted(messages, key=lambda message: message.id)

@@ -93,11 +93,13 @@ local function unqueue_task(P, queue, priority, run_after, id)
   redis.call('ZREM', P .. ':expiring', id)
 end
 
--- A finished task: keep it as a result for ``ttl`` seconds, and queue it for
--- the database copy when asked to.
+-- A finished task: keep it as a result for ``ttl`` seconds (0: for ever), and
+-- queue it for the database copy when asked to.
 local function keep_result(P, key, id, ttl, outbox)
   redis.call('HDEL', key, 'worker_id', 'lease_until')
-  redis.call('EXPIRE', key, ttl)
+  if tonumber(ttl) > 0 then
+    redis.call('EXPIRE', key, ttl)
+  end
   if outbox == '1' then
     redis.call('RPUSH', P .. ':outbox', id)
   end

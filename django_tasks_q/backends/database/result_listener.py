@@ -28,8 +28,8 @@ import threading
 import time
 from collections import defaultdict
 
-from ..backoff import Backoff
-from .base import deadline_after, time_left
+from ...backoff import Backoff
+from ..base import deadline_after, time_left
 
 logger = logging.getLogger("django_tasks_q")
 

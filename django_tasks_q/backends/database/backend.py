@@ -10,29 +10,34 @@ import socket
 import sqlite3
 import uuid
 from contextlib import nullcontext
-from datetime import timedelta
 from functools import cached_property, partial
+from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.core import checks
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, Sum
-from django.db.models.functions import TruncMinute
+from django.db import connections, transaction
 from django.tasks.exceptions import TaskResultDoesNotExist
-from django.tasks.signals import task_enqueued
 from django.utils import timezone
 
-from .. import operations
-from ..ids import uuid7
-from ..models import ResultStatus, Task, TaskResult, TaskStatus, Worker
-from ..stats import FAILED, QueueStats, WorkerEntry, last_minutes
-from ..task import Call, QTaskResult
-from . import chains
-from .base import Outcome, QueueBackend, deadline_after, time_left
-from .listener import PostgresListener
+from ...checks import Option, boolean
+from ...task import QTaskResult
+from ..base import (
+    DATABASE,
+    LEASE,
+    POLL_INTERVAL,
+    QueueBackend,
+    deadline_after,
+    result_ttl,
+    time_left,
+)
+from ..contract import EnqueueBatch, Outcome, WorkerEntry
+from .listeners import PostgresListener
 from .result_listener import ResultListener
-from .sql import queries_for
+from .statements import queries_for
+
+# The models, and the modules that use them, are imported where they are
+# used: this module must import without the app installed, so that check
+# E001 can say it is missing.
 
 RESULT_FIELDS = (
     "task_path",
@@ -52,27 +57,27 @@ QUEUE_ONLY_FIELDS = ("unique_key", "expires_at")
 
 
 class DatabaseBackend(QueueBackend):
-    """OPTIONS: ``database`` (the alias holding the queue, default "default"),
-    ``poll_interval`` (seconds an idle worker waits between looks, default 1),
-    ``lease`` (seconds a claim is good for before it must be renewed, default 60),
-    ``synchronous_commit`` (PostgreSQL: whether the worker's records, and the
-    claims made with them, wait for the WAL flush, default True), ``result_ttl`` (seconds finished
-    results are kept before workers delete them; default None, keep them).
-    """
+    """The queue in the ``Task`` and ``TaskResult`` tables of the ``database``
+    alias (PostgreSQL or SQLite). OPTIONS: see README's Configuration."""
 
     supports_periodic = True
     supports_after = True
-
-    def __init__(self, alias, params):
-        super().__init__(alias, params)
-        self.database = self.options.get("database", DEFAULT_DB_ALIAS)
+    supports_unique = True
+    declared_options = (
+        DATABASE,
+        POLL_INTERVAL,
+        LEASE,
+        result_ttl(None),
         # PostgreSQL: whether the worker's own claims and records wait for the
         # WAL flush. Off, a database crash can lose the last moments of them,
         # and those tasks then run again: never lost, as at-least-once allows.
-        self.synchronous_commit = bool(self.options.get("synchronous_commit", True))
-        # Seconds finished results are kept; workers delete older ones. None: forever.
-        ttl = self.options.get("result_ttl")
-        self.result_ttl = None if ttl is None else timedelta(seconds=float(ttl))
+        Option("synchronous_commit", True, boolean),
+    )
+    synchronous_commit: bool
+
+    @property
+    def queue_tables(self) -> str:
+        return self.database
 
     @property
     def connection(self):
@@ -84,74 +89,50 @@ class DatabaseBackend(QueueBackend):
 
     # -- the django.tasks API ---------------------------------------------------
 
-    def enqueue(self, task, args, kwargs):
-        return self.enqueue_many(task, [Call(args, kwargs)])[0]
-
-    def enqueue_many(self, task, calls):
-        self.validate_task(task)
-        calls = [(uuid7(), *arguments) for arguments in self.encode_calls(task, calls)]
-        now = timezone.now()
-        parents = getattr(task, "waits_for", ())
-        run_after = self.run_after_for(task, now)
-        times = {"run_after": run_after, "expires_at": self.expires_at_for(task, run_after, now)}
-        keys = self.unique_keys(task, calls)
+    def write(self, batch: EnqueueBatch) -> list[QTaskResult]:
         # A chained task is inserted, then made to wait, in one transaction.
-        atomic = transaction.atomic(using=self.database) if parents else nullcontext()
+        atomic = transaction.atomic(using=self.database) if batch.waits_for else nullcontext()
         with atomic, self.connection.cursor() as cursor:
-            if keys is None:
-                self.queries.insert(cursor, task, calls, now=now, **times)
-                results = self.ready_results(task, calls, now, expires_at=times["expires_at"])
+            if batch.unique_keys is None:
+                self.queries.insert(cursor, batch)
             else:
-                results = self._enqueue_unique(cursor, task, calls, keys, now, times)
-            if parents:
+                self._insert_unique(cursor, batch)
+            if batch.waits_for:
+                from . import chains
+
                 # Only tasks this call created: a duplicate keeps its own parents.
-                children = [uuid.UUID(result.id) for result in results if result.created]
-                chains.hold(self.database, task, children)
+                children = [uuid.UUID(result.id) for result in batch.results if result.created]
+                chains.hold(self.database, batch, children)
                 # Linked to their parents once committed: no lock on a parent
                 # is held while the caller's transaction lasts.
                 transaction.on_commit(
-                    partial(chains.link, self.database, children, parents),
+                    partial(chains.link, self.database, children, list(batch.waits_for)),
                     using=self.database,
                     robust=True,  # if it fails, a worker's sweep does it
                 )
-        for result in results:
-            if result.created:
-                task_enqueued.send(type(self), task_result=result)
-        return results
+        self.announce(batch.results)
+        return batch.results
 
-    def _enqueue_unique(self, cursor, task, calls, keys, now, times):
+    def _insert_unique(self, cursor, batch: EnqueueBatch) -> None:
         """Queue each call unless a queued task holds its key; then the caller
         gets that task's result, with ``created`` False."""
-        results = [None] * len(calls)
+        keys, queued = batch.unique_keys, list(batch.results)
         # In key order: concurrent batches whose keys overlap then take them
         # in the same order, and cannot deadlock waiting on each other.
-        pending = sorted(range(len(calls)), key=keys.__getitem__)
+        pending = sorted(range(len(batch.ids)), key=keys.__getitem__)
         while pending:
-            inserted = self.queries.insert_unique(
-                cursor,
-                task,
-                [calls[i] for i in pending],
-                [keys[i] for i in pending],
-                now=now,
-                **times,
-            )
-            taken = []
-            for i in pending:
-                if str(calls[i][0]) in inserted:
-                    [results[i]] = self.ready_results(
-                        task, [calls[i]], now, unique_key=keys[i], expires_at=times["expires_at"]
-                    )
-                else:
-                    taken.append(i)
+            inserted = self.queries.insert_unique(cursor, batch, pending)
+            taken = [i for i in pending if batch.ids[i] not in inserted]
             holders = self._queued_by_key({keys[i] for i in taken})
             for i in taken:
-                results[i] = holders.get(keys[i])
+                batch.results[i] = holders.get(keys[i], queued[i])
             # A holder that finished since the INSERT met it has freed its
             # key: those calls try again.
-            pending = [i for i in taken if results[i] is None]
-        return results
+            pending = [i for i in taken if keys[i] not in holders]
 
     def _queued_by_key(self, keys) -> dict[str, QTaskResult]:
+        from ...models import Task
+
         rows = (
             Task.objects.using(self.database)
             .filter(unique_key__in=keys)
@@ -160,6 +141,8 @@ class DatabaseBackend(QueueBackend):
         return {row["unique_key"]: self._result(row, created=False) for row in rows}
 
     def get_result(self, result_id):
+        from ...models import Task, TaskResult
+
         # Look in the queue first: a task moves to the history in one
         # transaction, so missing it here means the history has it.
         try:
@@ -186,10 +169,14 @@ class DatabaseBackend(QueueBackend):
         return self.make_result(task=task, id=str(row.pop("id")), **row, **fields)
 
     def cancel(self, result_id) -> bool:
+        from . import operations
+
         tasks = self._queued(result_id)
         return tasks is not None and operations.cancel(tasks) == 1
 
     def abort(self, result_id) -> bool:
+        from . import operations
+
         tasks = self._queued(result_id)
         return tasks is not None and sum(operations.abort(tasks)) == 1
 
@@ -199,6 +186,8 @@ class DatabaseBackend(QueueBackend):
             pk = uuid.UUID(str(result_id))
         except ValueError:
             return None
+        from ...models import Task
+
         return Task.objects.using(self.database).filter(pk=pk)
 
     # -- the worker's store -----------------------------------------------------
@@ -223,6 +212,8 @@ class DatabaseBackend(QueueBackend):
                 done, passed_on = self.queries.finish(cursor, finished, worker_id)
                 recorded |= done
                 if passed_on:  # to chained tasks and wait() callers
+                    from . import chains
+
                     chains.pass_on(self.database, passed_on)
             if retried:
                 recorded |= self.queries.retry(cursor, retried, worker_id)
@@ -236,9 +227,15 @@ class DatabaseBackend(QueueBackend):
         with self.connection.cursor() as cursor:
             self.queries.release(cursor, task_ids, worker_id)
 
+    @property
+    def _workers(self):
+        from ...models import Worker
+
+        return Worker.objects.using(self.database)
+
     def register_worker(self, worker_id, *, queues, concurrency, pool) -> None:
         now = timezone.now()
-        Worker.objects.using(self.database).update_or_create(
+        self._workers.update_or_create(
             id=worker_id,
             defaults={
                 "hostname": socket.gethostname(),
@@ -257,20 +254,19 @@ class DatabaseBackend(QueueBackend):
         if task_ids:
             with self.connection.cursor() as cursor:
                 self.queries.renew(cursor, task_ids, worker_id, now + self.lease)
-        workers = Worker.objects.using(self.database)
-        return workers.filter(id=worker_id).update(last_heartbeat_at=now) == 1
+        return self._workers.filter(id=worker_id).update(last_heartbeat_at=now) == 1
 
     def recover(self) -> int:
         now = timezone.now()
         with transaction.atomic(using=self.database):
             with self.connection.cursor() as cursor:
                 recovered = self.queries.recover(cursor, now)
+        from . import chains
+
         # Chained tasks whose parents ended without a worker recording them.
         chains.sweep(self.database)
         # A worker silent for two leases is gone: its tasks were recovered above.
-        Worker.objects.using(self.database).filter(
-            last_heartbeat_at__lt=now - 2 * self.lease
-        ).delete()
+        self._workers.filter(last_heartbeat_at__lt=now - 2 * self.lease).delete()
         return recovered
 
     def expire_tasks(self, batch_size=1000) -> int:
@@ -337,7 +333,7 @@ class DatabaseBackend(QueueBackend):
             return self.queries.prune(cursor, timezone.now() - self.result_ttl, limit)
 
     def unregister_worker(self, worker_id) -> None:
-        Worker.objects.using(self.database).filter(id=worker_id).delete()
+        self._workers.filter(id=worker_id).delete()
 
     def aborts_requested(self, worker_id, task_ids) -> list[str]:
         with self.connection.cursor() as cursor:
@@ -349,146 +345,52 @@ class DatabaseBackend(QueueBackend):
         params = self.connection.get_connection_params()
         return PostgresListener(params, queues, wake, worker_id, on_abort).start()
 
-    # -- how the queue is doing ----------------------------------------------------
-    # Each read is one GROUP BY over an indexed column: its cost follows the
-    # number of queues, not of tasks.
+    # -- how the queue is doing: see figures.py ------------------------------------
 
     def queue_stats(self, queues=(), *, now=None, buckets=60):
-        now = now or timezone.now()
-        stats = {name: QueueStats(name) for name in queues}
+        from . import figures
 
-        def queue(name):
-            return stats.setdefault(name, QueueStats(name))
-
-        due = Q(status=TaskStatus.READY, run_after__lte=now)
-        for row in (
-            Task.objects.using(self.database)
-            .order_by()
-            .values("queue_name")
-            .annotate(
-                waiting=Count("pk", filter=due),
-                scheduled=Count("pk", filter=Q(status=TaskStatus.READY, run_after__gt=now)),
-                running=Count("pk", filter=Q(status=TaskStatus.RUNNING)),
-                blocked=Count("pk", filter=Q(status=TaskStatus.WAITING)),
-                oldest=Min("run_after", filter=due),
-            )
-        ):
-            found = queue(row["queue_name"])
-            found.waiting, found.scheduled, found.running, found.blocked = (
-                row["waiting"],
-                row["scheduled"],
-                row["running"],
-                row["blocked"],
-            )
-            found.waited_since(row["oldest"], now)
-
-        for row in (
-            TaskResult.objects.using(self.database)
-            .filter(finished_at__gt=now - timedelta(hours=1), status__in=FAILED)
-            .order_by()
-            .values("queue_name")
-            .annotate(failed=Count("pk"))
-        ):
-            queue(row["queue_name"]).failed_last_hour = row["failed"]
-
-        # Throughput: one bar per minute, the current (partial) minute last.
-        minutes = last_minutes(now, buckets)
-        counts = {}
-        for row in (
-            TaskResult.objects.using(self.database)
-            .filter(finished_at__gte=minutes[0])
-            .order_by()
-            .annotate(minute=TruncMinute("finished_at"))
-            .values("queue_name", "minute")
-            .annotate(
-                successful=Count("pk", filter=Q(status=ResultStatus.SUCCESSFUL)),
-                failed=Count("pk", filter=Q(status__in=FAILED)),
-            )
-        ):
-            queue(row["queue_name"])
-            counts[row["queue_name"], row["minute"]] = (row["successful"], row["failed"])
-        for found in stats.values():
-            found.throughput = [(m, *counts.get((found.queue, m), (0, 0))) for m in minutes]
-            found.finished_last_hour = sum(ok + failed for _, ok, failed in found.throughput)
-        return sorted(stats.values(), key=lambda found: found.queue)
-
-    def _finished_since(self, since):
-        return TaskResult.objects.using(self.database).filter(finished_at__gt=since).order_by()
+        return figures.queue_stats(self.database, queues, now or timezone.now(), buckets)
 
     def finished_counts(self, since, now):
-        rows = self._finished_since(since).values("queue_name", "status").annotate(n=Count("pk"))
-        return {(row["queue_name"], row["status"]): row["n"] for row in rows}
+        from . import figures
+
+        return figures.finished_counts(self.database, since)
 
     def run_times(self, since, bounds):
-        # The last attempt's: from the first start would count retry waits too.
-        duration = ExpressionWrapper(
-            F("finished_at") - F("last_attempted_at"), output_field=DurationField()
-        )
-        ran = (
-            self._finished_since(since)
-            .filter(last_attempted_at__isnull=False)
-            .exclude(status=ResultStatus.CANCELLED)
-            .annotate(duration=duration)
-        )
-        le = {f"le_{i}": timedelta(seconds=bound) for i, bound in enumerate(bounds)}
-        rows = ran.values("queue_name").annotate(
-            total=Count("pk"),
-            seconds=Sum("duration"),
-            **{key: Count("pk", filter=Q(duration__lte=bound)) for key, bound in le.items()},
-        )
-        return {
-            row["queue_name"]: (
-                [row[key] for key in le],
-                row["total"],
-                row["seconds"].total_seconds() if row["seconds"] else 0.0,
-            )
-            for row in rows
-        }
+        from . import figures
+
+        return figures.run_times(self.database, since, bounds)
 
     def workers(self, now=None):
         now = now or timezone.now()
-        rows = Worker.objects.using(self.database).order_by("hostname", "started_at").values()
+        rows = self._workers.order_by("hostname", "started_at").values()
         return [WorkerEntry.seen_at(now, self.lease, **row) for row in rows]
 
     def purge(self, queue_name):
+        from . import operations
+
         return operations.purge(queue_name, using=self.database)
 
     # -- system checks ----------------------------------------------------------
 
-    def check(self, **kwargs):
-        errors = super().check(**kwargs)
-        if self.database not in settings.DATABASES:
-            errors.append(
-                checks.Error(
-                    f"TASKS[{self.alias!r}]['OPTIONS']['database'] names "
-                    f"{self.database!r}, which is not in DATABASES.",
-                    id="django_tasks_q.E002",
-                )
-            )
-            return errors
+    def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
+        messages = super().check(**kwargs)
         vendor = self.connection.vendor
         if vendor not in ("postgresql", "sqlite"):
-            errors.append(
+            messages.append(
                 checks.Error(
                     f"Database {self.database!r} is {vendor}; the database "
                     "backend supports PostgreSQL and SQLite.",
                     id="django_tasks_q.E003",
                 )
             )
-        if self.result_ttl is not None and self.result_ttl.total_seconds() <= 0:
-            errors.append(
-                checks.Error(
-                    f"TASKS[{self.alias!r}]['OPTIONS']['result_ttl'] must be a positive "
-                    "number of seconds, or None to keep results.",
-                    id="django_tasks_q.E008",
-                )
-            )
         if vendor == "sqlite" and sqlite3.sqlite_version_info < (3, 35):
-            errors.append(
+            messages.append(
                 checks.Error(
                     f"SQLite {sqlite3.sqlite_version} is too old: the queue "
                     "needs 3.35 or newer (for RETURNING).",
                     id="django_tasks_q.E004",
                 )
             )
-        return errors
+        return messages

@@ -23,16 +23,14 @@ from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
 from django.utils import timezone
 
-from .backends.listener import ABORT_CHANNEL, notify
-from .exceptions import TaskNotRegistered
-from .ids import uuid7
-from .models import ResultStatus, Task, TaskResult, TaskStatus
-from .registry import resolve
+from ...exceptions import TaskNotRegistered
+from ...ids import uuid7
+from ...models import ResultStatus, Task, TaskResult, TaskStatus
+from ...registry import resolve
+from .listeners import ABORT_CHANNEL, notify
 
 BATCH_SIZE = 1000
 
-# Results that can be retried: anything that did not succeed.
-RETRYABLE = [ResultStatus.FAILED, ResultStatus.CANCELLED, ResultStatus.EXPIRED]
 
 RESULT_COLUMNS = (
     "id, task_path, queue_name, priority, status, args, kwargs, return_value, errors, "
@@ -129,11 +127,11 @@ def cancel(tasks, *, batch_size=BATCH_SIZE) -> int:
             columns=RESULT_COLUMNS,
             select=CANCEL_SELECT,
             select_params=[cursor.db.ops.adapt_datetimefield_value(now)],
-            where=f"status IN ('READY', 'WAITING') AND id IN ({selection})",
+            where=f"status IN ('READY', 'BLOCKED') AND id IN ({selection})",
             params=params,
         )
 
-    waiting = tasks.filter(status__in=[TaskStatus.READY, TaskStatus.WAITING])
+    waiting = tasks.filter(status__in=[TaskStatus.READY, TaskStatus.BLOCKED])
     return _in_batches(waiting, batch_size, run)
 
 
@@ -184,7 +182,7 @@ def retry(results, *, batch_size=BATCH_SIZE) -> int:
     left alone: re-run those. Returns how many were put back.
     """
     now = timezone.now()
-    statuses = ", ".join(f"'{status}'" for status in RETRYABLE)
+    statuses = ", ".join(f"'{status}'" for status in ResultStatus.UNSUCCESSFUL)
 
     def run(cursor, selection, params):
         moved = _move(
@@ -201,7 +199,7 @@ def retry(results, *, batch_size=BATCH_SIZE) -> int:
             notify(cursor, queues)  # wake idle workers when this commits
         return moved
 
-    retryable = results.filter(status__in=RETRYABLE)
+    retryable = results.filter(status__in=ResultStatus.UNSUCCESSFUL)
     queues = sorted(set(retryable.values_list("queue_name", flat=True).distinct()))
     return _in_batches(retryable, batch_size, run)
 

@@ -1,0 +1,134 @@
+"""What crosses into the queue and back: JSON arguments, return values, errors.
+
+Payloads are JSON, never pickle: a row in the queue must not be able to run
+code. Every value is checked at ``enqueue()`` (arguments) or when a task ends
+(its return value), where the caller can still be told which value is wrong.
+"""
+
+import hashlib
+import inspect
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.tasks import Task
+from django.utils.json import normalize_json
+
+from .exceptions import InvalidTaskArguments
+from .task import Call
+
+Arguments = tuple[list[Any], dict[str, Any]]
+
+
+def json_round_trip(value: Any) -> Any:
+    """``value`` as it comes back from JSON, or TypeError saying why it can't."""
+    try:  # Plain JSON already (the usual case): C-speed, no normalising to do.
+        decoded = json.loads(json.dumps(value, allow_nan=False))
+        if decoded == value:
+            return decoded
+    except (TypeError, ValueError):
+        pass
+    try:
+        normalised = normalize_json(value)
+        encoded = json.dumps(normalised, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise TypeError(str(error)) from None
+    if json.loads(encoded) != normalised:
+        raise TypeError("it changes in a JSON round trip (non-string keys?)")
+    return normalised
+
+
+def _positional_names(task: Task, count: int) -> list[str]:
+    """How to name each of ``count`` positional arguments in an error."""
+    names: list[str] = []
+    parameters = list(inspect.signature(task.func).parameters.values())
+    if task.takes_context:
+        parameters = parameters[1:]
+    for parameter in parameters:
+        if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+            names.append(repr(parameter.name))
+        elif parameter.kind == parameter.VAR_POSITIONAL:
+            names += [f"*{parameter.name}[{i}]" for i in range(count - len(names))]
+    return names + [f"#{i}" for i in range(len(names), count)]
+
+
+def _name_the_culprit(task: Task, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+    """Raise InvalidTaskArguments naming the first argument that is not JSON."""
+    names = _positional_names(task, len(args))
+    labelled = [(f"argument {names[i]} (position {i})", value) for i, value in enumerate(args)]
+    labelled += [(f"argument {name!r}", value) for name, value in kwargs.items()]
+    for label, value in labelled:
+        try:
+            json_round_trip(value)
+        except TypeError as problem:
+            raise InvalidTaskArguments(
+                f"Cannot enqueue {task.module_path}: {label} is not "
+                f"JSON-serialisable: {problem}. Task arguments must be JSON "
+                "(str, int, float, bool, None, list, dict with string keys)."
+            ) from None
+    raise InvalidTaskArguments(f"Cannot enqueue {task.module_path}: arguments are not JSON.")
+
+
+def encode_calls(task: Task, calls: Iterable[Any]) -> list[Arguments]:
+    """Each call as JSON (args, kwargs); every call is checked before any is queued.
+
+    A call is a tuple or list of positional arguments, or a dict of keyword
+    arguments, or an ``(args, kwargs)`` pair given as ``Call(args, kwargs)``.
+    """
+    pairs: list[list[Any]] = []
+    for index, call in enumerate(calls):
+        if isinstance(call, Call):
+            pairs.append([list(call.args), dict(call.kwargs)])
+        elif isinstance(call, dict):
+            pairs.append([[], dict(call)])
+        elif isinstance(call, (tuple, list)):
+            pairs.append([list(call), {}])
+        else:
+            raise InvalidTaskArguments(
+                f"Call #{index} of {task.module_path} is a {type(call).__name__}; "
+                "give a tuple of arguments, a dict of keyword arguments, or a Call."
+            )
+    try:  # the whole batch at once
+        return [(args, kwargs) for args, kwargs in json_round_trip(pairs)]
+    except TypeError:
+        pass
+    for index, (args, kwargs) in enumerate(pairs):  # find the culprit to name it
+        try:
+            json_round_trip([args, kwargs])
+        except TypeError:
+            try:
+                _name_the_culprit(task, args, kwargs)
+            except InvalidTaskArguments as error:
+                if len(pairs) > 1:
+                    error.args = (f"Call #{index}: {error}",)
+                raise
+    raise InvalidTaskArguments(f"Cannot enqueue {task.module_path}: arguments are not JSON.")
+
+
+def derived_unique_key(task: Task, args: list[Any], kwargs: dict[str, Any]) -> str:
+    """``unique=True``'s key: the task's path and a hash of its JSON arguments,
+    the same for equal arguments whatever their dicts' order."""
+    canonical = json.dumps([args, kwargs], sort_keys=True, separators=(",", ":")).encode()
+    return f"{task.module_path}:{hashlib.sha256(canonical).hexdigest()}"
+
+
+def return_value(task: Task, value: Any) -> Any:
+    """What is stored of a task's return value: JSON, or nothing when the
+    task does not keep it (then it is not checked either)."""
+    if not getattr(task, "store_result", True):
+        return None
+    try:
+        return json_round_trip(value)
+    except TypeError as problem:
+        raise TypeError(
+            f"The return value of {task.module_path} is not JSON-serialisable: {problem}."
+        ) from None
+
+
+def error_from(exception: BaseException, traceback: str) -> dict[str, str]:
+    """How an attempt's error is stored: its class's path and its traceback."""
+    cls = type(exception)
+    return {
+        "exception_class_path": f"{cls.__module__}.{cls.__qualname__}",
+        "traceback": traceback,
+    }
