@@ -33,7 +33,7 @@ from ..base import (
 from ..contract import EnqueueBatch, Outcome, WorkerEntry
 from .listeners import PostgresListener
 from .result_listener import ResultListener
-from .statements import queries_for
+from .statements import Ended, Statements, statements_for
 
 # The models, and the modules that use them, are imported where they are
 # used: this module must import without the app installed, so that check
@@ -84,8 +84,8 @@ class DatabaseBackend(QueueBackend):
         return connections[self.database]
 
     @cached_property
-    def queries(self):
-        return queries_for(self.connection)
+    def statements(self) -> Statements:
+        return statements_for(self.connection)
 
     # -- the django.tasks API ---------------------------------------------------
 
@@ -94,7 +94,7 @@ class DatabaseBackend(QueueBackend):
         atomic = transaction.atomic(using=self.database) if batch.waits_for else nullcontext()
         with atomic, self.connection.cursor() as cursor:
             if batch.unique_keys is None:
-                self.queries.insert(cursor, batch)
+                self.statements.insert(cursor, batch)
             else:
                 self._insert_unique(cursor, batch)
             if batch.waits_for:
@@ -121,7 +121,7 @@ class DatabaseBackend(QueueBackend):
         # in the same order, and cannot deadlock waiting on each other.
         pending = sorted(range(len(batch.ids)), key=keys.__getitem__)
         while pending:
-            inserted = self.queries.insert_unique(cursor, batch, pending)
+            inserted = self.statements.insert_unique(cursor, batch, pending)
             taken = [i for i in pending if batch.ids[i] not in inserted]
             holders = self._queued_by_key({keys[i] for i in taken})
             for i in taken:
@@ -196,36 +196,42 @@ class DatabaseBackend(QueueBackend):
         """Record ``outcomes`` and claim up to ``limit`` more, with one commit."""
         finished = [o for o in outcomes if o.status != Outcome.RETRY]
         retried = [o for o in outcomes if o.status == Outcome.RETRY]
-        recorded, claimed = set(), []
+        recorded: set[str] = set()
+        claimed = []
         now = timezone.now()
         # A claim alone is one statement: in autocommit it costs one round
         # trip instead of three (BEGIN, claim, COMMIT), which an idle worker's
         # latency feels, and it need not wait for the WAL flush; not so inside
         # a caller's transaction, whose commit must stay as durable as it was.
-        # Recording needs a transaction (FINISH, then chains).
+        # Recording needs a transaction (the move to the history, then chains).
         alone = not outcomes and not self.connection.in_atomic_block
         atomic = nullcontext() if alone else transaction.atomic(using=self.database)
         with atomic, self.connection.cursor() as cursor:
             if outcomes and not self.synchronous_commit:
-                self.queries.commit_asynchronously(cursor)
+                self.statements.commit_asynchronously(cursor)
             if finished:
-                done, passed_on = self.queries.finish(cursor, finished, worker_id)
-                recorded |= done
-                if passed_on:  # to chained tasks and wait() callers
-                    from . import chains
-
-                    chains.pass_on(self.database, passed_on)
+                ended = self.statements.finish(cursor, finished, worker_id)
+                recorded |= ended.ids
+                self._pass_on(ended)
             if retried:
-                recorded |= self.queries.retry(cursor, retried, worker_id)
+                recorded |= self.statements.retry(cursor, retried, worker_id)
             if limit > 0:
-                claimed = self.queries.claim(
+                claimed = self.statements.claim(
                     cursor, queues, limit, worker_id, now, now + self.lease, alone=alone
                 )
         return [o for o in outcomes if o.claimed.id in recorded], claimed
 
+    def _pass_on(self, ended: Ended) -> None:
+        """Tell those waiting for the ended tasks (blocked tasks, wait() callers),
+        in the transaction that ended them."""
+        if waited_for := ended.with_dependents:
+            from . import chains
+
+            chains.pass_on(self.database, waited_for)
+
     def release(self, task_ids, worker_id) -> None:
         with self.connection.cursor() as cursor:
-            self.queries.release(cursor, task_ids, worker_id)
+            self.statements.release(cursor, task_ids, worker_id)
 
     @property
     def _workers(self):
@@ -253,31 +259,33 @@ class DatabaseBackend(QueueBackend):
         now = timezone.now()
         if task_ids:
             with self.connection.cursor() as cursor:
-                self.queries.renew(cursor, task_ids, worker_id, now + self.lease)
+                self.statements.renew(cursor, task_ids, worker_id, now + self.lease)
         return self._workers.filter(id=worker_id).update(last_heartbeat_at=now) == 1
 
     def recover(self) -> int:
         now = timezone.now()
-        with transaction.atomic(using=self.database):
-            with self.connection.cursor() as cursor:
-                recovered = self.queries.recover(cursor, now)
+        with transaction.atomic(using=self.database), self.connection.cursor() as cursor:
+            requeued, abandoned = self.statements.recover(cursor, now)
+            self._pass_on(abandoned)
         from . import chains
 
-        # Chained tasks whose parents ended without a worker recording them.
+        # Blocked tasks whose parents ended without passing it on (a link
+        # that never ran, an operator's delete).
         chains.sweep(self.database)
         # A worker silent for two leases is gone: its tasks were recovered above.
         self._workers.filter(last_heartbeat_at__lt=now - 2 * self.lease).delete()
-        return recovered
+        return requeued + len(abandoned)
 
-    def expire_tasks(self, batch_size=1000) -> int:
-        """Record waiting tasks past their deadline as EXPIRED, a transaction
-        per batch, until none is left; returns how many."""
+    def expire_tasks(self, batch_size: int = 1000) -> int:
+        """End waiting tasks past their deadline as EXPIRED, a transaction per
+        batch, until none is left; returns how many."""
         total = 0
         while True:
             with transaction.atomic(using=self.database), self.connection.cursor() as cursor:
-                expired = self.queries.expire(cursor, timezone.now(), batch_size)
-            total += expired
-            if expired < batch_size:
+                expired = self.statements.expire(cursor, timezone.now(), batch_size)
+                self._pass_on(expired)
+            total += len(expired)
+            if len(expired) < batch_size:
                 return total
 
     def wait_for_result(self, result_id, timeout):
@@ -330,14 +338,14 @@ class DatabaseBackend(QueueBackend):
         if self.result_ttl is None:
             return 0
         with self.connection.cursor() as cursor:
-            return self.queries.prune(cursor, timezone.now() - self.result_ttl, limit)
+            return self.statements.prune(cursor, timezone.now() - self.result_ttl, limit)
 
     def unregister_worker(self, worker_id) -> None:
         self._workers.filter(id=worker_id).delete()
 
     def aborts_requested(self, worker_id, task_ids) -> list[str]:
         with self.connection.cursor() as cursor:
-            return self.queries.aborts_requested(cursor, task_ids, worker_id)
+            return self.statements.aborts_requested(cursor, task_ids, worker_id)
 
     def listen(self, queues, wake, *, worker_id=None, on_abort=None):
         if self.connection.vendor != "postgresql":

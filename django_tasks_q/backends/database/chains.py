@@ -37,41 +37,9 @@ from django.utils import timezone
 from ...exceptions import DependencyFailed, FallbackNotNeeded
 from ...models import ResultStatus, RunOn, Task, TaskDependency, TaskResult, TaskStatus
 from ..contract import EnqueueBatch
-from .listeners import notify
-from .result_listener import notify_finished
+from .statements import statements_for
 
 SWEEP_BATCH = 1000  # children one sweep resolves at most
-
-# Children that can be resolved now, or whose dependencies are left over (the
-# child is no longer waiting): some parent left the queue without
-# succeeding, or every parent has left it.
-STUCK = """
-    SELECT d.child FROM django_tasks_q_taskdependency AS d
-    LEFT JOIN django_tasks_q_task AS c ON c.id = d.child AND c.status = 'BLOCKED'
-    LEFT JOIN django_tasks_q_task AS p ON p.id = d.parent
-    LEFT JOIN django_tasks_q_taskresult AS r ON r.id = d.parent
-    GROUP BY d.child
-    HAVING count(c.id) = 0 OR count(p.id) = 0
-        OR count(CASE WHEN p.id IS NULL AND (r.status IS NULL OR r.status <> 'SUCCESSFUL')
-                      THEN 1 END) > 0
-    LIMIT %s
-"""
-
-# What a cancelled child's result keeps of its row.
-COPIED_FIELDS = (
-    "id",
-    "task_path",
-    "queue_name",
-    "priority",
-    "args",
-    "kwargs",
-    "worker_ids",
-    "attempts",
-    "enqueued_at",
-    "run_after",
-    "started_at",
-    "last_attempted_at",
-)
 
 
 def hold(using: str, batch: EnqueueBatch, child_ids: list[uuid.UUID]) -> None:
@@ -105,17 +73,20 @@ def link(using: str, child_ids: list[uuid.UUID], parent_ids: list[str]) -> None:
 def pass_on(using: str, ended_ids) -> None:
     """``ended_ids`` left the queue with ``has_dependents`` set: wake whoever
     waits for them, and resolve their children (and theirs, if cancelled)."""
+    connection = connections[using]
+    statements = statements_for(connection)
     while ended_ids:
-        notify_finished(connections[using], ended_ids)
+        with connection.cursor() as cursor:
+            statements.notify_finished(cursor, ended_ids)
         children = TaskDependency.objects.using(using).filter(parent__in=ended_ids)
         ended_ids = resolve(using, list(children.values_list("child", flat=True).distinct()))
 
 
 def sweep(using: str, limit: int = SWEEP_BATCH) -> int:
     """Resolve children whose parents ended without passing it on; returns how many."""
-    with connections[using].cursor() as cursor:
-        cursor.execute(STUCK, [limit])
-        children = [uuid.UUID(str(row[0])) for row in cursor.fetchall()]
+    connection = connections[using]
+    with connection.cursor() as cursor:
+        children = statements_for(connection).stuck_children(cursor, limit)
     if children:  # a write transaction only when there is something to do
         with transaction.atomic(using=using):
             pass_on(using, resolve(using, children))
@@ -185,8 +156,10 @@ def resolve(using: str, child_ids: list) -> list:
             ],
             ["status", "args"],
         )
-        with connections[using].cursor() as cursor:  # wake idle workers on commit
-            notify(cursor, sorted({waiting[child]["queue_name"] for child in first_args}))
+        connection = connections[using]
+        with connection.cursor() as cursor:  # wake idle workers on commit
+            queues = sorted({waiting[child]["queue_name"] for child in first_args})
+            statements_for(connection).notify(cursor, queues)
     passed_on = _cancel(using, cancelled) if cancelled else []
     resolved_or_gone = set(first_args) | set(cancelled) | (set(parents_of) - set(waiting))
     if resolved_or_gone:
@@ -209,22 +182,14 @@ def _return_values(using: str, parents_of: dict) -> dict:
 
 
 def _cancel(using: str, errors: dict) -> list:
-    """Move the children in ``errors`` to the history as CANCELLED with that
-    error; returns those that have dependents of their own."""
-    tasks = Task.objects.using(using).filter(pk__in=errors)
-    rows = list(tasks.values(*COPIED_FIELDS, "errors", "has_dependents"))
-    now = timezone.now()
-    TaskResult.objects.using(using).bulk_create(
-        TaskResult(
-            **{field: row[field] for field in COPIED_FIELDS},
-            status=ResultStatus.CANCELLED,
-            errors=[*row["errors"], errors[row["id"]]],
-            finished_at=now,
+    """End the children in ``errors`` as CANCELLED with that error; returns
+    those that have dependents of their own."""
+    connection = connections[using]
+    with connection.cursor() as cursor:
+        ended = statements_for(connection).cancel_blocked(
+            cursor, {str(child): error for child, error in errors.items()}, timezone.now()
         )
-        for row in rows
-    )
-    tasks.delete()
-    return [row["id"] for row in rows if row["has_dependents"]]
+    return [uuid.UUID(child) for child in ended.with_dependents]
 
 
 def _ending(parent, ended: dict) -> str:

@@ -1,13 +1,13 @@
 """Wake idle workers the moment a task is committed: PostgreSQL LISTEN/NOTIFY.
 
 Enqueueing runs ``pg_notify('django_tasks_q', <queue>)`` in the enqueueing
-transaction (see ``sql.py``), so the notification is delivered when, and only
+transaction (see ``postgres.py``), so the notification is delivered when, and only
 if, that transaction commits. The listener holds its own connection (LISTEN
 lasts as long as the session) and only sets an event: the worker's loop does
 the claiming. Polling stays as the fallback, so a lost notification costs at
 most one poll interval.
 
-Abort requests travel the same way on their own channel: ``operations.abort``
+Abort requests travel the same way on their own channel: an operator's abort
 notifies ``django_tasks_q_abort`` with the id of the worker holding the task,
 and only that worker looks.
 """
@@ -17,20 +17,9 @@ import threading
 from collections.abc import Callable
 
 from ...backoff import Backoff
+from .statements import ABORT_CHANNEL, WAKE_CHANNEL
 
 logger = logging.getLogger("django_tasks_q.worker")
-
-CHANNEL = "django_tasks_q"
-ABORT_CHANNEL = "django_tasks_q_abort"
-
-
-def notify(cursor, queues) -> None:
-    """Wake the workers of ``queues`` when the cursor's transaction commits (PostgreSQL)."""
-    if cursor.db.vendor == "postgresql" and queues:
-        cursor.execute(
-            f"SELECT pg_notify('{CHANNEL}', queue) FROM unnest(%s::text[]) AS queue",
-            [list(queues)],
-        )
 
 
 class PostgresListener:
@@ -65,7 +54,7 @@ class PostgresListener:
         while not self._stopped.is_set():
             try:
                 with psycopg.connect(**self._params) as connection:
-                    connection.execute(f"LISTEN {CHANNEL}")
+                    connection.execute(f"LISTEN {WAKE_CHANNEL}")
                     if self._on_abort:
                         connection.execute(f"LISTEN {ABORT_CHANNEL}")
                     backoff.reset()

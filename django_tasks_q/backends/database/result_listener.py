@@ -30,33 +30,9 @@ from collections import defaultdict
 
 from ...backoff import Backoff
 from ..base import deadline_after, time_left
+from .postgres import FINISHED_CHANNEL, PostgresStatements
 
 logger = logging.getLogger("django_tasks_q")
-
-CHANNEL = "django_tasks_q_finished"
-IDS_PER_NOTIFICATION = 200  # 37 bytes each: well under NOTIFY's 8000-byte payload limit
-
-MARK = """
-    UPDATE django_tasks_q_task SET has_dependents = true
-    WHERE id = ANY(%s::uuid[]) AND NOT has_dependents
-"""
-QUEUED = "SELECT id FROM django_tasks_q_task WHERE id = ANY(%s::uuid[])"
-
-
-def notify_finished(connection, task_ids) -> None:
-    """Wake the callers waiting for ``task_ids`` when this transaction commits."""
-    if connection.vendor != "postgresql" or not task_ids:
-        return
-    ids = [str(task_id) for task_id in task_ids]
-    payloads = [
-        ",".join(ids[start : start + IDS_PER_NOTIFICATION])
-        for start in range(0, len(ids), IDS_PER_NOTIFICATION)
-    ]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT pg_notify('{CHANNEL}', payload) FROM unnest(%s::text[]) AS payload",
-            [payloads],
-        )
 
 
 class ResultListener:
@@ -152,7 +128,7 @@ class ResultListener:
         while True:
             try:
                 with psycopg.connect(**self._params) as connection:
-                    connection.execute(f"LISTEN {CHANNEL}")
+                    connection.execute(f"LISTEN {FINISHED_CHANNEL}")
                     backoff.reset()
                     with self._lock:  # anything that ended while we were not listening
                         self._to_look_up.update(self._waiters)
@@ -179,8 +155,10 @@ class ResultListener:
                 return False
             task_ids, self._to_look_up = list(self._to_look_up), set()
         if task_ids:
-            connection.execute(MARK, [task_ids])
-            queued = {str(row[0]) for row in connection.execute(QUEUED, [task_ids])}
+            connection.execute(PostgresStatements.MARK_WAITED_FOR, [task_ids])
+            queued = {
+                str(row[0]) for row in connection.execute(PostgresStatements.QUEUED, [task_ids])
+            }
             self._wake(task_id for task_id in task_ids if task_id not in queued)
         for notification in connection.notifies(timeout=0):
             self._wake(notification.payload.split(","))

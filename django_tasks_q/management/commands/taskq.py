@@ -143,15 +143,15 @@ class Command(BaseCommand):
 
     def handle(self, *args, subcommand, backend, **options):
         try:
-            self.using = operations.queue_database(backend)
+            self.queue_backend = task_backends[backend]
         except InvalidTaskBackend as error:
             raise CommandError(error) from None
-        self.queue_backend = task_backends[backend]
         if not isinstance(self.queue_backend, QueueBackend):
             raise CommandError(
                 f"TASKS[{backend!r}] is {type(self.queue_backend).__name__}, "
                 "not a django-tasks-q backend: it has no queue to show."
             )
+        self.using = self.queue_backend.database
         if subcommand not in ANY_BACKEND and self.queue_backend.queue_tables is None:
             # Its queue is not in these tables: don't report or change stale rows.
             raise CommandError(

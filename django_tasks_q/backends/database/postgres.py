@@ -1,0 +1,356 @@
+"""The store's statements in PostgreSQL.
+
+Workers claim with ``FOR UPDATE SKIP LOCKED``, so concurrent workers pass
+over each other's rows instead of queueing behind them; operators' and the
+sweeps' statements skip locked rows the same way. Anything that makes tasks
+due sends ``pg_notify`` in its own transaction, so idle workers wake when,
+and only if, it commits (see listeners.py).
+"""
+
+from typing import Any
+
+from .statements import (
+    ABORT_CHANNEL,
+    CLAIMED_COLUMNS,
+    HISTORY_COLUMNS,
+    QUEUED_COLUMNS,
+    REQUEUE_FROM,
+    TASK_EXPIRED,
+    UNSUCCESSFUL,
+    WAKE_CHANNEL,
+    WORKER_LOST,
+    Ended,
+    Statements,
+    _task_id,
+    loose_index_scan,
+)
+
+# Where a wait() caller is told that tasks it waits for have ended (see
+# result_listener.py), a comma-separated list of ids per notification.
+FINISHED_CHANNEL = "django_tasks_q_finished"
+IDS_PER_NOTIFICATION = 200  # 37 bytes each: well under NOTIFY's 8000-byte payload limit
+
+# Any number of calls of one task in one statement; the calls' ids and
+# arguments arrive as one JSON document.
+_INSERT = f"""
+    INSERT INTO django_tasks_q_task ({QUEUED_COLUMNS}{{key_column}})
+    SELECT c.id, %(task_path)s, %(queue_name)s, %(priority)s, 'READY', c.args, c.kwargs,
+           %(run_after)s, %(now)s, 0, %(max_attempts)s, '[]', '[]', %(expires_at)s{{key}}
+    FROM jsonb_to_recordset(%(calls)s::jsonb) AS c(id uuid, args jsonb, kwargs jsonb{{key_type}})
+"""
+
+
+class PostgresStatements(Statements):
+    vendor = "postgresql"
+
+    # The NOTIFY wakes idle workers when the transaction commits (never
+    # before), once per statement, and PostgreSQL folds repeats of it within
+    # a transaction into one.
+    INSERT = f"""
+        WITH inserted AS ({_INSERT.format(key_column="", key="", key_type="")} RETURNING 1)
+        SELECT pg_notify('{WAKE_CHANNEL}', %(queue_name)s)
+        WHERE %(due)s AND EXISTS (SELECT FROM inserted)
+    """
+
+    # The same for calls with unique keys. The constraint taskq_task_unique_key
+    # decides, in the INSERT itself, so concurrent enqueues of a key cannot both
+    # get in: a call whose key a queued task holds (or an earlier call of this
+    # batch took) is skipped. One row back: the ids of the calls queued.
+    INSERT_UNIQUE = f"""
+        WITH inserted AS (
+            {
+        _INSERT.format(
+            key_column=", unique_key", key=", c.unique_key", key_type=", unique_key text"
+        )
+    }
+            ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+            RETURNING id
+        )
+        SELECT array_agg(id),
+               CASE WHEN count(*) > 0 AND %(due)s
+                    THEN pg_notify('{WAKE_CHANNEL}', %(queue_name)s) END
+        FROM inserted
+    """
+
+    # The claim. For each queue it serves, the partial index taskq_task_ready
+    # (queue_name, priority DESC, run_after, id) yields that queue's first
+    # ``limit`` ready rows in claim order, and the best ``limit`` of them are
+    # taken: one short index range per queue, however long the queues are.
+    # SKIP LOCKED lets concurrent workers pass over each other's rows instead
+    # of queueing behind them; a row locked here but not among the best is
+    # free again when the statement's transaction ends. A row past its
+    # deadline is never started: EXPIRED ends it.
+    CLAIM = f"""
+        WITH RECURSIVE {{served}}, claimable AS (
+            SELECT picked.id FROM served, LATERAL (
+                SELECT id, priority, run_after FROM django_tasks_q_task
+                WHERE status = 'READY' AND queue_name = served.name
+                  AND run_after <= %(now)s
+                  AND (expires_at IS NULL OR expires_at > %(now)s)
+                ORDER BY priority DESC, run_after, id
+                LIMIT %(limit)s
+                FOR UPDATE SKIP LOCKED
+            ) AS picked
+            ORDER BY picked.priority DESC, picked.run_after, picked.id
+            LIMIT %(limit)s
+        )
+        UPDATE django_tasks_q_task AS t
+        SET status = 'RUNNING',
+            attempts = t.attempts + 1,
+            worker_id = %(worker)s,
+            worker_ids = t.worker_ids || to_jsonb(%(worker)s::text),
+            started_at = COALESCE(t.started_at, %(now)s),
+            last_attempted_at = %(now)s,
+            lease_expires_at = %(lease_until)s
+        FROM claimable {{commit_asynchronously}}
+        WHERE t.id = claimable.id
+        RETURNING {", ".join(f"t.{c}" for c in CLAIMED_COLUMNS.split(", "))}
+    """
+    # The queues a claim serves: those the worker names, or every queue with
+    # ready tasks, read off the index (a probe per queue, not a pass over rows).
+    SERVED_NAMED = "served(name) AS (SELECT unnest(%(queues)s::text[]))"
+    SERVED_ALL = loose_index_scan("served", "django_tasks_q_task", "queue_name", "status = 'READY'")
+    # A claim run on its own (autocommit) need not wait for the WAL flush: if
+    # a database crash loses it, the task is simply still queued. set_config
+    # with is_local lasts until this statement's transaction ends, after its
+    # commit: an idle worker starts a task about 0.4 ms sooner here.
+    CLAIM_ALONE = ", (SELECT set_config('synchronous_commit', 'off', true)) AS commit_mode"
+
+    # The one way out of the queue: the rows ``ending`` names leave the queue
+    # and enter the history in one statement, with the status, return value
+    # and finishing time the ending gives them, and its error (if any) after
+    # their own. Returns each moved id, and whether its ending must be passed
+    # on (has_dependents: blocked tasks or wait() callers; see chains.py).
+    END = f"""
+        WITH ending AS ({{ending}}), moved AS (
+            DELETE FROM django_tasks_q_task AS t USING ending AS e
+            WHERE t.id = e.id AND {{guard}}
+            RETURNING t.*, e.status AS final_status, e.return_value AS final_value,
+                      e.error AS final_error, e.finished_at AS final_at
+        ), recorded AS (
+            INSERT INTO django_tasks_q_taskresult ({HISTORY_COLUMNS})
+            SELECT id, task_path, queue_name, priority, final_status, args, kwargs,
+                   final_value,
+                   CASE WHEN final_error IS NULL THEN errors
+                        ELSE errors || jsonb_build_array(final_error) END,
+                   worker_ids, attempts, enqueued_at, run_after, started_at,
+                   last_attempted_at, final_at
+            FROM moved
+        )
+        SELECT id, has_dependents FROM moved
+    """
+    ENDINGS = """
+        SELECT * FROM jsonb_to_recordset(%(endings)s::jsonb) AS e(
+            id uuid, status text, return_value jsonb, error jsonb, finished_at timestamptz)
+    """
+
+    # Tasks whose worker stopped renewing (killed, lost power, cut off): the
+    # attempt failed with WorkerLost. With attempts left they are ready again
+    # (RECOVER); without, they end as failed (ABANDONED). SKIP LOCKED: two
+    # workers recovering at once split the rows.
+    LOST_ERROR = f"""
+        jsonb_build_object(
+            'exception_class_path', '{WORKER_LOST}',
+            'traceback', '{WORKER_LOST}: worker ' || t.worker_id
+                || ' stopped renewing its lease during attempt ' || t.attempts || E'\\n')
+    """
+    RECOVER = f"""
+        WITH lost AS (
+            SELECT id FROM django_tasks_q_task
+            WHERE status = 'RUNNING' AND lease_expires_at < %(now)s
+              AND attempts < max_attempts
+            FOR UPDATE SKIP LOCKED
+        ), recovered AS (
+            UPDATE django_tasks_q_task AS t
+            SET status = 'READY', worker_id = NULL, lease_expires_at = NULL,
+                errors = t.errors || jsonb_build_array({LOST_ERROR})
+            FROM lost WHERE t.id = lost.id
+            RETURNING t.queue_name
+        ), notified AS (
+            SELECT pg_notify('{WAKE_CHANNEL}', queue_name) FROM recovered GROUP BY queue_name
+        )
+        SELECT (SELECT count(*) FROM recovered), (SELECT count(*) FROM notified)
+    """
+    ABANDONED = f"""
+        SELECT t.id, 'FAILED' AS status, NULL::jsonb AS return_value,
+               {LOST_ERROR} AS error, %(now)s::timestamptz AS finished_at
+        FROM django_tasks_q_task AS t
+        WHERE t.status = 'RUNNING' AND t.lease_expires_at < %(now)s
+          AND t.attempts >= t.max_attempts
+        FOR UPDATE SKIP LOCKED
+    """
+    # Waiting tasks past their deadline, soonest first (index taskq_task_expiry).
+    # The claim already passes them over; this keeps them out of its way.
+    EXPIRED = f"""
+        SELECT t.id, 'EXPIRED' AS status, NULL::jsonb AS return_value,
+               jsonb_build_object(
+                   'exception_class_path', '{TASK_EXPIRED}',
+                   'traceback', '{TASK_EXPIRED}: not started by its deadline, '
+                       || to_char(t.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')
+                       || E' UTC\\n') AS error,
+               %(now)s::timestamptz AS finished_at
+        FROM django_tasks_q_task AS t
+        WHERE t.status = 'READY' AND t.expires_at IS NOT NULL AND t.expires_at <= %(now)s
+        ORDER BY t.expires_at
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    """
+
+    RETRY = """
+        UPDATE django_tasks_q_task AS t
+        SET status = 'READY', run_after = o.run_after, errors = o.errors,
+            worker_id = NULL, lease_expires_at = NULL
+        FROM jsonb_to_recordset(%(outcomes)s::jsonb)
+            AS o(id uuid, run_after timestamptz, errors jsonb)
+        WHERE t.id = o.id AND t.worker_id = %(worker)s
+        RETURNING t.id
+    """
+
+    # Undo the claim: the attempt did not happen. Wake other workers for it.
+    RELEASE = f"""
+        WITH released AS (
+            UPDATE django_tasks_q_task
+            SET status = 'READY', worker_id = NULL, lease_expires_at = NULL,
+                attempts = attempts - 1,
+                worker_ids = worker_ids - (-1),
+                started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END
+            WHERE id = ANY(%(ids)s::uuid[]) AND worker_id = %(worker)s
+            RETURNING queue_name
+        )
+        SELECT pg_notify('{WAKE_CHANNEL}', queue_name) FROM released GROUP BY queue_name
+    """
+
+    # The heartbeat: push back the leases of the tasks this worker knows it
+    # holds. Not "every row with our worker_id": a claim whose reply was lost
+    # (connection cut mid-statement) must expire and be recovered.
+    RENEW = """
+        UPDATE django_tasks_q_task SET lease_expires_at = %(lease_until)s
+        WHERE id = ANY(%(ids)s::uuid[]) AND worker_id = %(worker)s
+    """
+
+    # Which of the tasks this worker holds someone asked to abort: primary
+    # key probes for the held tasks only, whatever the size of the queue.
+    ABORTS_REQUESTED = """
+        SELECT id FROM django_tasks_q_task
+        WHERE id = ANY(%(ids)s::uuid[]) AND worker_id = %(worker)s
+          AND abort_requested_at IS NOT NULL
+    """
+    # The status check is on the updated row itself, so a task claimed while
+    # the operator's cancel ran is seen as running once its claim commits.
+    # Each worker holding one of them is woken once, when this commits.
+    MARK_ABORTS = f"""
+        WITH aborting AS (
+            UPDATE django_tasks_q_task
+            SET abort_requested_at = COALESCE(abort_requested_at, %(now)s)
+            WHERE status = 'RUNNING' AND id = ANY(%(ids)s::uuid[])
+            RETURNING worker_id
+        ), notified AS (
+            SELECT pg_notify('{ABORT_CHANNEL}', worker_id) FROM aborting GROUP BY worker_id
+        )
+        SELECT (SELECT count(*) FROM aborting), (SELECT count(*) FROM notified)
+    """
+
+    # Retention: one batch of expired results, oldest first (index
+    # taskq_result_finished). SKIP LOCKED: workers pruning at once split it.
+    PRUNE = """
+        DELETE FROM django_tasks_q_taskresult WHERE id IN (
+            SELECT id FROM django_tasks_q_taskresult
+            WHERE finished_at < %(before)s
+            ORDER BY finished_at LIMIT %(limit)s
+            FOR UPDATE SKIP LOCKED
+        )
+    """
+
+    # An operator's retry: unsuccessful results back in the queue, waking
+    # idle workers on commit.
+    REQUEUE_RESULTS = f"""
+        WITH moved AS (
+            DELETE FROM django_tasks_q_taskresult
+            WHERE id = ANY(%(ids)s::uuid[]) AND status IN {UNSUCCESSFUL}
+            RETURNING *
+        ), queued AS ({REQUEUE_FROM.format(source="moved")} RETURNING queue_name
+        ), notified AS (
+            SELECT pg_notify('{WAKE_CHANNEL}', queue_name) FROM queued GROUP BY queue_name
+        )
+        SELECT (SELECT count(*) FROM queued), (SELECT count(*) FROM notified)
+    """
+    # A fresh copy of results: a new id, no attempts, ready now.
+    RERUN = f"""
+        WITH queued AS (
+            INSERT INTO django_tasks_q_task
+                (id, task_path, queue_name, priority, status, args, kwargs, run_after,
+                 enqueued_at, attempts, max_attempts, errors, worker_ids)
+            SELECT c.new_id, r.task_path, r.queue_name, r.priority, 'READY', r.args,
+                   r.kwargs, %(now)s, %(now)s, 0, c.max_attempts, '[]', '[]'
+            FROM jsonb_to_recordset(%(copies)s::jsonb)
+                AS c(source uuid, new_id uuid, max_attempts int)
+            JOIN django_tasks_q_taskresult AS r ON r.id = c.source
+            RETURNING queue_name
+        )
+        SELECT pg_notify('{WAKE_CHANNEL}', queue_name) FROM queued GROUP BY queue_name
+    """
+    DELETE_WAITING = """
+        DELETE FROM django_tasks_q_task WHERE id = ANY(%(ids)s::uuid[]) AND status = 'READY'
+    """
+    DELETE_RESULTS = "DELETE FROM django_tasks_q_taskresult WHERE id = ANY(%(ids)s::uuid[])"
+
+    # wait(): mark the tasks waited for, so that whoever records them says
+    # so (notify_finished); and which of them are still queued.
+    MARK_WAITED_FOR = """
+        UPDATE django_tasks_q_task SET has_dependents = true
+        WHERE id = ANY(%s::uuid[]) AND NOT has_dependents
+    """
+    QUEUED = "SELECT id FROM django_tasks_q_task WHERE id = ANY(%s::uuid[])"
+
+    def commit_asynchronously(self, cursor: Any) -> None:
+        cursor.execute("SET LOCAL synchronous_commit TO OFF")
+
+    def claim_statement(
+        self, cursor: Any, queues: list[str] | None, alone: bool
+    ) -> tuple[str, dict[str, Any]]:
+        if queues is None:
+            served, params = self.SERVED_ALL, {}
+        else:
+            served, params = self.SERVED_NAMED, {"queues": list(queues)}
+        asynchronously = self.CLAIM_ALONE if alone else ""
+        return self.CLAIM.format(served=served, commit_asynchronously=asynchronously), params
+
+    def inserted_ids(self, cursor: Any) -> set[str]:
+        [(ids, _)] = cursor.fetchall()
+        return {str(task_id) for task_id in ids or ()}
+
+    def counted(self, cursor: Any) -> int:
+        # The statements that count also notify: the count is their first column.
+        return int(cursor.fetchone()[0])
+
+    def end(
+        self, cursor: Any, ending: str, params: dict[str, Any], guard: str = "TRUE", **more: Any
+    ) -> Ended:
+        cursor.execute(self.END.format(ending=ending, guard=guard), {**params, **more})
+        return Ended(
+            (str(task_id), has_dependents) for task_id, has_dependents in cursor.fetchall()
+        )
+
+    def requeue_results(self, cursor: Any, result_ids: Any, now: Any) -> int:
+        params = {"ids": self.param_ids(result_ids), "now": self.param_datetime(now)}
+        cursor.execute(self.REQUEUE_RESULTS, params)
+        return self.counted(cursor)
+
+    def notify(self, cursor: Any, queues: Any) -> None:
+        if queues := list(queues):
+            cursor.execute(
+                f"SELECT pg_notify('{WAKE_CHANNEL}', queue) FROM unnest(%s::text[]) AS queue",
+                [queues],
+            )
+
+    def notify_finished(self, cursor: Any, task_ids: Any) -> None:
+        ids = [_task_id(task_id) for task_id in task_ids]
+        payloads = [
+            ",".join(ids[start : start + IDS_PER_NOTIFICATION])
+            for start in range(0, len(ids), IDS_PER_NOTIFICATION)
+        ]
+        if payloads:
+            cursor.execute(
+                f"SELECT pg_notify('{FINISHED_CHANNEL}', p) FROM unnest(%s::text[]) AS p",
+                [payloads],
+            )
