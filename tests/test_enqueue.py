@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from asgiref.sync import async_to_sync
 from django.db import transaction
+from django.tasks import Task as DjangoTask
 from django.tasks import TaskResultStatus, task_backends
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued
@@ -47,6 +48,23 @@ def test_plain_django_task_uses_the_backend(queue_db):
     result = tasks.add.using(backend=queue_db.alias).enqueue(2, 3)
     assert task_backends[queue_db.alias].get_result(result.id).status == TaskResultStatus.READY
     assert [row["task_path"] for row in queue_db.queued()] == ["tests.tasks.add"]
+
+
+def test_a_django_task_of_another_backend_class_is_queued_with_defaults(queue_db):
+    """A plain ``django.tasks.Task`` (made for another backend, then moved
+    here) has none of QTask's options: it is queued with their defaults."""
+    plain = DjangoTask(
+        priority=0,
+        func=tasks.add.func,
+        backend=queue_db.alias,
+        queue_name="default",
+        run_after=None,
+    )
+    assert not isinstance(plain, QTask)
+    result = plain.enqueue(2, 3)
+    assert (result.status, result.unique_key, result.expires_at) == ("READY", None, None)
+    [row] = queue_db.queued()
+    assert (row["task_path"], row["max_attempts"]) == ("tests.tasks.add", 1)
 
 
 def test_rolled_back_transaction_leaves_no_task(queue_db):

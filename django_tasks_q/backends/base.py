@@ -14,7 +14,7 @@ import asyncio
 import time
 from abc import abstractmethod
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -47,7 +47,6 @@ from .contract import (
     EnqueueBatch,
     Outcome,
     QueueFigures,
-    RunOn,
     TaskStatus,
     WorkerStore,
     django_status,
@@ -97,13 +96,23 @@ def _unregistered_task(task_path: str) -> QTask:
     return QTask(func=unregistered)
 
 
+def as_qtask(task: Task) -> QTask:
+    """``task`` with this package's options. A plain ``django.tasks.Task``
+    reaches a queue backend when moved to it with ``using(backend=...)``; it
+    gets QTask's defaults (no retries, no timeout, no unique key)."""
+    if isinstance(task, QTask):
+        return task
+    return QTask(**{field.name: getattr(task, field.name) for field in fields(task) if field.init})
+
+
 def queue_backends() -> dict[str, "QueueBackend"]:
     """Every backend in TASKS that has a queue to report on, by alias."""
-    return {
-        alias: task_backends[alias]
-        for alias in task_backends
-        if isinstance(task_backends[alias], QueueBackend)
-    }
+    backends: dict[str, QueueBackend] = {}
+    for alias in task_backends:
+        backend = task_backends[alias]
+        if isinstance(backend, QueueBackend):
+            backends[alias] = backend
+    return backends
 
 
 class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
@@ -161,14 +170,13 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
     # -- enqueueing: one pipeline for every store ------------------------------------
 
     def validate_task(self, task: Task) -> None:
-        if getattr(task, "waits_for", ()) and not self.supports_after:
+        task = as_qtask(task)
+        if task.waits_for and not self.supports_after:
             raise InvalidTask(
                 f"{type(self).__name__} does not support after() (chains); "
                 "use the database backend for tasks that wait for others."
             )
-        if not self.supports_unique and (
-            getattr(task, "unique", False) or getattr(task, "unique_key", None) is not None
-        ):
+        if not self.supports_unique and (task.unique or task.unique_key is not None):
             raise InvalidTask(
                 f"{type(self).__name__} does not support unique tasks (unique, "
                 "unique_key); use a database backend for them."
@@ -198,6 +206,7 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
         """Check and encode ``calls`` of ``task``: everything but the writing."""
         if not self._installed and (problem := self._not_installed()):
             raise ImproperlyConfigured(f"{problem} {INSTALL_HINT}")
+        task = as_qtask(task)
         self.validate_task(task)
         encoded = encode_calls(task, calls)
         now = timezone.now()
@@ -212,10 +221,10 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
             enqueued_at=now,
             run_after=run_after,
             expires_at=expires_at,
-            max_attempts=getattr(task, "max_retries", 0) + 1,
+            max_attempts=task.max_retries + 1,
             unique_keys=keys,
-            waits_for=getattr(task, "waits_for", ()),
-            run_on=getattr(task, "run_on", RunOn.SUCCESS),
+            waits_for=task.waits_for,
+            run_on=task.run_on,
         )
         batch.results = [
             self.ready_result(batch, index, None if keys is None else keys[index])
@@ -259,15 +268,14 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
         delay = as_delay(task.run_after)
         return task.run_after if delay is None else now + delay
 
-    def _expires_at(self, task: Task, run_after: datetime, now: datetime) -> datetime | None:
+    def _expires_at(self, task: QTask, run_after: datetime, now: datetime) -> datetime | None:
         """The deadline for starting ``task`` enqueued at ``now``, if it has one."""
-        deadline = getattr(task, "expires_at", None)
-        if deadline is None:
-            expires = getattr(task, "expires", None)
-            return None if expires is None else run_after + as_delay(expires)
-        delay = as_delay(deadline)
-        if delay is not None:
-            deadline = now + delay
+        if task.expires_at is None:
+            expires = None if task.expires is None else as_delay(task.expires)
+            return None if expires is None else run_after + expires
+        delay = as_delay(task.expires_at)
+        deadline = now + delay if delay is not None else task.expires_at
+        assert isinstance(deadline, datetime)  # QTask._check_expiry() made sure
         if deadline <= run_after:
             raise InvalidTask(
                 f"expires_at ({deadline.isoformat()}) must be after run_after "
@@ -275,15 +283,17 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
             )
         return deadline
 
-    def _unique_keys(self, task: Task, encoded: list[tuple[list[Any], dict[str, Any]]]):
+    def _unique_keys(
+        self, task: QTask, encoded: list[tuple[list[Any], dict[str, Any]]]
+    ) -> list[str] | None:
         """Each call's unique key, or None for a task without keys.
 
         An explicit ``unique_key`` is every call's key; ``unique=True`` derives
         one per call from the task's path and its JSON arguments.
         """
-        if getattr(task, "unique_key", None) is not None:
+        if task.unique_key is not None:
             return [task.unique_key] * len(encoded)
-        if not getattr(task, "unique", False):
+        if not task.unique:
             return None
         return [derived_unique_key(task, args, kwargs) for args, kwargs in encoded]
 
@@ -321,10 +331,10 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
             await asyncio.sleep(_next_poll(result_id, deadline, delay))
             delay = min(delay * 2, self.poll_interval)
 
-    def resolve_task(self, task_path: str, priority: int, queue_name: str) -> Task:
+    def resolve_task(self, task_path: str, priority: int, queue_name: str) -> QTask:
         """The registered task for a row, carrying the row's priority and queue."""
         try:
-            task = resolve(task_path)
+            task = as_qtask(resolve(task_path))
         except TaskNotRegistered:
             task = _unregistered_task(task_path)
         if (task.priority, task.queue_name, task.backend) == (priority, queue_name, self.alias):
@@ -366,6 +376,7 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
         self, claimed: ClaimedTask, task: Task, outcome: Outcome | None = None
     ) -> QTaskResult:
         """The API's view of a claimed task: running, or ended as ``outcome`` says."""
+        status: str
         if outcome is None:
             status, finished_at, errors = TaskStatus.RUNNING, None, claimed.errors
         elif outcome.status == Outcome.RETRY:

@@ -16,6 +16,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.core import checks
 from django.db import connections, transaction
+from django.db.backends.utils import CursorWrapper
 from django.tasks.exceptions import TaskResultDoesNotExist
 from django.utils import timezone
 
@@ -96,7 +97,7 @@ class DatabaseBackend(QueueBackend):
             if batch.unique_keys is None:
                 self.statements.insert(cursor, batch)
             else:
-                self._insert_unique(cursor, batch)
+                self._insert_unique(cursor, batch, batch.unique_keys)
             if batch.waits_for:
                 from . import chains
 
@@ -113,10 +114,10 @@ class DatabaseBackend(QueueBackend):
         self.announce(batch.results)
         return batch.results
 
-    def _insert_unique(self, cursor, batch: EnqueueBatch) -> None:
-        """Queue each call unless a queued task holds its key; then the caller
-        gets that task's result, with ``created`` False."""
-        keys, queued = batch.unique_keys, list(batch.results)
+    def _insert_unique(self, cursor: CursorWrapper, batch: EnqueueBatch, keys: list[str]) -> None:
+        """Queue each call unless a queued task holds its key (``keys``, one per
+        call); then the caller gets that task's result, with ``created`` False."""
+        queued = list(batch.results)
         # In key order: concurrent batches whose keys overlap then take them
         # in the same order, and cannot deadlock waiting on each other.
         pending = sorted(range(len(batch.ids)), key=keys.__getitem__)
@@ -130,7 +131,7 @@ class DatabaseBackend(QueueBackend):
             # key: those calls try again.
             pending = [i for i in taken if keys[i] not in holders]
 
-    def _queued_by_key(self, keys) -> dict[str, QTaskResult]:
+    def _queued_by_key(self, keys: set[str]) -> dict[str, QTaskResult]:
         from ...models import Task
 
         rows = (

@@ -130,7 +130,7 @@ def resolve(using: str, child_ids: list) -> list:
                 parent
                 for parent in parents
                 if parent not in queued
-                and ended.get(parent, {}).get("status") != ResultStatus.SUCCESSFUL
+                and (parent not in ended or ended[parent]["status"] != ResultStatus.SUCCESSFUL)
             ),
             None,
         )

@@ -41,19 +41,19 @@ def queue_stats(using: str, queues: Iterable[str], now: datetime, buckets: int) 
         found.running, found.blocked = row["running"], row["blocked"]
         found.waited_since(row["oldest"], now)
 
-    for row in (
+    for failures in (
         TaskResult.objects.using(using)
         .filter(finished_at__gt=now - timedelta(hours=1), status__in=ResultStatus.FAILURES)
         .order_by()
         .values("queue_name")
         .annotate(failed=Count("pk"))
     ):
-        queue(row["queue_name"]).failed_last_hour = row["failed"]
+        queue(failures["queue_name"]).failed_last_hour = failures["failed"]
 
     # Throughput: one bar per minute, the current (partial) minute last.
     minutes = last_minutes(now, buckets)
-    counts = {}
-    for row in (
+    counts: dict[tuple[str, datetime], tuple[int, int]] = {}
+    for minute in (
         TaskResult.objects.using(using)
         .filter(finished_at__gte=minutes[0])
         .order_by()
@@ -64,8 +64,8 @@ def queue_stats(using: str, queues: Iterable[str], now: datetime, buckets: int) 
             failed=Count("pk", filter=Q(status__in=ResultStatus.FAILURES)),
         )
     ):
-        queue(row["queue_name"])
-        counts[row["queue_name"], row["minute"]] = (row["successful"], row["failed"])
+        queue(minute["queue_name"])
+        counts[minute["queue_name"], minute["minute"]] = (minute["successful"], minute["failed"])
     for found in stats.values():
         found.throughput = [(m, *counts.get((found.queue, m), (0, 0))) for m in minutes]
         found.finished_last_hour = sum(ok + failed for _, ok, failed in found.throughput)

@@ -9,6 +9,8 @@ and only if, it commits (see listeners.py).
 
 from typing import Any
 
+from django.db.backends.utils import CursorWrapper
+
 from .statements import (
     ABORT_CHANNEL,
     CLAIMED_COLUMNS,
@@ -302,11 +304,11 @@ class PostgresStatements(Statements):
     """
     QUEUED = "SELECT id FROM django_tasks_q_task WHERE id = ANY(%s::uuid[])"
 
-    def commit_asynchronously(self, cursor: Any) -> None:
+    def commit_asynchronously(self, cursor: CursorWrapper) -> None:
         cursor.execute("SET LOCAL synchronous_commit TO OFF")
 
     def claim_statement(
-        self, cursor: Any, queues: list[str] | None, alone: bool
+        self, cursor: CursorWrapper, queues: list[str] | None, alone: bool
     ) -> tuple[str, dict[str, Any]]:
         if queues is None:
             served, params = self.SERVED_ALL, {}
@@ -315,35 +317,40 @@ class PostgresStatements(Statements):
         asynchronously = self.CLAIM_ALONE if alone else ""
         return self.CLAIM.format(served=served, commit_asynchronously=asynchronously), params
 
-    def inserted_ids(self, cursor: Any) -> set[str]:
+    def inserted_ids(self, cursor: CursorWrapper) -> set[str]:
         [(ids, _)] = cursor.fetchall()
         return {str(task_id) for task_id in ids or ()}
 
-    def counted(self, cursor: Any) -> int:
+    def counted(self, cursor: CursorWrapper) -> int:
         # The statements that count also notify: the count is their first column.
         return int(cursor.fetchone()[0])
 
     def end(
-        self, cursor: Any, ending: str, params: dict[str, Any], guard: str = "TRUE", **more: Any
+        self,
+        cursor: CursorWrapper,
+        ending: str,
+        params: dict[str, Any],
+        guard: str = "TRUE",
+        **more: Any,
     ) -> Ended:
         cursor.execute(self.END.format(ending=ending, guard=guard), {**params, **more})
         return Ended(
             (str(task_id), has_dependents) for task_id, has_dependents in cursor.fetchall()
         )
 
-    def requeue_results(self, cursor: Any, result_ids: Any, now: Any) -> int:
+    def requeue_results(self, cursor: CursorWrapper, result_ids: Any, now: Any) -> int:
         params = {"ids": self.param_ids(result_ids), "now": self.param_datetime(now)}
         cursor.execute(self.REQUEUE_RESULTS, params)
         return self.counted(cursor)
 
-    def notify(self, cursor: Any, queues: Any) -> None:
+    def notify(self, cursor: CursorWrapper, queues: Any) -> None:
         if queues := list(queues):
             cursor.execute(
                 f"SELECT pg_notify('{WAKE_CHANNEL}', queue) FROM unnest(%s::text[]) AS queue",
                 [queues],
             )
 
-    def notify_finished(self, cursor: Any, task_ids: Any) -> None:
+    def notify_finished(self, cursor: CursorWrapper, task_ids: Any) -> None:
         ids = [_task_id(task_id) for task_id in task_ids]
         payloads = [
             ",".join(ids[start : start + IDS_PER_NOTIFICATION])

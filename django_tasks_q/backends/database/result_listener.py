@@ -71,7 +71,7 @@ class ResultListener:
                 left = time_left(deadline)
                 if event.wait(look_every if left is None else min(look_every, left)):
                     return True
-                if left is not None and time_left(deadline) <= 0:
+                if left is not None and left <= look_every:  # that wait was the last
                     return False
         finally:
             with self._lock:
@@ -133,7 +133,7 @@ class ResultListener:
                     with self._lock:  # anything that ended while we were not listening
                         self._to_look_up.update(self._waiters)
                     while self._serve(connection):
-                        select.select([connection.fileno(), self._poke_in], [], [])
+                        select.select([connection.fileno(), self._poke_in.fileno()], [], [])
                         try:
                             while self._poke_in.recv(4096):
                                 pass

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from django.db.backends.utils import CursorWrapper
+
 from .statements import (
     CLAIMED_COLUMNS,
     HISTORY_COLUMNS,
@@ -227,7 +229,7 @@ class SQLiteStatements(Statements):
         return json.dumps(value)
 
     def claim_statement(
-        self, cursor: Any, queues: list[str] | None, alone: bool
+        self, cursor: CursorWrapper, queues: list[str] | None, alone: bool
     ) -> tuple[str, dict[str, Any]] | None:
         # ``alone`` changes nothing: SQLite's synchronous PRAGMA decides the flush.
         if queues is None:
@@ -238,23 +240,28 @@ class SQLiteStatements(Statements):
         heads = " UNION ALL ".join(self.HEAD.format(index=i) for i in range(len(queues)))
         return self.CLAIM.format(heads=heads), {f"queue_{i}": q for i, q in enumerate(queues)}
 
-    def commit_asynchronously(self, cursor: Any) -> None:
+    def commit_asynchronously(self, cursor: CursorWrapper) -> None:
         pass  # SQLite's durability is the database's journal_mode and synchronous
 
-    def notify(self, cursor: Any, queues: Iterable[str]) -> None:
+    def notify(self, cursor: CursorWrapper, queues: Iterable[str]) -> None:
         pass  # SQLite workers poll
 
-    def notify_finished(self, cursor: Any, task_ids: Iterable[str]) -> None:
+    def notify_finished(self, cursor: CursorWrapper, task_ids: Iterable[str]) -> None:
         pass  # wait() polls on SQLite
 
-    def inserted_ids(self, cursor: Any) -> set[str]:
+    def inserted_ids(self, cursor: CursorWrapper) -> set[str]:
         return {_task_id(row[0]) for row in cursor.fetchall()}
 
-    def counted(self, cursor: Any) -> int:
+    def counted(self, cursor: CursorWrapper) -> int:
         return int(cursor.rowcount)
 
     def end(
-        self, cursor: Any, ending: str, params: dict[str, Any], guard: str = "TRUE", **more: Any
+        self,
+        cursor: CursorWrapper,
+        ending: str,
+        params: dict[str, Any],
+        guard: str = "TRUE",
+        **more: Any,
     ) -> Ended:
         cursor.execute(self.END.format(ending=ending, guard=guard), {**params, **more})
         copied = [row[0] for row in cursor.fetchall()]
@@ -265,7 +272,7 @@ class SQLiteStatements(Statements):
             (_task_id(task_id), bool(dependents)) for task_id, dependents in cursor.fetchall()
         )
 
-    def requeue_results(self, cursor: Any, result_ids: Any, now: datetime) -> int:
+    def requeue_results(self, cursor: CursorWrapper, result_ids: Any, now: datetime) -> int:
         params = {"ids": self.param_ids(result_ids), "now": self.param_datetime(now)}
         cursor.execute(self.REQUEUE_RESULTS, params)
         requeued = [row[0] for row in cursor.fetchall()]

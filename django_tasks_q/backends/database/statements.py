@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+from django.db.backends.utils import CursorWrapper
 from django.utils.dateparse import parse_datetime
 
 from ..contract import ClaimedTask, EnqueueBatch, Outcome, ResultStatus, TaskStatus
@@ -197,7 +198,7 @@ class Statements(ABC):
 
     # -- enqueueing -----------------------------------------------------------------
 
-    def insert(self, cursor: Any, batch: EnqueueBatch) -> None:
+    def insert(self, cursor: CursorWrapper, batch: EnqueueBatch) -> None:
         """Queue every call of ``batch``; PostgreSQL wakes idle workers on commit."""
         document = [
             {"id": self.json_id(task_id), "args": args, "kwargs": kwargs}
@@ -205,7 +206,9 @@ class Statements(ABC):
         ]
         cursor.execute(self.INSERT, self._insert_params(batch, document))
 
-    def insert_unique(self, cursor: Any, batch: EnqueueBatch, indices: list[int]) -> set[str]:
+    def insert_unique(
+        self, cursor: CursorWrapper, batch: EnqueueBatch, indices: list[int]
+    ) -> set[str]:
         """Queue the calls ``indices`` of ``batch`` whose unique key no queued
         task holds; returns the ids of those queued."""
         assert batch.unique_keys is not None
@@ -222,11 +225,11 @@ class Statements(ABC):
         return self.inserted_ids(cursor)
 
     @abstractmethod
-    def inserted_ids(self, cursor: Any) -> set[str]:
+    def inserted_ids(self, cursor: CursorWrapper) -> set[str]:
         """The ids INSERT_UNIQUE queued."""
 
     @abstractmethod
-    def counted(self, cursor: Any) -> int:
+    def counted(self, cursor: CursorWrapper) -> int:
         """How many rows the statement just run (RECOVER, MARK_ABORTS, ...) changed."""
 
     def _insert_params(self, batch: EnqueueBatch, document: list[dict[str, Any]]) -> dict:
@@ -247,18 +250,18 @@ class Statements(ABC):
     # -- the worker's hot path ------------------------------------------------------
 
     @abstractmethod
-    def commit_asynchronously(self, cursor: Any) -> None:
+    def commit_asynchronously(self, cursor: CursorWrapper) -> None:
         """This transaction's commit returns before its WAL is flushed to disk."""
 
     @abstractmethod
     def claim_statement(
-        self, cursor: Any, queues: list[str] | None, alone: bool
+        self, cursor: CursorWrapper, queues: list[str] | None, alone: bool
     ) -> tuple[str, dict[str, Any]] | None:
         """The claim, and its parameters but the common ones; None: nothing to claim."""
 
     def claim(
         self,
-        cursor: Any,
+        cursor: CursorWrapper,
         queues: list[str] | None,
         limit: int,
         worker_id: str,
@@ -282,7 +285,7 @@ class Statements(ABC):
         cursor.execute(statement, params)
         return [_claimed(row, now) for row in sorted(cursor.fetchall(), key=_claim_order)]
 
-    def finish(self, cursor: Any, outcomes: list[Outcome], worker_id: str) -> Ended:
+    def finish(self, cursor: CursorWrapper, outcomes: list[Outcome], worker_id: str) -> Ended:
         """Move the tasks of ``outcomes`` to the history, those ``worker_id``
         still holds: one whose lease ran out and was claimed again is recorded
         by its new holder."""
@@ -297,7 +300,7 @@ class Statements(ABC):
             worker=worker_id,
         )
 
-    def retry(self, cursor: Any, outcomes: list[Outcome], worker_id: str) -> set[str]:
+    def retry(self, cursor: CursorWrapper, outcomes: list[Outcome], worker_id: str) -> set[str]:
         """Put the tasks of ``outcomes`` back in the queue, due at their retry_at."""
         document = []
         for o in outcomes:
@@ -312,11 +315,11 @@ class Statements(ABC):
         cursor.execute(self.RETRY, {"outcomes": json.dumps(document), "worker": worker_id})
         return {_task_id(row[0]) for row in cursor.fetchall()}
 
-    def release(self, cursor: Any, task_ids: list[str], worker_id: str) -> None:
+    def release(self, cursor: CursorWrapper, task_ids: list[str], worker_id: str) -> None:
         cursor.execute(self.RELEASE, {"ids": self.param_ids(task_ids), "worker": worker_id})
 
     def renew(
-        self, cursor: Any, task_ids: list[str], worker_id: str, lease_until: datetime
+        self, cursor: CursorWrapper, task_ids: list[str], worker_id: str, lease_until: datetime
     ) -> None:
         cursor.execute(
             self.RENEW,
@@ -327,13 +330,15 @@ class Statements(ABC):
             },
         )
 
-    def aborts_requested(self, cursor: Any, task_ids: list[str], worker_id: str) -> list[str]:
+    def aborts_requested(
+        self, cursor: CursorWrapper, task_ids: list[str], worker_id: str
+    ) -> list[str]:
         cursor.execute(
             self.ABORTS_REQUESTED, {"ids": self.param_ids(task_ids), "worker": worker_id}
         )
         return [_task_id(row[0]) for row in cursor.fetchall()]
 
-    def recover(self, cursor: Any, now: datetime) -> tuple[int, Ended]:
+    def recover(self, cursor: CursorWrapper, now: datetime) -> tuple[int, Ended]:
         """Tasks whose worker stopped renewing its lease: the attempt failed
         with WorkerLost. With attempts left they are ready again; without,
         they are ended as FAILED. Returns how many were requeued, and those ended."""
@@ -342,12 +347,12 @@ class Statements(ABC):
         requeued = self.counted(cursor)
         return requeued, self.end(cursor, self.ABANDONED, params)
 
-    def expire(self, cursor: Any, now: datetime, limit: int) -> Ended:
+    def expire(self, cursor: CursorWrapper, now: datetime, limit: int) -> Ended:
         """End up to ``limit`` waiting tasks past their deadline as EXPIRED,
         soonest deadline first."""
         return self.end(cursor, self.EXPIRED, {"now": self.param_datetime(now), "limit": limit})
 
-    def prune(self, cursor: Any, before: datetime, limit: int) -> int:
+    def prune(self, cursor: CursorWrapper, before: datetime, limit: int) -> int:
         """Delete up to ``limit`` results that finished before ``before``."""
         cursor.execute(self.PRUNE, {"before": self.param_datetime(before), "limit": limit})
         return int(cursor.rowcount)
@@ -374,7 +379,12 @@ class Statements(ABC):
 
     @abstractmethod
     def end(
-        self, cursor: Any, ending: str, params: dict[str, Any], guard: str = "TRUE", **more: Any
+        self,
+        cursor: CursorWrapper,
+        ending: str,
+        params: dict[str, Any],
+        guard: str = "TRUE",
+        **more: Any,
     ) -> Ended:
         """Move the tasks that ``ending`` (a query of id, status, return_value,
         error, finished_at) names, and ``guard`` allows, from the queue to the
@@ -382,7 +392,7 @@ class Statements(ABC):
 
     # -- what operators do (operations.py) -------------------------------------------
 
-    def cancel(self, cursor: Any, task_ids: Iterable[uuid.UUID], now: datetime) -> Ended:
+    def cancel(self, cursor: CursorWrapper, task_ids: Iterable[uuid.UUID], now: datetime) -> Ended:
         """End the not yet started tasks among ``task_ids`` as CANCELLED."""
         endings = ((str(task_id), "CANCELLED", None, None, now) for task_id in task_ids)
         return self.end(
@@ -390,13 +400,15 @@ class Statements(ABC):
         )
 
     def cancel_blocked(
-        self, cursor: Any, errors: dict[str, dict[str, str]], now: datetime
+        self, cursor: CursorWrapper, errors: dict[str, dict[str, str]], now: datetime
     ) -> Ended:
         """End blocked tasks as CANCELLED, each with its error (chains.py)."""
         endings = ((task_id, "CANCELLED", None, error, now) for task_id, error in errors.items())
         return self.end(cursor, self.ENDINGS, self.endings(endings), guard="t.status = 'BLOCKED'")
 
-    def mark_aborts(self, cursor: Any, task_ids: Iterable[uuid.UUID], now: datetime) -> int:
+    def mark_aborts(
+        self, cursor: CursorWrapper, task_ids: Iterable[uuid.UUID], now: datetime
+    ) -> int:
         """Ask the workers of the running tasks among ``task_ids`` to stop them
         (PostgreSQL also notifies each of them once, on commit); returns how many."""
         cursor.execute(
@@ -405,12 +417,16 @@ class Statements(ABC):
         return self.counted(cursor)
 
     @abstractmethod
-    def requeue_results(self, cursor: Any, result_ids: Iterable[uuid.UUID], now: Any) -> int:
+    def requeue_results(
+        self, cursor: CursorWrapper, result_ids: Iterable[uuid.UUID], now: Any
+    ) -> int:
         """Move the unsuccessful results among ``result_ids`` back into the
         queue, ready at ``now``, keeping their ids, attempts, errors and
         workers, with one more attempt allowed. Returns how many."""
 
-    def rerun(self, cursor: Any, copies: list[tuple[uuid.UUID, str, int]], now: datetime) -> None:
+    def rerun(
+        self, cursor: CursorWrapper, copies: list[tuple[uuid.UUID, str, int]], now: datetime
+    ) -> None:
         """Queue a fresh copy of each result: (result id, the copy's id, max_attempts)."""
         document = [
             {"source": self.json_id(str(source)), "new_id": self.json_id(new_id), "max_attempts": n}
@@ -420,29 +436,29 @@ class Statements(ABC):
             self.RERUN, {"copies": json.dumps(document), "now": self.param_datetime(now)}
         )
 
-    def delete_waiting(self, cursor: Any, task_ids: Iterable[uuid.UUID]) -> int:
+    def delete_waiting(self, cursor: CursorWrapper, task_ids: Iterable[uuid.UUID]) -> int:
         """Delete the ready (not running, not blocked) tasks among ``task_ids``."""
         cursor.execute(self.DELETE_WAITING, {"ids": self.param_ids(task_ids)})
         return int(cursor.rowcount)
 
-    def delete_results(self, cursor: Any, result_ids: Iterable[uuid.UUID]) -> int:
+    def delete_results(self, cursor: CursorWrapper, result_ids: Iterable[uuid.UUID]) -> int:
         cursor.execute(self.DELETE_RESULTS, {"ids": self.param_ids(result_ids)})
         return int(cursor.rowcount)
 
     @abstractmethod
-    def notify(self, cursor: Any, queues: Iterable[str]) -> None:
+    def notify(self, cursor: CursorWrapper, queues: Iterable[str]) -> None:
         """Wake the idle workers of ``queues`` when this transaction commits."""
 
     @abstractmethod
-    def notify_finished(self, cursor: Any, task_ids: Iterable[str]) -> None:
+    def notify_finished(self, cursor: CursorWrapper, task_ids: Iterable[str]) -> None:
         """Wake the callers of ``wait()`` on ``task_ids`` when this transaction commits."""
 
-    def stuck_children(self, cursor: Any, limit: int) -> list[uuid.UUID]:
+    def stuck_children(self, cursor: CursorWrapper, limit: int) -> list[uuid.UUID]:
         cursor.execute(STUCK_CHILDREN, {"limit": limit})
         return [uuid.UUID(_task_id(row[0])) for row in cursor.fetchall()]
 
 
-def distinct_values(cursor: Any, table: str, column: str) -> list[str]:
+def distinct_values(cursor: CursorWrapper, table: str, column: str) -> list[str]:
     """The distinct values of an indexed column (the admin's filters)."""
     quote = cursor.db.ops.quote_name
     scan = loose_index_scan("v", quote(table), quote(column))
