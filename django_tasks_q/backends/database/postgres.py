@@ -325,22 +325,13 @@ class PostgresStatements(Statements):
         # The statements that count also notify: the count is their first column.
         return int(cursor.fetchone()[0])
 
-    def end(
-        self,
-        cursor: CursorWrapper,
-        ending: str,
-        params: dict[str, Any],
-        guard: str = "TRUE",
-        **more: Any,
-    ) -> Ended:
-        cursor.execute(self.END.format(ending=ending, guard=guard), {**params, **more})
+    # END and REQUEUE_RESULTS delete what they moved in the same statement.
+    def ended(self, cursor: CursorWrapper) -> Ended:
         return Ended(
             (str(task_id), has_dependents) for task_id, has_dependents in cursor.fetchall()
         )
 
-    def requeue_results(self, cursor: CursorWrapper, result_ids: Any, now: Any) -> int:
-        params = {"ids": self.param_ids(result_ids), "now": self.param_datetime(now)}
-        cursor.execute(self.REQUEUE_RESULTS, params)
+    def requeued(self, cursor: CursorWrapper) -> int:
         return self.counted(cursor)
 
     def notify(self, cursor: CursorWrapper, queues: Any) -> None:

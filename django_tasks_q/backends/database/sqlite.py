@@ -255,15 +255,8 @@ class SQLiteStatements(Statements):
     def counted(self, cursor: CursorWrapper) -> int:
         return int(cursor.rowcount)
 
-    def end(
-        self,
-        cursor: CursorWrapper,
-        ending: str,
-        params: dict[str, Any],
-        guard: str = "TRUE",
-        **more: Any,
-    ) -> Ended:
-        cursor.execute(self.END.format(ending=ending, guard=guard), {**params, **more})
+    # END and REQUEUE_RESULTS copy; the moved rows are deleted by a second statement.
+    def ended(self, cursor: CursorWrapper) -> Ended:
         copied = [row[0] for row in cursor.fetchall()]
         if not copied:
             return Ended()
@@ -272,9 +265,7 @@ class SQLiteStatements(Statements):
             (_task_id(task_id), bool(dependents)) for task_id, dependents in cursor.fetchall()
         )
 
-    def requeue_results(self, cursor: CursorWrapper, result_ids: Any, now: datetime) -> int:
-        params = {"ids": self.param_ids(result_ids), "now": self.param_datetime(now)}
-        cursor.execute(self.REQUEUE_RESULTS, params)
+    def requeued(self, cursor: CursorWrapper) -> int:
         requeued = [row[0] for row in cursor.fetchall()]
         if requeued:
             cursor.execute(self.DELETE_REQUEUED, {"ids": json.dumps(requeued)})

@@ -157,6 +157,10 @@ class Statements(ABC):
     vendor: ClassVar[str]
     INSERT: ClassVar[str]
     INSERT_UNIQUE: ClassVar[str]
+    # Moves ended tasks into the history ("{ending}" and "{guard}": see end()),
+    # and unsuccessful results back into the queue (requeue_results()).
+    END: ClassVar[str]
+    REQUEUE_RESULTS: ClassVar[str]
     # The source of end()'s rows: a JSON document of endings.
     ENDINGS: ClassVar[str]
     # end()'s rows for tasks whose worker stopped renewing, out of attempts,
@@ -377,7 +381,6 @@ class Statements(ABC):
             )
         }
 
-    @abstractmethod
     def end(
         self,
         cursor: CursorWrapper,
@@ -389,6 +392,12 @@ class Statements(ABC):
         """Move the tasks that ``ending`` (a query of id, status, return_value,
         error, finished_at) names, and ``guard`` allows, from the queue to the
         history, in the caller's transaction. The only INSERT into the history."""
+        cursor.execute(self.END.format(ending=ending, guard=guard), {**params, **more})
+        return self.ended(cursor)
+
+    @abstractmethod
+    def ended(self, cursor: CursorWrapper) -> Ended:
+        """Once END has run: the tasks it moved, with their queue rows gone."""
 
     # -- what operators do (operations.py) -------------------------------------------
 
@@ -416,13 +425,19 @@ class Statements(ABC):
         )
         return self.counted(cursor)
 
-    @abstractmethod
     def requeue_results(
-        self, cursor: CursorWrapper, result_ids: Iterable[uuid.UUID], now: Any
+        self, cursor: CursorWrapper, result_ids: Iterable[uuid.UUID], now: datetime
     ) -> int:
         """Move the unsuccessful results among ``result_ids`` back into the
         queue, ready at ``now``, keeping their ids, attempts, errors and
         workers, with one more attempt allowed. Returns how many."""
+        params = {"ids": self.param_ids(result_ids), "now": self.param_datetime(now)}
+        cursor.execute(self.REQUEUE_RESULTS, params)
+        return self.requeued(cursor)
+
+    @abstractmethod
+    def requeued(self, cursor: CursorWrapper) -> int:
+        """Once REQUEUE_RESULTS has run: how many it moved, their history rows gone."""
 
     def rerun(
         self, cursor: CursorWrapper, copies: list[tuple[uuid.UUID, str, int]], now: datetime
