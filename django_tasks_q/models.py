@@ -111,7 +111,7 @@ class Task(models.Model):
             ),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.task_path} ({self.id})"
 
 
@@ -144,7 +144,7 @@ class TaskResult(models.Model):
             models.Index(fields=["task_path", "finished_at"], name="taskq_result_task"),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.task_path} ({self.id})"
 
 
@@ -165,7 +165,7 @@ class TaskDependency(models.Model):
             models.UniqueConstraint(fields=["child", "parent"], name="taskq_dependency_unique"),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.child} after {self.parent}"
 
 
@@ -188,7 +188,7 @@ class Schedule(models.Model):
     class Meta:
         verbose_name = _("schedule")
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.name
 
 
@@ -208,7 +208,7 @@ class Worker(models.Model):
     class Meta:
         verbose_name = _("worker")
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.id
 
 

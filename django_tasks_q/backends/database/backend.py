@@ -9,14 +9,18 @@ import os
 import socket
 import sqlite3
 import uuid
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
+from datetime import datetime
 from functools import cached_property, partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from django.core import checks
 from django.db import connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
+from django.db.models import QuerySet
 from django.tasks.exceptions import TaskResultDoesNotExist
 from django.utils import timezone
 
@@ -31,10 +35,20 @@ from ..base import (
     result_ttl,
     time_left,
 )
-from ..contract import EnqueueBatch, Outcome, WorkerEntry
+from ..contract import (
+    ClaimedTask,
+    EnqueueBatch,
+    Listener,
+    Outcome,
+    QueueStats,
+    WorkerEntry,
+)
 from .listeners import PostgresListener
 from .result_listener import ResultListener
 from .statements import Ended, Statements, statements_for
+
+if TYPE_CHECKING:
+    from ...models import Task, Worker
 
 # The models, and the modules that use them, are imported where they are
 # used: this module must import without the app installed, so that check
@@ -81,7 +95,7 @@ class DatabaseBackend(QueueBackend):
         return self.database
 
     @property
-    def connection(self):
+    def connection(self) -> BaseDatabaseWrapper:
         return connections[self.database]
 
     @cached_property
@@ -141,7 +155,7 @@ class DatabaseBackend(QueueBackend):
         )
         return {row["unique_key"]: self._result(row, created=False) for row in rows}
 
-    def get_result(self, result_id):
+    def get_result(self, result_id: str) -> QTaskResult:
         from ...models import Task, TaskResult
 
         # Look in the queue first: a task moves to the history in one
@@ -163,25 +177,25 @@ class DatabaseBackend(QueueBackend):
                 raise TaskResultDoesNotExist(result_id)
         return self._result(row)
 
-    def _result(self, row, **fields):
+    def _result(self, row: dict[str, Any], **fields: Any) -> QTaskResult:
         """The API's result for a row of the queue or of the history."""
         task = self.resolve_task(row.pop("task_path"), row.pop("priority"), row.pop("queue_name"))
         row.setdefault("finished_at", None)  # a queued task has not finished
         return self.make_result(task=task, id=str(row.pop("id")), **row, **fields)
 
-    def cancel(self, result_id) -> bool:
+    def cancel(self, result_id: str) -> bool:
         from . import operations
 
         tasks = self._queued(result_id)
         return tasks is not None and operations.cancel(tasks) == 1
 
-    def abort(self, result_id) -> bool:
+    def abort(self, result_id: str) -> bool:
         from . import operations
 
         tasks = self._queued(result_id)
         return tasks is not None and sum(operations.abort(tasks)) == 1
 
-    def _queued(self, result_id):
+    def _queued(self, result_id: str) -> "QuerySet[Task] | None":
         """The queue's row for ``result_id``, as a queryset; None for a malformed id."""
         try:
             pk = uuid.UUID(str(result_id))
@@ -193,7 +207,9 @@ class DatabaseBackend(QueueBackend):
 
     # -- the worker's store -----------------------------------------------------
 
-    def record_and_claim(self, outcomes, queues, limit, worker_id):
+    def record_and_claim(
+        self, outcomes: list[Outcome], queues: list[str] | None, limit: int, worker_id: str
+    ) -> tuple[list[Outcome], list[ClaimedTask]]:
         """Record ``outcomes`` and claim up to ``limit`` more, with one commit."""
         finished = [o for o in outcomes if o.status != Outcome.RETRY]
         retried = [o for o in outcomes if o.status == Outcome.RETRY]
@@ -230,17 +246,19 @@ class DatabaseBackend(QueueBackend):
 
             chains.pass_on(self.database, waited_for)
 
-    def release(self, task_ids, worker_id) -> None:
+    def release(self, task_ids: list[str], worker_id: str) -> None:
         with self.connection.cursor() as cursor:
             self.statements.release(cursor, task_ids, worker_id)
 
     @property
-    def _workers(self):
+    def _workers(self) -> "QuerySet[Worker]":
         from ...models import Worker
 
         return Worker.objects.using(self.database)
 
-    def register_worker(self, worker_id, *, queues, concurrency, pool) -> None:
+    def register_worker(
+        self, worker_id: str, *, queues: list[str] | None, concurrency: int, pool: str
+    ) -> None:
         now = timezone.now()
         self._workers.update_or_create(
             id=worker_id,
@@ -256,7 +274,7 @@ class DatabaseBackend(QueueBackend):
             },
         )
 
-    def heartbeat(self, worker_id, task_ids) -> bool:
+    def heartbeat(self, worker_id: str, task_ids: list[str]) -> bool:
         now = timezone.now()
         if task_ids:
             with self.connection.cursor() as cursor:
@@ -289,7 +307,7 @@ class DatabaseBackend(QueueBackend):
             if len(expired) < batch_size:
                 return total
 
-    def wait_for_result(self, result_id, timeout):
+    def wait_for_result(self, result_id: str, timeout: float | None) -> None:
         if self.connection.vendor != "postgresql":
             return super().wait_for_result(result_id, timeout)
         task_id, deadline = self._task_id(result_id), deadline_after(timeout)
@@ -301,7 +319,7 @@ class DatabaseBackend(QueueBackend):
             if not left_queue:
                 raise TimeoutError(f"Task {result_id} has not finished yet.")
 
-    async def async_wait_for_result(self, result_id, timeout):
+    async def async_wait_for_result(self, result_id: str, timeout: float | None) -> None:
         if self.connection.vendor != "postgresql":
             return await super().async_wait_for_result(result_id, timeout)
         task_id, deadline = self._task_id(result_id), deadline_after(timeout)
@@ -316,13 +334,13 @@ class DatabaseBackend(QueueBackend):
             if not left_queue:
                 raise TimeoutError(f"Task {result_id} has not finished yet.")
 
-    def _task_id(self, result_id) -> str:
+    def _task_id(self, result_id: str) -> str:
         try:
             return str(uuid.UUID(str(result_id)))
         except ValueError:
             raise TaskResultDoesNotExist(result_id) from None
 
-    def _has_finished(self, result_id, left_queue: bool) -> bool:
+    def _has_finished(self, result_id: str, left_queue: bool) -> bool:
         """Whether the task has finished as the caller's connection sees it."""
         if self.get_result(result_id).is_finished:
             return True
@@ -335,20 +353,27 @@ class DatabaseBackend(QueueBackend):
             )
         return False  # it left the queue and came back (retried): wait again
 
-    def prune_results(self, limit=1000) -> int:
+    def prune_results(self, limit: int = 1000) -> int:
         if self.result_ttl is None:
             return 0
         with self.connection.cursor() as cursor:
             return self.statements.prune(cursor, timezone.now() - self.result_ttl, limit)
 
-    def unregister_worker(self, worker_id) -> None:
+    def unregister_worker(self, worker_id: str) -> None:
         self._workers.filter(id=worker_id).delete()
 
-    def aborts_requested(self, worker_id, task_ids) -> list[str]:
+    def aborts_requested(self, worker_id: str, task_ids: list[str]) -> list[str]:
         with self.connection.cursor() as cursor:
             return self.statements.aborts_requested(cursor, task_ids, worker_id)
 
-    def listen(self, queues, wake, *, worker_id=None, on_abort=None):
+    def listen(
+        self,
+        queues: list[str] | None,
+        wake: Callable[[], None],
+        *,
+        worker_id: str | None = None,
+        on_abort: Callable[[], None] | None = None,
+    ) -> Listener | None:
         if self.connection.vendor != "postgresql":
             return None
         params = self.connection.get_connection_params()
@@ -356,27 +381,31 @@ class DatabaseBackend(QueueBackend):
 
     # -- how the queue is doing: see figures.py ------------------------------------
 
-    def queue_stats(self, queues=(), *, now=None, buckets=60):
+    def queue_stats(
+        self, queues: Iterable[str] = (), *, now: datetime | None = None, buckets: int = 60
+    ) -> list[QueueStats]:
         from . import figures
 
         return figures.queue_stats(self.database, queues, now or timezone.now(), buckets)
 
-    def finished_counts(self, since, now):
+    def finished_counts(self, since: datetime, now: datetime) -> dict[tuple[str, str], int]:
         from . import figures
 
         return figures.finished_counts(self.database, since)
 
-    def run_times(self, since, bounds):
+    def run_times(
+        self, since: datetime, bounds: Iterable[float]
+    ) -> dict[str, tuple[list[int], int, float]]:
         from . import figures
 
         return figures.run_times(self.database, since, bounds)
 
-    def workers(self, now=None):
+    def workers(self, now: datetime | None = None) -> list[WorkerEntry]:
         now = now or timezone.now()
         rows = self._workers.order_by("hostname", "started_at").values()
         return [WorkerEntry.seen_at(now, self.lease, **row) for row in rows]
 
-    def purge(self, queue_name):
+    def purge(self, queue_name: str) -> int:
         from . import operations
 
         return operations.purge(queue_name, using=self.database)

@@ -29,6 +29,7 @@ only for tasks that have dependents or waiters, so it uses the ORM.
 
 import uuid
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 
 from django.db import connections, transaction
 from django.tasks.exceptions import TaskResultDoesNotExist
@@ -70,7 +71,7 @@ def link(using: str, child_ids: list[uuid.UUID], parent_ids: list[str]) -> None:
         pass_on(using, resolve(using, child_ids))
 
 
-def pass_on(using: str, ended_ids) -> None:
+def pass_on(using: str, ended_ids: Sequence[str | uuid.UUID]) -> None:
     """``ended_ids`` left the queue with ``has_dependents`` set: wake whoever
     waits for them, and resolve their children (and theirs, if cancelled)."""
     connection = connections[using]
@@ -192,13 +193,13 @@ def _cancel(using: str, errors: dict) -> list:
     return [uuid.UUID(child) for child in ended.with_dependents]
 
 
-def _ending(parent, ended: dict) -> str:
+def _ending(parent: uuid.UUID, ended: Mapping[uuid.UUID, Mapping[str, object]]) -> str:
     if parent not in ended:
         return f"task {parent} it waited for was deleted"
     row = ended[parent]
     return f"task {parent} ({row['task_path']}) it waited for ended {row['status']}"
 
 
-def _error(exception_class, message: str) -> dict:
+def _error(exception_class: type[Exception], message: str) -> dict[str, str]:
     path = f"{exception_class.__module__}.{exception_class.__qualname__}"
     return {"exception_class_path": path, "traceback": f"{path}: {message}\n"}

@@ -6,11 +6,22 @@ of queues, not of tasks.
 """
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import connections
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, Sum
+from django.db.models import (
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    Min,
+    Model,
+    Q,
+    QuerySet,
+    Sum,
+)
 from django.db.models.functions import TruncMinute
 
 from ...models import ResultStatus, Task, TaskResult, TaskStatus
@@ -72,7 +83,7 @@ def queue_stats(using: str, queues: Iterable[str], now: datetime, buckets: int) 
     return sorted(stats.values(), key=lambda found: found.queue)
 
 
-def _finished_since(using: str, since: datetime):
+def _finished_since(using: str, since: datetime) -> QuerySet[TaskResult]:
     return TaskResult.objects.using(using).filter(finished_at__gt=since).order_by()
 
 
@@ -95,7 +106,7 @@ def run_times(
         .annotate(duration=duration)
     )
     le = {f"le_{i}": timedelta(seconds=bound) for i, bound in enumerate(bounds)}
-    rows = ran.values("queue_name").annotate(
+    rows: Iterable[Mapping[str, Any]] = ran.values("queue_name").annotate(
         total=Count("pk"),
         seconds=Sum("duration"),
         **{key: Count("pk", filter=Q(duration__lte=bound)) for key, bound in le.items()},
@@ -110,7 +121,7 @@ def run_times(
     }
 
 
-def distinct_values(model, column: str, using: str) -> list[str]:
+def distinct_values(model: type[Model], column: str, using: str) -> list[str]:
     """The distinct values of an indexed ``column`` of ``model``'s table, for
     the admin's filters: a loose index scan, one probe per value."""
     from .statements import distinct_values as scan
@@ -119,7 +130,7 @@ def distinct_values(model, column: str, using: str) -> list[str]:
         return scan(cursor, model._meta.db_table, column)
 
 
-def planner_estimate(queryset) -> int:
+def planner_estimate(queryset: QuerySet[Any]) -> int:
     """How many rows PostgreSQL's planner expects ``queryset`` to return: a
     millisecond, where COUNT(*) reads the whole table."""
     sql, params = queryset.order_by().query.get_compiler(using=queryset.db).as_sql()

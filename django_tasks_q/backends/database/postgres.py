@@ -7,6 +7,8 @@ due sends ``pg_notify`` in its own transaction, so idle workers wake when,
 and only if, it commits (see listeners.py).
 """
 
+import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from django.db.backends.utils import CursorWrapper
@@ -341,7 +343,7 @@ class PostgresStatements(Statements):
                 [queues],
             )
 
-    def notify_finished(self, cursor: CursorWrapper, task_ids: Any) -> None:
+    def notify_finished(self, cursor: CursorWrapper, task_ids: Iterable[str | uuid.UUID]) -> None:
         ids = [_task_id(task_id) for task_id in task_ids]
         payloads = [
             ",".join(ids[start : start + IDS_PER_NOTIFICATION])

@@ -27,10 +27,17 @@ import socket
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 from ...backoff import Backoff
 from ..base import deadline_after, time_left
 from .postgres import FINISHED_CHANNEL, PostgresStatements
+
+if TYPE_CHECKING:
+    import psycopg
 
 logger = logging.getLogger("django_tasks_q")
 
@@ -40,7 +47,7 @@ class ResultListener:
     _instances_lock = threading.Lock()
 
     @classmethod
-    def for_connection(cls, connection) -> "ResultListener":
+    def for_connection(cls, connection: BaseDatabaseWrapper) -> "ResultListener":
         """The process's listener for the database of ``connection`` (a Django one)."""
         with cls._instances_lock:
             if connection.alias not in cls._instances:
@@ -98,7 +105,7 @@ class ResultListener:
         except BlockingIOError:  # the buffer is full of pokes already
             pass
 
-    def _wake(self, task_ids) -> None:
+    def _wake(self, task_ids: Iterable[str]) -> None:
         with self._lock:
             for task_id in task_ids:
                 for event in self._waiters.get(task_id, ()):
@@ -148,7 +155,7 @@ class ResultListener:
                 logger.warning("wait(): LISTEN failed (%s); retrying in %.1f s", error, wait)
                 time.sleep(wait)
 
-    def _serve(self, connection) -> bool:
+    def _serve(self, connection: "psycopg.Connection[Any]") -> bool:
         """Mark and look up new tasks, pass on notifications; False once no one waits."""
         with self._lock:
             if self._stop_if_idle():

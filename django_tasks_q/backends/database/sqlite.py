@@ -246,7 +246,7 @@ class SQLiteStatements(Statements):
     def notify(self, cursor: CursorWrapper, queues: Iterable[str]) -> None:
         pass  # SQLite workers poll
 
-    def notify_finished(self, cursor: CursorWrapper, task_ids: Iterable[str]) -> None:
+    def notify_finished(self, cursor: CursorWrapper, task_ids: Iterable[str | uuid.UUID]) -> None:
         pass  # wait() polls on SQLite
 
     def inserted_ids(self, cursor: CursorWrapper) -> set[str]:

@@ -465,7 +465,7 @@ class Statements(ABC):
         """Wake the idle workers of ``queues`` when this transaction commits."""
 
     @abstractmethod
-    def notify_finished(self, cursor: CursorWrapper, task_ids: Iterable[str]) -> None:
+    def notify_finished(self, cursor: CursorWrapper, task_ids: Iterable[str | uuid.UUID]) -> None:
         """Wake the callers of ``wait()`` on ``task_ids`` when this transaction commits."""
 
     def stuck_children(self, cursor: CursorWrapper, limit: int) -> list[uuid.UUID]:
