@@ -2,7 +2,8 @@
 
 Enqueueing is an INSERT on the caller's connection, so it joins the caller's
 transaction: a rolled-back view leaves no task behind, and no worker sees a
-task before its transaction commits. The statements are in ``sql.py``.
+task before its transaction commits. The statements are in ``statements.py``
+and, per vendor, ``postgres.py`` and ``sqlite.py``.
 """
 
 import os
