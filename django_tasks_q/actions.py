@@ -45,7 +45,7 @@ class Tally:
 
     count: str
     text: Text  # singular and plural, with one %d
-    even_if_none: bool = False  # said (as a warning) when the count is 0
+    always: bool = True  # said even when the count is 0 (as a warning)
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class OperatorAction:
         how many rows were chosen (None where ``left_alone`` is None)."""
         for tally in self.tallies:
             count = counts[tally.count]
-            if count or tally.even_if_none:
+            if count or tally.always:
                 yield tally.text % count, not count
         if self.left_alone is not None and selected is not None:
             if rest := selected - sum(counts.values()):
@@ -89,7 +89,7 @@ CANCEL = OperatorAction(
     description=_("Cancel selected waiting tasks"),
     permission="change",
     operate=lambda tasks: {"cancelled": operations.cancel(tasks)},
-    tallies=(Tally("cancelled", ngettext_lazy("Cancelled %d task.", "Cancelled %d tasks."), True),),
+    tallies=(Tally("cancelled", ngettext_lazy("Cancelled %d task.", "Cancelled %d tasks.")),),
     left_alone=LEFT_RUNNING,
     confirmation=Confirmation(
         _("Cancel tasks"),
@@ -122,10 +122,12 @@ ABORT = OperatorAction(
         Tally(
             "aborting",
             ngettext_lazy("Asked %d running task to stop.", "Asked %d running tasks to stop."),
+            always=False,
         ),
         Tally(
             "cancelled",
             ngettext_lazy("Cancelled %d waiting task.", "Cancelled %d waiting tasks."),
+            always=False,
         ),
     ),
     left_alone=ngettext_lazy(
@@ -155,7 +157,7 @@ DELETE_TASKS = OperatorAction(
     description=_("Delete selected waiting tasks"),
     permission="delete",
     operate=lambda tasks: {"deleted": operations.delete_waiting(tasks)},
-    tallies=(Tally("deleted", ngettext_lazy("Deleted %d task.", "Deleted %d tasks."), True),),
+    tallies=(Tally("deleted", ngettext_lazy("Deleted %d task.", "Deleted %d tasks.")),),
     left_alone=LEFT_RUNNING,
     confirmation=Confirmation(
         _("Delete tasks"),
@@ -180,7 +182,6 @@ RETRY = OperatorAction(
                 "Retried %d task: it is waiting in the queue.",
                 "Retried %d tasks: they are waiting in the queue.",
             ),
-            True,
         ),
     ),
     left_alone=ngettext_lazy(
@@ -209,9 +210,7 @@ RERUN = OperatorAction(
     description=_("Re-run selected tasks as new tasks"),
     permission="change",
     operate=lambda results: {"enqueued": len(operations.rerun(results))},
-    tallies=(
-        Tally("enqueued", ngettext_lazy("Enqueued %d new task.", "Enqueued %d new tasks."), True),
-    ),
+    tallies=(Tally("enqueued", ngettext_lazy("Enqueued %d new task.", "Enqueued %d new tasks.")),),
     left_alone=RESULTS_GONE,
     confirmation=Confirmation(
         _("Re-run tasks"),
@@ -230,7 +229,7 @@ DELETE_RESULTS = OperatorAction(
     description=_("Delete selected results"),
     permission="delete",
     operate=lambda results: {"deleted": operations.delete_results(results)},
-    tallies=(Tally("deleted", ngettext_lazy("Deleted %d result.", "Deleted %d results."), True),),
+    tallies=(Tally("deleted", ngettext_lazy("Deleted %d result.", "Deleted %d results.")),),
     left_alone=RESULTS_GONE,
     confirmation=Confirmation(
         _("Delete results"), _("Delete these results from the history?"), _("Yes, delete them")
@@ -250,7 +249,6 @@ PAUSE = OperatorAction(
                 "Paused %d schedule: it enqueues nothing until resumed.",
                 "Paused %d schedules: they enqueue nothing until resumed.",
             ),
-            True,
         ),
     ),
     command="pause",
@@ -271,7 +269,6 @@ RESUME = OperatorAction(
                 "Resumed %d schedule: it goes on from its next tick.",
                 "Resumed %d schedules: they go on from their next tick.",
             ),
-            True,
         ),
     ),
     command="resume",

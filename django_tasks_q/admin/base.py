@@ -9,16 +9,17 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin import helpers
+from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse
-from django.tasks import DEFAULT_TASK_BACKEND_ALIAS
+from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from ..actions import actions_on
-from ..backends.base import QueueBackend, queue_backends
+from ..backends.base import QueueBackend
 from ..backends.database import operations
 from .changelist import LeanChangeList
 from .display import NOTHING, pretty_json, timestamp
@@ -36,7 +37,13 @@ class BackendAdmin(admin.ModelAdmin):
 
     @property
     def backend(self) -> QueueBackend:
-        return queue_backends()[self.backend_alias]
+        backend = task_backends[self.backend_alias]
+        if not isinstance(backend, QueueBackend):
+            raise ImproperlyConfigured(
+                f"{type(self).__name__}.backend_alias: TASKS[{self.backend_alias!r}] is "
+                f"{type(backend).__name__}, not a django-tasks-q backend."
+            )
+        return backend
 
     @property
     def using(self) -> str:
@@ -106,7 +113,10 @@ class QueueModelAdmin(BackendAdmin):
         context["object_actions"] = [
             (declared.name, declared.button)
             for declared in actions_on(self.model)
-            if declared.button and declared.name in allowed and obj and declared.offered(obj)
+            if declared.button
+            and declared.name in allowed
+            and obj is not None
+            and declared.offered(obj)
         ]
         context["changelist_url"] = reverse(
             f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist",
