@@ -50,6 +50,8 @@ class Tally:
 
 @dataclass(frozen=True)
 class OperatorAction:
+    """One thing an operator does to chosen rows, and all that is said of it."""
+
     name: str  # the admin action's name, which its forms post
     model: type[Model]
     description: Text  # in the admin's action menu
@@ -73,7 +75,8 @@ class OperatorAction:
             if count or tally.always:
                 yield tally.text % count, not count
         if self.left_alone is not None and selected is not None:
-            if rest := selected - sum(counts.values()):
+            rest = selected - sum(counts.values())
+            if rest > 0:
                 yield self.left_alone % rest, True
 
 
