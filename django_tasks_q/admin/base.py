@@ -68,7 +68,9 @@ class QueueModelAdmin(BackendAdmin):
     probe_dates = False  # see ProbedDatesQuerySet: for tables too big to scan
     search_fields = ("task_path",)  # shows the search box; see get_search_results
     search_help_text = gettext_lazy("A task id, or part of a task's dotted path.")
-    change_form_template = "admin/django_tasks_q/change_form.html"
+    # Not admin/django_tasks_q/change_form.html: Django would use that one for
+    # every model of the app.
+    change_form_template = "admin/django_tasks_q/change_form_with_actions.html"
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[LeanChangeList]:
         return LeanChangeList
