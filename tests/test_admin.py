@@ -10,8 +10,8 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from django_tasks_q.admin.pagination import EstimatedCountPaginator
 from django_tasks_q.models import ResultStatus, Task, TaskResult, TaskStatus
-from django_tasks_q.pagination import EstimatedCountPaginator
 
 from .factories import make_result, make_task, make_worker
 

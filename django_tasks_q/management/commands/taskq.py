@@ -1,47 +1,64 @@
 """``manage.py taskq``: look at the queue and act on it from a shell.
 
-Thin: it parses arguments and calls the backend's figures and ``operations``,
-the same code the admin uses. Tables for people, ``--json`` for scripts.
+Thin: it parses arguments and calls the backend's figures, and for retry,
+cancel, abort, pause and resume the operator's actions declared in
+``actions.py``, as the admin does. Tables for people, ``--json`` for scripts.
 ``status``, ``workers`` and ``purge`` work on any backend; the others act on
 the database backend's tables.
 """
 
 import json
 import sys
-from datetime import timedelta
+from argparse import ArgumentParser
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db.models import QuerySet
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
 from django.tasks.exceptions import InvalidTaskBackend
 from django.utils import timezone
 
+from django_tasks_q.actions import OperatorAction, commands_on
 from django_tasks_q.backends.base import QueueBackend
 from django_tasks_q.backends.database import operations
-from django_tasks_q.models import (
-    ResultStatus,
-    Schedule,
-    Task,
-    TaskResult,
-    TaskStatus,
-)
+from django_tasks_q.models import ResultStatus, Schedule, Task, TaskResult, TaskStatus
 
 QUEUE_STATES = ("waiting", "scheduled", "running", "blocked")
 # Subcommands every backend answers; the rest work on TaskResult and Task rows.
 ANY_BACKEND = ("status", "workers", "purge")
 RESULT_STATES = tuple(status.lower() for status in ResultStatus.values)
+# The operator's actions, by subcommand: on tasks and results, and on schedules.
+TASK_ACTIONS = commands_on(Task, TaskResult)
+SCHEDULE_ACTIONS = commands_on(Schedule)
 
 
-def table(headers, rows) -> str:
-    rows = [["" if cell is None else str(cell) for cell in row] for row in rows]
-    widths = [max(len(str(h)), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    lines = [headers, ["-" * w for w in widths], *rows]
+def queue_backend(alias: str) -> QueueBackend:
+    """TASKS[alias], if it is a django-tasks-q backend; CommandError if not."""
+    try:
+        backend = task_backends[alias]
+    except InvalidTaskBackend as error:
+        raise CommandError(error) from None
+    if not isinstance(backend, QueueBackend):
+        raise CommandError(
+            f"TASKS[{alias!r}] is {type(backend).__name__}, "
+            "not a django-tasks-q backend: it has no queue to show."
+        )
+    return backend
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [["" if cell is None else str(cell) for cell in row] for row in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    lines = [list(headers), ["-" * w for w in widths], *cells]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
         for line in lines
     )
 
 
-def age(seconds):
+def age(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     seconds = int(seconds)
@@ -52,7 +69,7 @@ def age(seconds):
     return f"{seconds // 3600}h"
 
 
-def when(value):
+def when(value: datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") if value else None
 
 
@@ -62,7 +79,7 @@ class Command(BaseCommand):
         "prune, workers, schedules."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument(
             "--backend",
             default=DEFAULT_TASK_BACKEND_ALIAS,
@@ -85,12 +102,8 @@ class Command(BaseCommand):
         )
         listing.add_argument("--limit", type=int, default=50, help="At most this many (50).")
 
-        for name, what in [
-            ("retry", "Put failed (or cancelled, expired) tasks back in the queue."),
-            ("cancel", "Cancel waiting tasks (running ones are left to finish)."),
-            ("abort", "Ask the workers of running tasks to stop them; cancel waiting ones."),
-        ]:
-            sub = commands.add_parser(name, help=what)
+        for name, action in TASK_ACTIONS.items():
+            sub = commands.add_parser(name, help=action.command_help)
             sub.add_argument("ids", nargs="*", metavar="ID", help="Task ids.")
             sub.add_argument("--queue", help="Every one in this queue.")
             sub.add_argument("--task", help="Every one of this task (its dotted path).")
@@ -133,24 +146,13 @@ class Command(BaseCommand):
             "schedules", help="Periodic tasks: list them (the default), pause or resume them."
         )
         actions = schedules.add_subparsers(dest="action", metavar="ACTION")
-        for name, what in [
-            ("pause", "Stop schedules enqueueing until resumed."),
-            ("resume", "Start paused schedules again, from their next tick."),
-        ]:
-            sub = actions.add_parser(name, help=what)
+        for name, action in SCHEDULE_ACTIONS.items():
+            sub = actions.add_parser(name, help=action.command_help)
             sub.add_argument("names", nargs="*", metavar="NAME", help="Schedule names.")
             sub.add_argument("--all", action="store_true", help="Every schedule.")
 
-    def handle(self, *args, subcommand, backend, **options):
-        try:
-            self.queue_backend = task_backends[backend]
-        except InvalidTaskBackend as error:
-            raise CommandError(error) from None
-        if not isinstance(self.queue_backend, QueueBackend):
-            raise CommandError(
-                f"TASKS[{backend!r}] is {type(self.queue_backend).__name__}, "
-                "not a django-tasks-q backend: it has no queue to show."
-            )
+    def handle(self, *args: Any, subcommand: str, backend: str, **options: Any) -> None:
+        self.queue_backend = queue_backend(backend)
         self.using = self.queue_backend.database
         if subcommand not in ANY_BACKEND and self.queue_backend.queue_tables is None:
             # Its queue is not in these tables: don't report or change stale rows.
@@ -159,14 +161,23 @@ class Command(BaseCommand):
                 f"TASKS[{backend!r}] is {type(self.queue_backend).__name__} "
                 f"(taskq {', '.join(ANY_BACKEND)} work with it)."
             )
-        self.backend = backend
         self.as_json = options["json"]
         try:
-            getattr(self, f"do_{subcommand}")(**options)
+            if declared := TASK_ACTIONS.get(subcommand):
+                manager = declared.model._default_manager
+                self.act(declared, self.selection(manager.using(self.using), **options))
+            else:
+                getattr(self, f"do_{subcommand}")(**options)
         except self.queue_backend.transient_errors as error:
             raise CommandError(f"TASKS[{backend!r}]: {type(error).__name__}: {error}") from None
 
-    def emit(self, data, headers=None, rows=None, summary=None):
+    def emit(
+        self,
+        data: Any,
+        headers: Sequence[str] | None = None,
+        rows: Sequence[Sequence[Any]] | None = None,
+        summary: str | None = None,
+    ) -> None:
         if self.as_json:
             self.stdout.write(json.dumps(data, indent=2, default=str))
             return
@@ -177,7 +188,7 @@ class Command(BaseCommand):
 
     # -- looking ------------------------------------------------------------------
 
-    def do_status(self, **options):
+    def do_status(self, **options: Any) -> None:
         queues = self.queue_backend.queue_stats(self.queue_backend.queues)
         rows = [
             [
@@ -196,15 +207,18 @@ class Command(BaseCommand):
         headers += ["FAILED 1H", "OLDEST", "DONE 1H"]
         self.emit([q.as_dict() for q in queues], headers, rows)
 
-    def do_list(self, *, queue, task, status, limit, **options):
+    def do_list(
+        self, *, queue: str | None, task: str | None, status: str | None, limit: int, **options: Any
+    ) -> None:
         now = timezone.now()
+        rows: QuerySet[Any]
         if status in RESULT_STATES:
+            assert status is not None  # for mypy: RESULT_STATES holds strings
             rows = TaskResult.objects.using(self.using).filter(status=status.upper())
             rows = rows.order_by("-finished_at")
         else:
-            rows = Task.objects.using(self.using).order_by("-id")
-            if status:
-                rows = rows.in_state(status, now)
+            tasks = Task.objects.using(self.using).order_by("-id")
+            rows = tasks.in_state(status, now) if status else tasks
         if queue:
             rows = rows.filter(queue_name=queue)
         if task:
@@ -226,7 +240,7 @@ class Command(BaseCommand):
         headers += ["FINISHED"] if rows.model is TaskResult else ["WORKER"]
         self.emit(found, headers, [list(row.values()) for row in found])
 
-    def do_workers(self, *, all, **options):
+    def do_workers(self, *, all: bool, **options: Any) -> None:
         found = self.queue_backend.workers()
         if not all:
             found = [w for w in found if w.live]
@@ -264,7 +278,16 @@ class Command(BaseCommand):
 
     # -- acting -------------------------------------------------------------------
 
-    def selection(self, queryset, *, ids, queue, task, all, **options):
+    def selection(
+        self,
+        queryset: QuerySet[Any],
+        *,
+        ids: list[str],
+        queue: str | None,
+        task: str | None,
+        all: bool,
+        **options: Any,
+    ) -> QuerySet[Any]:
         if not (ids or queue or task or all):
             raise CommandError("Say which tasks: give ids, --queue, --task, or --all.")
         if ids:
@@ -278,26 +301,11 @@ class Command(BaseCommand):
             queryset = queryset.filter(task_path=task)
         return queryset
 
-    def do_retry(self, **options):
-        results = self.selection(TaskResult.objects.using(self.using), **options)
-        count = operations.retry(results)
-        self.emit({"retried": count}, summary=f"Retried {count} task(s).")
+    def act(self, declared: OperatorAction, queryset: QuerySet[Any]) -> None:
+        counts = declared.operate(queryset)
+        self.emit(counts, summary=declared.summary.format(**counts))
 
-    def do_cancel(self, **options):
-        tasks = self.selection(Task.objects.using(self.using), **options)
-        count = operations.cancel(tasks)
-        self.emit({"cancelled": count}, summary=f"Cancelled {count} waiting task(s).")
-
-    def do_abort(self, **options):
-        tasks = self.selection(Task.objects.using(self.using), **options)
-        cancelled, stopping = operations.abort(tasks)
-        self.emit(
-            {"cancelled": cancelled, "aborting": stopping},
-            summary=f"Asked {stopping} running task(s) to stop; cancelled {cancelled} "
-            "waiting task(s).",
-        )
-
-    def do_purge(self, *, queue, interactive, **options):
+    def do_purge(self, *, queue: str, interactive: bool, **options: Any) -> None:
         if interactive:
             if not sys.stdin.isatty():
                 raise CommandError("Not a terminal to ask for confirmation: use --no-input.")
@@ -310,9 +318,11 @@ class Command(BaseCommand):
             summary=f"Deleted {count} waiting task(s) from queue {queue!r}.",
         )
 
-    def do_prune(self, *, older_than, status, batch_size, **options):
+    def do_prune(
+        self, *, older_than: float | None, status: list[str] | None, batch_size: int, **options: Any
+    ) -> None:
         if older_than is None:
-            ttl = getattr(task_backends[self.backend], "result_ttl", None)
+            ttl = self.queue_backend.result_ttl
             if ttl is None:
                 raise CommandError("Give --older-than, or set the backend's result_ttl option.")
             older_than = ttl.total_seconds() / 86400
@@ -333,7 +343,7 @@ class Command(BaseCommand):
 
     # -- periodic tasks -----------------------------------------------------------
 
-    def do_schedules(self, *, action=None, **options):
+    def do_schedules(self, *, action: str | None = None, **options: Any) -> None:
         rows = Schedule.objects.using(self.using).order_by("name")
         if action is None:
             self.list_schedules(rows)
@@ -350,14 +360,9 @@ class Command(BaseCommand):
                     f"No schedule named {', '.join(unknown)}; see `taskq schedules`."
                 )
             rows = rows.filter(name__in=names)
-        if action == "pause":
-            count = operations.pause_schedules(rows)
-            self.emit({"paused": count}, summary=f"Paused {count} schedule(s).")
-        else:
-            count = operations.resume_schedules(rows)
-            self.emit({"resumed": count}, summary=f"Resumed {count} schedule(s).")
+        self.act(SCHEDULE_ACTIONS[action], rows)
 
-    def list_schedules(self, rows):
+    def list_schedules(self, rows: QuerySet[Schedule]) -> None:
         found = [
             {
                 "name": row.name,

@@ -7,19 +7,21 @@ good for paging: it comes from the table statistics, in a millisecond.
 """
 
 from functools import cached_property
+from typing import Any, cast
 
 from django.core.paginator import Paginator
 from django.db import connections
+from django.db.models import QuerySet
 
-from .backends.database.figures import planner_estimate
+from ..backends.database.figures import planner_estimate
 
 
 class EstimatedCountPaginator(Paginator):
     exact_below = 10_000
 
     @cached_property
-    def count(self):
-        queryset = self.object_list
+    def count(self) -> int:
+        queryset = cast("QuerySet[Any]", self.object_list)  # the admin pages querysets
         if connections[queryset.db].vendor == "postgresql":
             estimate = planner_estimate(queryset)
             if estimate >= self.exact_below:

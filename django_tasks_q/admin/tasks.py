@@ -1,0 +1,156 @@
+"""The queue (Task rows) and its history (TaskResult rows)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+
+from ..backends.database import operations
+from ..models import Task, TaskResult, TaskStatus
+from .base import QueueModelAdmin
+from .display import NOTHING, humanize_seconds, pretty_json, task_state, timestamp
+from .filters import QueueFilter, StateFilter, TaskNameFilter
+from .operator_actions import admin_actions
+
+
+class TaskAdmin(QueueModelAdmin):
+    list_display = (
+        "task_name",
+        "queue",
+        "state",
+        "priority",
+        "attempts",
+        "enqueued",
+        "scheduled_for",
+        "started",
+        "worker_id",
+    )
+    list_filter = (StateFilter, QueueFilter, TaskNameFilter)
+    date_hierarchy = "enqueued_at"
+    ordering = ("-id",)  # ids are UUIDv7: newest first, through the primary key
+    actions = admin_actions(Task)
+    fieldsets = (
+        (None, {"fields": ("id", "task_name", "queue_name", "state", "priority", "unique_key")}),
+        (gettext_lazy("Call"), {"fields": ("args_json", "kwargs_json")}),
+        (
+            gettext_lazy("Attempts"),
+            {"fields": ("attempts", "max_attempts", "worker_id", "attempt_history")},
+        ),
+        (gettext_lazy("Errors"), {"fields": ("errors_display",)}),
+        (
+            gettext_lazy("Timing"),
+            {
+                "fields": (
+                    "enqueued",
+                    "scheduled_for",
+                    "deadline",
+                    "started",
+                    "last_attempted",
+                    "lease_expires",
+                    "abort_requested",
+                )
+            },
+        ),
+    )
+
+    lease_expires = timestamp("lease_expires_at", gettext_lazy("lease expires"))
+    abort_requested = timestamp("abort_requested_at", gettext_lazy("abort requested"))
+    deadline = timestamp("expires_at", gettext_lazy("expires (if not started by then)"))
+    search_help_text = gettext_lazy("A task id, a unique key, or part of a task's dotted path.")
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        found, duplicates = super().get_search_results(request, queryset, search_term)
+        if term := search_term.strip():
+            found |= queryset.filter(unique_key=term)  # whole keys only: the unique index
+        return found, duplicates
+
+    @admin.display(description=gettext_lazy("state"), ordering="status")
+    def state(self, obj: Task) -> str:
+        return task_state(obj)
+
+    def final_outcome(self, obj: Any) -> str:
+        return _("running") if obj.status == TaskStatus.RUNNING else _("waiting to retry")
+
+    def has_delete_permission(self, request: HttpRequest, obj: Task | None = None) -> bool:
+        allowed = super().has_delete_permission(request, obj)
+        return allowed and (obj is None or obj.status == TaskStatus.READY)
+
+    def delete_model(self, request: HttpRequest, obj: Task) -> None:
+        # Through the status check: the task may have been claimed meanwhile.
+        operations.delete_waiting(self.get_queryset(request).filter(pk=obj.pk))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        operations.delete_waiting(queryset)
+
+
+class TaskResultAdmin(QueueModelAdmin):
+    list_display = (
+        "task_name",
+        "queue",
+        "status",
+        "priority",
+        "attempts",
+        "enqueued",
+        "started",
+        "finished",
+        "duration",
+        "worker",
+    )
+    # Only the indexed order: sorting a million rows by another column is a
+    # full sort on every page.
+    sortable_by = ("finished",)
+    list_filter = ("status", QueueFilter, TaskNameFilter)
+    list_defer = ("args", "kwargs", "errors", "return_value")
+    probe_dates = True
+    date_hierarchy = "finished_at"
+    ordering = ("-finished_at",)
+    actions = admin_actions(TaskResult)
+    fieldsets = (
+        (None, {"fields": ("id", "task_name", "queue_name", "status", "priority")}),
+        (gettext_lazy("Call"), {"fields": ("args_json", "kwargs_json")}),
+        (gettext_lazy("Outcome"), {"fields": ("return_value_json", "errors_display")}),
+        (gettext_lazy("Attempts"), {"fields": ("attempts", "attempt_history")}),
+        (
+            gettext_lazy("Timing"),
+            {
+                "fields": (
+                    "enqueued",
+                    "scheduled_for",
+                    "started",
+                    "last_attempted",
+                    "finished",
+                    "duration",
+                )
+            },
+        ),
+    )
+
+    finished = timestamp("finished_at", gettext_lazy("finished"))
+
+    @admin.display(description=gettext_lazy("duration"))
+    def duration(self, obj: TaskResult) -> str:
+        # The last attempt's: from the first start would count retry waits too.
+        if obj.last_attempted_at is None:
+            return NOTHING
+        return humanize_seconds((obj.finished_at - obj.last_attempted_at).total_seconds())
+
+    @admin.display(description=gettext_lazy("worker"))
+    def worker(self, obj: TaskResult) -> str:
+        return obj.worker_ids[-1] if obj.worker_ids else NOTHING
+
+    @admin.display(description=gettext_lazy("return value"))
+    def return_value_json(self, obj: TaskResult) -> str:
+        return pretty_json(obj.return_value)
+
+    def final_outcome(self, obj: Any) -> str:
+        return str(obj.get_status_display()).lower()
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        operations.delete_results(queryset)
