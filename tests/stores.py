@@ -16,6 +16,7 @@ from django.db import connections
 from django.tasks import task_backends
 from django.utils import timezone
 
+from django_tasks_q.backends.redis.library import EnqueueCall
 from django_tasks_q.ids import uuid7
 from django_tasks_q.models import Task, TaskResult, Worker
 
@@ -156,8 +157,20 @@ class RedisStore(Backend):
             for key, fields in zip(keys, pipeline.execute(), strict=True)
         ]
 
+    def flush(self) -> None:
+        """Empty the tests' queue: their logical database, or on a cluster
+        (one database, shared by the test processes) the keys of their prefix."""
+        if not self.queue_backend.cluster:
+            self.client.flushdb()
+            return
+        # Every key under the prefix is in one slot, so on one node.
+        for key in self.client.scan_iter(match=self.queue_backend.key("*"), count=1000):
+            self.client.delete(key)
+
     def _counts(self) -> dict[str, int]:
-        flat = self.client.eval(COUNT_BY_STATUS, 0, self.queue_backend.key("task", "*"))
+        # The prefix as the one key: a cluster runs the script where the keys are.
+        backend = self.queue_backend
+        flat = self.client.eval(COUNT_BY_STATUS, 1, backend.prefix, backend.key("task", "*"))
         return dict(zip(flat[::2], flat[1::2], strict=True))
 
     def queued(self) -> list[dict]:
@@ -182,16 +195,24 @@ class RedisStore(Backend):
 
     def kill_connections(self) -> int:
         """Cut every other client of the tests' logical database (not other
-        people's: CLIENT KILL has no database filter, so pick them by id)."""
-        db = self.client.connection_pool.connection_kwargs.get("db", 0)
-        mine = self.client.client_id()
+        people's: CLIENT KILL has no database filter, so pick them by id). On
+        a cluster: of the node holding the prefix's slot, and there only this
+        test process's, by client name."""
+        if self.queue_backend.cluster:
+            node = self.client.get_node_from_key(self.queue_backend.prefix)
+            client = self.client.get_redis_connection(node)
+        else:
+            client = self.client
+        kwargs = client.connection_pool.connection_kwargs
+        db, name = kwargs.get("db", 0), kwargs.get("client_name") or ""
+        mine = client.client_id()
         victims = [
             c["id"]
             for kind in ("normal", "pubsub")
-            for c in self.client.client_list(_type=kind)
-            if int(c["db"]) == db and int(c["id"]) != mine
+            for c in client.client_list(_type=kind)
+            if int(c["db"]) == db and c["name"] == name and int(c["id"]) != mine
         ]
-        return sum(self.client.client_kill_filter(_id=victim) for victim in victims)
+        return sum(client.client_kill_filter(_id=victim) for victim in victims)
 
     def finished(self) -> list[dict]:
         return [
@@ -232,8 +253,16 @@ class RedisStore(Backend):
     def insert_task(self, task_path: str, args: list) -> str:
         # Through the store's own enqueue function, as a rogue writer could.
         task_id, now = str(uuid7()), _us(timezone.now())
-        args = [task_path, "default", 0, 1, now, now, "", task_id, json.dumps(args), "{}"]
-        self.queue_backend._call("enqueue", *args)
+        self.queue_backend.functions.enqueue(
+            task_path=task_path,
+            queue="default",
+            priority=0,
+            max_attempts=1,
+            enqueued_at=now,
+            run_after=now,
+            expires_at=None,
+            calls=[EnqueueCall(task_id, json.dumps(args), "{}")],
+        )
         return task_id
 
     def insert_result(self, *, status, finished_at, task_path, args=(), return_value=None) -> str:

@@ -8,8 +8,9 @@ from django.db import transaction
 from django.tasks import TaskResultStatus
 from django.tasks.exceptions import TaskResultDoesNotExist
 
-from django_tasks_q.backends.redis import LIBRARY, RedisBackend
+from django_tasks_q.backends.redis import RedisBackend
 from django_tasks_q.backends.redis import backend as redis_backend
+from django_tasks_q.backends.redis.library import LIBRARY
 from django_tasks_q.models import TaskResult
 from django_tasks_q.worker.worker import Worker
 
@@ -17,8 +18,15 @@ from . import tasks
 
 
 def backend_with(**options) -> RedisBackend:
-    """The tests' Redis backend with other OPTIONS."""
-    options = {"url": settings.REDIS_URL, "poll_interval": 0.05, **options}
+    """The tests' Redis backend (server or cluster, and this test process's
+    key prefix) with other OPTIONS."""
+    options = {
+        "url": settings.REDIS_URL,
+        "cluster": settings.REDIS_CLUSTER,
+        "prefix": f"taskq{settings.XDIST_WORKER}",
+        "poll_interval": 0.05,
+        **options,
+    }
     return RedisBackend("redis", {"QUEUES": ["default"], "OPTIONS": options})
 
 
@@ -98,5 +106,5 @@ def test_system_checks(monkeypatch):
         "django_tasks_q.E007",
         "django_tasks_q.E008",
     ]
-    monkeypatch.setattr(redis_backend, "redis", None)  # as if not installed
+    monkeypatch.setattr(redis_backend, "REDIS_INSTALLED", False)
     assert [e.id for e in backend_with().check()] == ["django_tasks_q.E006"]
