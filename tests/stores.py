@@ -144,8 +144,18 @@ class RedisStore(Backend):
     def client(self):
         return self.queue_backend.client
 
+    @cached_property
+    def node(self):
+        """The server holding the queue's keys: on a cluster, the node of the
+        prefix's slot (every key carries the prefix's hash tag)."""
+        if not self.queue_backend.cluster:
+            return self.client
+        return self.client.get_redis_connection(
+            self.client.get_node_from_key(self.queue_backend.prefix)
+        )
+
     def _task_keys(self) -> list[str]:
-        return self.client.keys(self.queue_backend.key("task", "*"))
+        return self.node.keys(self.queue_backend.key("task", "*"))
 
     def _tasks(self) -> list[dict]:
         pipeline = self.client.pipeline(transaction=False)
@@ -162,10 +172,8 @@ class RedisStore(Backend):
         (one database, shared by the test processes) the keys of their prefix."""
         if not self.queue_backend.cluster:
             self.client.flushdb()
-            return
-        # Every key under the prefix is in one slot, so on one node.
-        for key in self.client.scan_iter(match=self.queue_backend.key("*"), count=1000):
-            self.client.delete(key)
+        elif keys := self.node.keys(self.queue_backend.key("*")):
+            self.node.delete(*keys)
 
     def _counts(self) -> dict[str, int]:
         # The prefix as the one key: a cluster runs the script where the keys are.
@@ -198,21 +206,16 @@ class RedisStore(Backend):
         people's: CLIENT KILL has no database filter, so pick them by id). On
         a cluster: of the node holding the prefix's slot, and there only this
         test process's, by client name."""
-        if self.queue_backend.cluster:
-            node = self.client.get_node_from_key(self.queue_backend.prefix)
-            client = self.client.get_redis_connection(node)
-        else:
-            client = self.client
-        kwargs = client.connection_pool.connection_kwargs
+        kwargs = self.node.connection_pool.connection_kwargs
         db, name = kwargs.get("db", 0), kwargs.get("client_name") or ""
-        mine = client.client_id()
+        mine = self.node.client_id()
         victims = [
             c["id"]
             for kind in ("normal", "pubsub")
-            for c in client.client_list(_type=kind)
+            for c in self.node.client_list(_type=kind)
             if int(c["db"]) == db and c["name"] == name and int(c["id"]) != mine
         ]
-        return sum(client.client_kill_filter(_id=victim) for victim in victims)
+        return sum(self.node.client_kill_filter(_id=victim) for victim in victims)
 
     def finished(self) -> list[dict]:
         return [
