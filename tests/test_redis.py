@@ -98,6 +98,22 @@ def test_functions_are_loaded_again_if_the_server_forgot_them(redis_queue_db):
     assert backend.get_result(result.id).status == TaskResultStatus.READY
 
 
+def test_functions_are_loaded_on_every_primary(redis_queue_db):
+    """A cluster's every primary holds some slots, so each needs the library."""
+    backend = redis_queue_db.queue_backend
+    backend.functions.load()
+    client = backend.client
+    servers = (
+        [client.get_redis_connection(node) for node in client.get_primaries()]
+        if backend.cluster
+        else [client]
+    )
+    for server in servers:
+        # Each library as a flat list: "library_name", its name, "engine", ...
+        libraries = server.function_list(LIBRARY)
+        assert [entry[entry.index("library_name") + 1] for entry in libraries] == [LIBRARY]
+
+
 def test_system_checks(monkeypatch):
     assert backend_with().check() == []
     errors = backend_with(url="http://nope", result_ttl=0, database="missing").check()

@@ -101,12 +101,15 @@ class RedisBackend(QueueBackend):
         self.prefix = "{" + self.prefix + "}"
         if REDIS_INSTALLED:
             # A dropped connection, a restarting server (BusyLoadingError is a
-            # ConnectionError), a failover's read-only replica; and the
+            # ConnectionError), a failover's read-only replica, a cluster
+            # between failover and recovery or moving the slot; and the
             # database, which holds the copies of results.
             self.transient_errors = (
                 redis.ConnectionError,
                 redis.TimeoutError,
                 redis.exceptions.ReadOnlyError,
+                redis.exceptions.ClusterDownError,
+                redis.exceptions.TryAgainError,
                 DatabaseError,
             )
 

@@ -70,7 +70,7 @@ class Library:
             self._client.function_load(SOURCE, replace=True)
             self._loaded = True
 
-    def loaded[T](self, operation: Callable[[], T]) -> T:
+    def _with_functions[T](self, operation: Callable[[], T]) -> T:
         """Run ``operation`` (calls of the functions), loading them first when needed."""
         if not self._loaded:
             self.load()
@@ -85,7 +85,7 @@ class Library:
             return operation()
 
     def _call(self, function: str, *args: str | int) -> Any:
-        return self.loaded(
+        return self._with_functions(
             lambda: self._client.fcall(f"{LIBRARY}_{function}", 1, self._prefix, *args)
         )
 
@@ -123,7 +123,7 @@ class Library:
                 pipeline.fcall(function, 1, self._prefix, *header, *fields)
             pipeline.execute()
 
-        self.loaded(send)
+        self._with_functions(send)
 
     def claim(
         self, *, now: int, lease_until: int, limit: int, worker_id: str, queues: Sequence[str]
