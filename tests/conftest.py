@@ -35,13 +35,18 @@ def redis_store() -> Backend:
     if "redis" not in settings.TASKS:
         unavailable(settings.REDIS_UNAVAILABLE)
     store = RedisStore("redis", "default", "redis")
-    store.client.flushdb()  # only the tests' own logical database
+    store.flush()
     return store
 
 
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "database_only: about the SQL tables; runs on the database backends only"
+    )
+    config.addinivalue_line(
+        "markers",
+        "redis: runs on the Redis backend (set by pytest_collection_modifyitems; "
+        ".ci/run runs these again on a Redis Cluster)",
     )
 
 
@@ -93,6 +98,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if fixtures & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.django_db(transaction=True, databases="__all__"))
+        if _on_redis(item):
+            item.add_marker(pytest.mark.redis)
     # The admin, taskq, operations and metrics work on the SQL tables.
     off_topic = [
         item
@@ -104,6 +111,18 @@ def pytest_collection_modifyitems(config, items):
     if off_topic:
         config.hook.pytest_deselected(items=off_topic)
         items[:] = [item for item in items if item not in off_topic]
+
+
+def _on_redis(item: pytest.Item) -> bool:
+    """Whether a test runs on the Redis backend: parametrised for it, or
+    about what only Redis has."""
+    params = item.callspec.params if hasattr(item, "callspec") else {}
+    return (
+        params.get("backend") == "redis"
+        or params.get("server_queue_db") == "redis"
+        or "redis_queue_db" in getattr(item, "fixturenames", ())
+        or item.path.name == "test_redis.py"
+    )
 
 
 class WorkerProcess:

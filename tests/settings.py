@@ -3,8 +3,10 @@
 Every behaviour test runs once per backend alias in TASKS: "default" (SQLite),
 "postgres" (TASKQ_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432/taskq)
 and "redis" (TASKQ_REDIS_URL, default redis://127.0.0.1:6379/5; the tests
-flush that logical database). A worker subprocess is pointed at the test
-databases by TASKQ_DB_NAMES.
+flush that logical database). With TASKQ_REDIS_CLUSTER_URL (a node of a Redis
+Cluster, e.g. redis://127.0.0.1:7001/0) "redis" is that cluster instead, with
+the "cluster" option. A worker subprocess is pointed at the test databases by
+TASKQ_DB_NAMES.
 """
 
 import json
@@ -13,6 +15,7 @@ import os
 import dj_database_url
 import psycopg
 import redis
+from redis.cluster import RedisCluster
 
 from testproject.settings import *  # noqa: F403
 from testproject.settings import BASE_DIR, INSTALLED_APPS, SQLITE_OPTIONS
@@ -20,14 +23,19 @@ from testproject.settings import BASE_DIR, INSTALLED_APPS, SQLITE_OPTIONS
 INSTALLED_APPS = [*INSTALLED_APPS, "tests"]
 POSTGRES_URL = os.environ.get("TASKQ_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/taskq")
 REDIS_URL = os.environ.get("TASKQ_REDIS_URL", "redis://127.0.0.1:6379/5")
+REDIS_CLUSTER = bool(os.environ.get("TASKQ_REDIS_CLUSTER_URL"))
 
 # Under pytest-xdist each test process ("gw0", "gw1", ...) has its own
 # databases: pytest-django suffixes the SQL ones; here the Redis logical
 # database goes up by one per process, and the key prefix (which also names
-# the pub/sub channel, shared by all logical databases) differs too.
+# the pub/sub channel, shared by all logical databases) differs too. A
+# cluster has only database 0: there the prefix alone keeps processes apart,
+# and the client name tells their connections apart (see RedisStore).
 # Worker subprocesses inherit PYTEST_XDIST_WORKER, so they agree.
 XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
-if XDIST_WORKER:
+if REDIS_CLUSTER:
+    REDIS_URL = f"{os.environ['TASKQ_REDIS_CLUSTER_URL']}?client_name=taskq-tests{XDIST_WORKER}"
+elif XDIST_WORKER:
     _base, _, _number = REDIS_URL.rpartition("/")
     REDIS_URL = f"{_base}/{int(_number or 0) + int(XDIST_WORKER.removeprefix('gw'))}"
 
@@ -84,7 +92,8 @@ if not POSTGRES_UNAVAILABLE:
 def _redis_unavailable() -> str:
     """Why Redis can't be used, or "" when it can."""
     try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+        client = RedisCluster if REDIS_CLUSTER else redis.Redis
+        client.from_url(REDIS_URL, socket_connect_timeout=3).ping()
     except redis.RedisError as error:
         return f"Redis at {REDIS_URL} does not answer: {error}".strip()
     return ""
@@ -99,6 +108,7 @@ if not REDIS_UNAVAILABLE:
             **TASKS["default"]["OPTIONS"],
             "url": REDIS_URL,
             "prefix": f"taskq{XDIST_WORKER}",
+            "cluster": REDIS_CLUSTER,
         },
     }
 

@@ -16,6 +16,7 @@ from django.db import connections
 from django.tasks import task_backends
 from django.utils import timezone
 
+from django_tasks_q.backends.redis.library import EnqueueCall
 from django_tasks_q.ids import uuid7
 from django_tasks_q.models import Task, TaskResult, Worker
 
@@ -143,8 +144,18 @@ class RedisStore(Backend):
     def client(self):
         return self.queue_backend.client
 
+    @cached_property
+    def node(self):
+        """The server holding the queue's keys: on a cluster, the node of the
+        prefix's slot (every key carries the prefix's hash tag)."""
+        if not self.queue_backend.cluster:
+            return self.client
+        return self.client.get_redis_connection(
+            self.client.get_node_from_key(self.queue_backend.prefix)
+        )
+
     def _task_keys(self) -> list[str]:
-        return self.client.keys(self.queue_backend.key("task", "*"))
+        return self.node.keys(self.queue_backend.key("task", "*"))
 
     def _tasks(self) -> list[dict]:
         pipeline = self.client.pipeline(transaction=False)
@@ -156,8 +167,18 @@ class RedisStore(Backend):
             for key, fields in zip(keys, pipeline.execute(), strict=True)
         ]
 
+    def flush(self) -> None:
+        """Empty the tests' queue: their logical database, or on a cluster
+        (one database, shared by the test processes) the keys of their prefix."""
+        if not self.queue_backend.cluster:
+            self.client.flushdb()
+        elif keys := self.node.keys(self.queue_backend.key("*")):
+            self.node.delete(*keys)
+
     def _counts(self) -> dict[str, int]:
-        flat = self.client.eval(COUNT_BY_STATUS, 0, self.queue_backend.key("task", "*"))
+        # The prefix as the one key: a cluster runs the script where the keys are.
+        backend = self.queue_backend
+        flat = self.client.eval(COUNT_BY_STATUS, 1, backend.prefix, backend.key("task", "*"))
         return dict(zip(flat[::2], flat[1::2], strict=True))
 
     def queued(self) -> list[dict]:
@@ -182,16 +203,19 @@ class RedisStore(Backend):
 
     def kill_connections(self) -> int:
         """Cut every other client of the tests' logical database (not other
-        people's: CLIENT KILL has no database filter, so pick them by id)."""
-        db = self.client.connection_pool.connection_kwargs.get("db", 0)
-        mine = self.client.client_id()
+        people's: CLIENT KILL has no database filter, so pick them by id). On
+        a cluster: of the node holding the prefix's slot, and there only this
+        test process's, by client name."""
+        kwargs = self.node.connection_pool.connection_kwargs
+        db, name = kwargs.get("db", 0), kwargs.get("client_name") or ""
+        mine = self.node.client_id()
         victims = [
             c["id"]
             for kind in ("normal", "pubsub")
-            for c in self.client.client_list(_type=kind)
-            if int(c["db"]) == db and int(c["id"]) != mine
+            for c in self.node.client_list(_type=kind)
+            if int(c["db"]) == db and c["name"] == name and int(c["id"]) != mine
         ]
-        return sum(self.client.client_kill_filter(_id=victim) for victim in victims)
+        return sum(self.node.client_kill_filter(_id=victim) for victim in victims)
 
     def finished(self) -> list[dict]:
         return [
@@ -232,8 +256,16 @@ class RedisStore(Backend):
     def insert_task(self, task_path: str, args: list) -> str:
         # Through the store's own enqueue function, as a rogue writer could.
         task_id, now = str(uuid7()), _us(timezone.now())
-        args = [task_path, "default", 0, 1, now, now, "", task_id, json.dumps(args), "{}"]
-        self.queue_backend._call("enqueue", *args)
+        self.queue_backend.functions.enqueue(
+            task_path=task_path,
+            queue="default",
+            priority=0,
+            max_attempts=1,
+            enqueued_at=now,
+            run_after=now,
+            expires_at=None,
+            calls=[EnqueueCall(task_id, json.dumps(args), "{}")],
+        )
         return task_id
 
     def insert_result(self, *, status, finished_at, task_path, args=(), return_value=None) -> str:

@@ -8,17 +8,26 @@ from django.db import transaction
 from django.tasks import TaskResultStatus
 from django.tasks.exceptions import TaskResultDoesNotExist
 
-from django_tasks_q.backends.redis import LIBRARY, RedisBackend
+from django_tasks_q.backends.redis import RedisBackend
 from django_tasks_q.backends.redis import backend as redis_backend
+from django_tasks_q.backends.redis.library import LIBRARY
 from django_tasks_q.models import TaskResult
 from django_tasks_q.worker.worker import Worker
 
 from . import tasks
+from .conftest import wait_until
 
 
 def backend_with(**options) -> RedisBackend:
-    """The tests' Redis backend with other OPTIONS."""
-    options = {"url": settings.REDIS_URL, "poll_interval": 0.05, **options}
+    """The tests' Redis backend (server or cluster, and this test process's
+    key prefix) with other OPTIONS."""
+    options = {
+        "url": settings.REDIS_URL,
+        "cluster": settings.REDIS_CLUSTER,
+        "prefix": f"taskq{settings.XDIST_WORKER}",
+        "poll_interval": 0.05,
+        **options,
+    }
     return RedisBackend("redis", {"QUEUES": ["default"], "OPTIONS": options})
 
 
@@ -90,6 +99,42 @@ def test_functions_are_loaded_again_if_the_server_forgot_them(redis_queue_db):
     assert backend.get_result(result.id).status == TaskResultStatus.READY
 
 
+def primaries(backend: RedisBackend) -> list:
+    """A client of each primary: the cluster's, or the one server."""
+    client = backend.client
+    if not backend.cluster:
+        return [client]
+    return [client.get_redis_connection(node) for node in client.get_primaries()]
+
+
+def test_functions_are_loaded_on_every_primary(redis_queue_db):
+    """A cluster's every primary holds some slots, so each needs the library."""
+    backend = redis_queue_db.queue_backend
+    backend.functions.load()
+    for server in primaries(backend):
+        # Each library as a flat list: "library_name", its name, "engine", ...
+        libraries = server.function_list(LIBRARY)
+        assert [entry[entry.index("library_name") + 1] for entry in libraries] == [LIBRARY]
+
+
+def test_wake_ups_reach_subscribers_on_every_node(redis_queue_db):
+    """A listener may be subscribed on any node of a cluster: the functions'
+    PUBLISH (classic pub/sub) reaches them all."""
+    backend = redis_queue_db.queue_backend
+    subscriptions = [server.pubsub() for server in primaries(backend)]
+
+    def next_message(subscription):
+        return wait_until(lambda: subscription.get_message(timeout=0.1), message="a message")
+
+    for subscription in subscriptions:
+        subscription.subscribe(backend.key("wake"))
+        assert next_message(subscription)["type"] == "subscribe"
+    backend.enqueue(tasks.add, (1, 2), {})
+    for subscription in subscriptions:
+        assert next_message(subscription)["data"] == "default"
+        subscription.close()
+
+
 def test_system_checks(monkeypatch):
     assert backend_with().check() == []
     errors = backend_with(url="http://nope", result_ttl=0, database="missing").check()
@@ -98,5 +143,5 @@ def test_system_checks(monkeypatch):
         "django_tasks_q.E007",
         "django_tasks_q.E008",
     ]
-    monkeypatch.setattr(redis_backend, "redis", None)  # as if not installed
+    monkeypatch.setattr(redis_backend, "REDIS_INSTALLED", False)
     assert [e.id for e in backend_with().check()] == ["django_tasks_q.E006"]

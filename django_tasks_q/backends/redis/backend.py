@@ -1,30 +1,26 @@
 """The queue in Redis, for throughput: same tasks, same worker, no SQL on the hot path.
 
-Every change to the queue is one call of a Redis function from ``redis.lua``,
-where the keys are described. Enqueueing from inside a database transaction
-waits for the commit (``enqueue_on_commit``): Redis cannot join the
-transaction, and a worker must never run a task for a row that was rolled back.
+Every change to the queue is one call of a Redis function from ``library.lua``
+(where the keys are described), through its wrapper in ``library.py``.
+Enqueueing from inside a database transaction waits for the commit
+(``enqueue_on_commit``): Redis cannot join the transaction, and a worker must
+never run a task for a row that was rolled back.
 """
 
 import json
 import os
 import socket
-import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from pathlib import Path
+from importlib.util import find_spec
+from typing import TYPE_CHECKING, Any
 
 from django.core import checks
 from django.db import Error as DatabaseError
 from django.db import transaction
 from django.tasks.exceptions import TaskResultDoesNotExist
 from django.utils import timezone
-
-try:
-    import redis
-except ImportError:  # reported by check()
-    redis = None
 
 from ...checks import Option, boolean, text
 from ..base import DATABASE, LEASE, POLL_INTERVAL, QueueBackend, result_ttl
@@ -38,14 +34,21 @@ from ..contract import (
     last_minutes,
 )
 
-SCRIPT = (Path(__file__).parent / "library.lua").read_text()
-# "#!lua name=taskq_3": its functions are called "taskq_3_<name>".
-LIBRARY = SCRIPT.split("name=", 1)[1].split(None, 1)[0]
+# Without the redis package the backend still imports: check() reports it.
+REDIS_INSTALLED = find_spec("redis") is not None
+if REDIS_INSTALLED:
+    import redis
+    from redis.cluster import RedisCluster
+
+    from .library import EnqueueCall, Fields, Library
+
+if TYPE_CHECKING:
+    from ...models import TaskResult
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-ENQUEUE_BATCH = 1000  # calls per function call: bounds how long one blocks the server
 OUTBOX_BATCH = 500  # results copied to the database per statement
 PURGE_BATCH = 1000  # waiting tasks deleted per function call, for the same reason
-EXPIRE_BATCH = 1000  # redis.lua's: tasks one expire call records at most
+EXPIRE_BATCH = 1000  # library.lua's: tasks one expire call records at most
 
 
 def _us(value: datetime) -> int:
@@ -53,17 +56,19 @@ def _us(value: datetime) -> int:
     return (value - EPOCH) // timedelta(microseconds=1)
 
 
+def _at(value: str | int) -> datetime:
+    """A time the scripts stored, back as a datetime."""
+    return EPOCH + timedelta(microseconds=int(value))
+
+
 def _datetime(value: str | None) -> datetime | None:
-    return EPOCH + timedelta(microseconds=int(value)) if value else None
+    """A time the scripts may not have stored (yet)."""
+    return _at(value) if value else None
 
 
 def _minute(value: datetime) -> int:
     """The minute ``value`` falls in, as the scripts number them: since the epoch."""
     return _us(value) // 60_000_000
-
-
-def _hash(flat: list[str]) -> dict[str, str]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 class RedisBackend(QueueBackend):
@@ -80,18 +85,33 @@ class RedisBackend(QueueBackend):
         Option("enqueue_on_commit", True, boolean),
         # Also copy finished tasks to the TaskResult table of ``database``.
         Option("record_results_in_database", False, boolean),
+        # ``url`` names a node of a Redis Cluster.
+        Option("cluster", False, boolean),
     )
     url: str
+    prefix: str
     enqueue_on_commit: bool
     record_results_in_database: bool
+    cluster: bool
 
-    def __init__(self, alias, params):
+    def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
         # One hash tag for every key: a Redis Cluster keeps them in one slot,
         # as functions that touch many keys need.
         self.prefix = "{" + self.prefix + "}"
-        self._load_lock = threading.Lock()
-        self._library_loaded = False
+        if REDIS_INSTALLED:
+            # A dropped connection, a restarting server (BusyLoadingError is a
+            # ConnectionError), a failover's read-only replica, a cluster
+            # between failover and recovery or moving the slot; and the
+            # database, which holds the copies of results.
+            self.transient_errors = (
+                redis.ConnectionError,
+                redis.TimeoutError,
+                redis.exceptions.ReadOnlyError,
+                redis.exceptions.ClusterDownError,
+                redis.exceptions.TryAgainError,
+                DatabaseError,
+            )
 
     @property
     def _ttl(self) -> int:
@@ -100,65 +120,41 @@ class RedisBackend(QueueBackend):
             return 0
         return max(1, round(self.result_ttl.total_seconds()))
 
-    @property
-    def transient_errors(self):
-        # A dropped connection, a restarting server (BusyLoadingError is a
-        # ConnectionError), a failover's read-only replica; and the database,
-        # which holds the copies of results.
-        return (
-            redis.ConnectionError,
-            redis.TimeoutError,
-            redis.exceptions.ReadOnlyError,
-            DatabaseError,
-        )
+    @cached_property
+    def client(self) -> Any:
+        # Thread-safe: a pool of connections (one per node of a cluster), each
+        # re-opened after a fault. Any, not redis-py's types: they cannot tell
+        # that with decode_responses every reply is str, never bytes.
+        if self.cluster:
+            return RedisCluster.from_url(self.url, decode_responses=True)
+        return redis.Redis.from_url(self.url, decode_responses=True)
 
     @cached_property
-    def client(self):
-        # Thread-safe: a pool of connections, each re-opened after a fault.
-        return redis.Redis.from_url(self.url, decode_responses=True)
+    def functions(self) -> "Library":
+        return Library(self.client, self.prefix)
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
 
-    def _call(self, function: str, *args):
-        """Call a function of the library, loading it first when needed."""
-        return self._run(lambda: self.client.fcall(f"{LIBRARY}_{function}", 0, self.prefix, *args))
-
-    def _run(self, operation):
-        if not self._library_loaded:
-            self._load_library()
-        try:
-            return operation()
-        except redis.ResponseError as error:
-            # A restarted server without persistence forgets functions; a call
-            # that found no function changed nothing, so running it again is safe.
-            if "function not found" not in str(error).lower():
-                raise
-            self._load_library()
-            return operation()
-
-    def _load_library(self):
-        with self._load_lock:
-            self.client.function_load(SCRIPT, replace=True)
-            self._library_loaded = True
-
     # -- the django.tasks API ---------------------------------------------------
 
     def write(self, batch: EnqueueBatch):
-        task = batch.task
-        header = [
-            task.module_path,
-            task.queue_name,
-            task.priority,
-            batch.max_attempts,
-            _us(batch.enqueued_at),
-            _us(batch.run_after),
-            "" if batch.expires_at is None else _us(batch.expires_at),
+        calls = [
+            EnqueueCall(task_id, json.dumps(args), json.dumps(kwargs))
+            for task_id, args, kwargs in zip(batch.ids, batch.args, batch.kwargs, strict=True)
         ]
-        calls = list(zip(batch.ids, batch.args, batch.kwargs, strict=True))
 
-        def send():
-            self._run(lambda: self._send(header, calls))
+        def send() -> None:
+            self.functions.enqueue(
+                task_path=batch.task.module_path,
+                queue=batch.task.queue_name,
+                priority=batch.task.priority,
+                max_attempts=batch.max_attempts,
+                enqueued_at=_us(batch.enqueued_at),
+                run_after=_us(batch.run_after),
+                expires_at=None if batch.expires_at is None else _us(batch.expires_at),
+                calls=calls,
+            )
             self.announce(batch.results)
 
         if self.enqueue_on_commit:
@@ -167,24 +163,6 @@ class RedisBackend(QueueBackend):
         else:
             send()
         return batch.results
-
-    def _send(self, header, calls):
-        batches = [
-            [
-                field
-                for task_id, args, kwargs in calls[start : start + ENQUEUE_BATCH]
-                for field in (task_id, json.dumps(args), json.dumps(kwargs))
-            ]
-            for start in range(0, len(calls), ENQUEUE_BATCH)
-        ]
-        if len(batches) == 1:  # one function call is atomic by itself: one reply
-            self.client.fcall(f"{LIBRARY}_enqueue", 0, self.prefix, *header, *batches[0])
-            return
-        # One transaction: a large enqueue_many is all queued or none of it.
-        pipeline = self.client.pipeline(transaction=True)
-        for fields in batches:
-            pipeline.fcall(f"{LIBRARY}_enqueue", 0, self.prefix, *header, *fields)
-        pipeline.execute()
 
     def get_result(self, result_id):
         try:
@@ -203,7 +181,7 @@ class RedisBackend(QueueBackend):
             status=status,
             return_value=json.loads(return_value) if return_value else None,
             errors=json.loads(fields["errors"]),
-            enqueued_at=_datetime(fields["enqueued_at"]),
+            enqueued_at=_at(fields["enqueued_at"]),
             started_at=_datetime(fields.get("started_at")),
             last_attempted_at=_datetime(fields.get("last_attempted_at")),
             finished_at=_datetime(fields.get("finished_at")),
@@ -214,19 +192,23 @@ class RedisBackend(QueueBackend):
         )
 
     def cancel(self, result_id) -> bool:
-        return self._cancel(result_id, abort=False) == [1, 0]
+        return self._cancel(result_id, abort=False) == (1, 0)
 
     def abort(self, result_id) -> bool:
         return sum(self._cancel(result_id, abort=True)) == 1
 
-    def _cancel(self, result_id, *, abort: bool) -> list[int]:
+    def _cancel(self, result_id: str, *, abort: bool) -> tuple[int, int]:
         try:
             task_id = str(uuid.UUID(str(result_id)))
         except ValueError:
-            return [0, 0]
-        now = _us(timezone.now())
-        outbox = int(self.record_results_in_database)
-        counts = self._call("cancel", now, self._ttl, outbox, int(abort), task_id)
+            return 0, 0
+        counts = self.functions.cancel(
+            now=_us(timezone.now()),
+            result_ttl=self._ttl,
+            outbox=self.record_results_in_database,
+            abort=abort,
+            task_ids=[task_id],
+        )
         self.copy_results_to_database()
         return counts
 
@@ -237,17 +219,18 @@ class RedisBackend(QueueBackend):
         claimed = self._claim(queues, limit, worker_id) if limit > 0 else []
         return recorded, claimed
 
-    def _claim(self, queues, limit, worker_id) -> list[ClaimedTask]:
+    def _claim(self, queues: list[str] | None, limit: int, worker_id: str) -> list[ClaimedTask]:
         now = timezone.now()
-        claimed = self._call(
-            "claim", _us(now), _us(now + self.lease), limit, worker_id, *(queues or ())
+        claimed = self.functions.claim(
+            now=_us(now),
+            lease_until=_us(now + self.lease),
+            limit=limit,
+            worker_id=worker_id,
+            queues=queues or (),
         )
-        return [
-            self._claimed(task_id, _hash(flat), now)
-            for task_id, flat in zip(claimed[::2], claimed[1::2], strict=True)
-        ]
+        return [self._claimed(task_id, fields, now) for task_id, fields in claimed]
 
-    def _claimed(self, task_id, fields, now) -> ClaimedTask:
+    def _claimed(self, task_id: str, fields: "Fields", now: datetime) -> ClaimedTask:
         return ClaimedTask(
             id=task_id,
             task_path=fields["task_path"],
@@ -259,37 +242,36 @@ class RedisBackend(QueueBackend):
             max_attempts=int(fields["max_attempts"]),
             errors=json.loads(fields["errors"]),
             worker_ids=json.loads(fields["worker_ids"]),
-            enqueued_at=_datetime(fields["enqueued_at"]),
-            started_at=_datetime(fields["started_at"]),
+            enqueued_at=_at(fields["enqueued_at"]),
+            started_at=_at(fields["started_at"]),
             last_attempted_at=now,
         )
 
-    def _record(self, outcomes, worker_id) -> list[Outcome]:
-        fields = []
-        for o in outcomes:
-            retry = o.status == Outcome.RETRY
-            fields += [
-                o.claimed.id,
-                o.status,
-                "" if retry else json.dumps(o.return_value),
-                json.dumps(o.errors),
-                _us(o.retry_at if retry else o.finished_at),
-            ]
+    def _record(self, outcomes: list[Outcome], worker_id: str) -> list[Outcome]:
         recorded = set(
-            self._call(
-                "record",
-                worker_id,
-                _us(timezone.now()),
-                self._ttl,
-                int(self.record_results_in_database),
-                *fields,
+            self.functions.record(
+                worker_id=worker_id,
+                now=_us(timezone.now()),
+                result_ttl=self._ttl,
+                outbox=self.record_results_in_database,
+                outcomes=[self._outcome_fields(o) for o in outcomes],
             )
         )
         self.copy_results_to_database()
         return [o for o in outcomes if o.claimed.id in recorded]
 
+    @staticmethod
+    def _outcome_fields(outcome: Outcome) -> tuple[str, str, str, str, int]:
+        """An outcome as the record function takes it: a retry has no return
+        value, and its time is when to run again."""
+        if outcome.retry_at is not None:  # status RETRY
+            at, return_value = outcome.retry_at, ""
+        else:
+            at, return_value = outcome.finished_at, json.dumps(outcome.return_value)
+        return outcome.claimed.id, outcome.status, return_value, json.dumps(outcome.errors), _us(at)
+
     def release(self, task_ids, worker_id) -> None:
-        self._call("release", worker_id, _us(timezone.now()), *task_ids)
+        self.functions.release(worker_id=worker_id, now=_us(timezone.now()), task_ids=task_ids)
 
     def aborts_requested(self, worker_id, task_ids) -> list[str]:
         pipeline = self.client.pipeline(transaction=False)
@@ -328,24 +310,21 @@ class RedisBackend(QueueBackend):
 
     def heartbeat(self, worker_id, task_ids) -> bool:
         now = timezone.now()
-        alive = self._call(
-            "heartbeat",
-            worker_id,
-            _us(now),
-            _us(now + self.lease),
-            self._registry_ttl(),
-            *task_ids,
+        return self.functions.heartbeat(
+            worker_id=worker_id,
+            now=_us(now),
+            lease_until=_us(now + self.lease),
+            registry_ttl_ms=self._registry_ttl(),
+            task_ids=task_ids,
         )
-        return alive == 1
 
     def recover(self) -> int:
         now = timezone.now()
-        recovered = self._call(
-            "recover",
-            _us(now),
-            self._ttl,
-            int(self.record_results_in_database),
-            _us(now - 2 * self.lease),
+        recovered = self.functions.recover(
+            now=_us(now),
+            result_ttl=self._ttl,
+            outbox=self.record_results_in_database,
+            forget_before=_us(now - 2 * self.lease),
         )
         self.copy_results_to_database()
         return recovered
@@ -353,8 +332,11 @@ class RedisBackend(QueueBackend):
     def expire_tasks(self) -> int:
         total = 0
         while True:
-            args = (_us(timezone.now()), self._ttl, int(self.record_results_in_database))
-            expired = self._call("expire", *args)
+            expired = self.functions.expire(
+                now=_us(timezone.now()),
+                result_ttl=self._ttl,
+                outbox=self.record_results_in_database,
+            )
             self.copy_results_to_database()
             total += expired
             if expired < EXPIRE_BATCH:
@@ -383,16 +365,17 @@ class RedisBackend(QueueBackend):
         now = now or timezone.now()
         # An hour of counts for failed_last_hour, and the bars asked for.
         minutes = last_minutes(now, max(buckets, 60))
-        reply = self._call("stats", _us(now), _minute(minutes[0]), len(minutes), *queues)
+        reply = self.functions.stats(
+            now=_us(now), first_minute=_minute(minutes[0]), minutes=len(minutes), queues=queues
+        )
         found = []
-        for name, waiting, scheduled, running, oldest, finished in reply:
-            counts = [_hash(flat) for flat in finished]
+        for name, waiting, scheduled, running, oldest, counts in reply:
             ok = [int(c.get(ResultStatus.SUCCESSFUL, 0)) for c in counts]
             failed = [
                 sum(int(c.get(status, 0)) for status in ResultStatus.FAILURES) for c in counts
             ]
             stats = QueueStats(name, waiting=waiting, scheduled=scheduled, running=running)
-            stats.waited_since(_datetime(oldest), now)
+            stats.waited_since(None if oldest is None else _at(oldest), now)
             stats.failed_last_hour = sum(failed[-60:])
             stats.throughput = list(zip(minutes, ok, failed, strict=True))[-buckets:]
             stats.finished_last_hour = sum(n + f for _, n, f in stats.throughput)
@@ -411,7 +394,7 @@ class RedisBackend(QueueBackend):
         pipeline = self.client.pipeline(transaction=False)
         for _, key in keys:
             pipeline.hgetall(key)
-        counts = {}
+        counts: dict[tuple[str, str], int] = {}
         for (queue, _), by_status in zip(keys, pipeline.execute(), strict=True):
             for status, n in by_status.items():
                 counts[queue, status] = counts.get((queue, status), 0) + int(n)
@@ -437,8 +420,8 @@ class RedisBackend(QueueBackend):
                 queues=json.loads(fields["queues"]),
                 concurrency=int(fields["concurrency"]),
                 pool=fields["pool"],
-                started_at=_datetime(fields["started_at"]),
-                last_heartbeat_at=_datetime(fields["last_heartbeat_at"]),
+                started_at=_at(fields["started_at"]),
+                last_heartbeat_at=_at(fields["last_heartbeat_at"]),
             )
             for worker_id, fields in zip(ids, pipeline.execute(), strict=True)
             if fields  # expired: silent for two leases, about to leave the registry
@@ -448,7 +431,7 @@ class RedisBackend(QueueBackend):
     def purge(self, queue_name):
         purged = 0
         while True:
-            deleted = self._call("purge", queue_name, PURGE_BATCH)
+            deleted = self.functions.purge(queue=queue_name, limit=PURGE_BATCH)
             purged += deleted
             if deleted < PURGE_BATCH:
                 return purged
@@ -488,7 +471,7 @@ class RedisBackend(QueueBackend):
             if len(ids) < OUTBOX_BATCH:
                 return
 
-    def _result_row(self, task_id, fields):
+    def _result_row(self, task_id: str, fields: "Fields") -> "TaskResult":
         from ...models import TaskResult
 
         return TaskResult(
@@ -503,18 +486,18 @@ class RedisBackend(QueueBackend):
             errors=json.loads(fields["errors"]),
             worker_ids=json.loads(fields["worker_ids"]),
             attempts=int(fields["attempts"]),
-            enqueued_at=_datetime(fields["enqueued_at"]),
-            run_after=_datetime(fields["run_after"]),
+            enqueued_at=_at(fields["enqueued_at"]),
+            run_after=_at(fields["run_after"]),
             started_at=_datetime(fields.get("started_at")),
             last_attempted_at=_datetime(fields.get("last_attempted_at")),
-            finished_at=_datetime(fields["finished_at"]),
+            finished_at=_at(fields["finished_at"]),
         )
 
     # -- system checks ----------------------------------------------------------
 
     def check(self, **kwargs):
         messages = super().check(**kwargs)
-        if redis is None:
+        if not REDIS_INSTALLED:
             messages.append(
                 checks.Error(
                     f"TASKS[{self.alias!r}] uses {type(self).__name__}, which needs "

@@ -1,12 +1,18 @@
-#!lua name=taskq_3
 --[[
 Every operation of the Redis backend that must be atomic, as one library of
-Redis functions (Redis 7+). ``redis.py`` loads it once and calls each function
-by name; a function runs alone on the server, so no two workers ever see a
-task half-claimed or half-recorded. Bump the version in the library name when
-a function's arguments or what it writes change, or a function is added: the
-library is server-wide, so old and new workers (and web processes) sharing a
-server then each keep their own instead of replacing each other's.
+Redis functions (Redis 7+). ``library.py`` loads it (adding the header that
+names it, and LIBRARY, the prefix of its function names) and has one Python
+wrapper per function; a function runs alone on the server, so no two workers
+ever see a task half-claimed or half-recorded. Bump LIBRARY in ``library.py``
+when a function's arguments or what it writes change, or a function is added:
+the library is server-wide, so old and new workers (and web processes)
+sharing a server then each keep their own instead of replacing each other's.
+
+Every function takes the prefix P as its one key (KEYS[1]), so a Redis
+Cluster client sends the call to the node holding P's slot. The functions
+build the other key names from P (task ids and queue names are not known
+before the call), which a cluster allows because they all live in that same
+slot: P is a hash tag, e.g. "{taskq}", and every key starts with it.
 
 Keys, all under the prefix P (one hash tag, e.g. "{taskq}", so a cluster keeps
 them in one slot):
@@ -52,6 +58,13 @@ local EXPIRE_BATCH = 1000
 -- longest look back (the dashboard's hour).
 local FINISHED_TTL = 7200
 local MINUTE = 60000000  -- in microseconds, as every time here
+
+-- Register ``name`` as LIBRARY_<name>; ``callback(P, args)`` gets the prefix
+-- (the call's one key) and the ARGV.
+local function register(name, callback, flags)
+  redis.register_function{function_name = LIBRARY .. '_' .. name, flags = flags,
+    callback = function(keys, args) return callback(keys[1], args) end}
+end
 
 local function member(priority, run_after, id)
   return string.format('%03d%016d', 100 - tonumber(priority), tonumber(run_after)) .. id
@@ -132,21 +145,21 @@ local function wake(P, queues)
   end
 end
 
--- ARGV: P, task_path, queue, priority, max_attempts, enqueued_at, run_after,
+-- ARGV: task_path, queue, priority, max_attempts, enqueued_at, run_after,
 -- expires_at ("" for none), then (id, args, kwargs) per call. One call for a
 -- whole enqueue_many batch.
-redis.register_function('taskq_3_enqueue', function(keys, args)
-  local P, queue, priority, now, run_after = args[1], args[3], args[4], args[6], args[7]
-  local expires_at = args[8]
+register('enqueue', function(P, args)
+  local queue, priority, now, run_after = args[2], args[3], args[5], args[6]
+  local expires_at = args[7]
   local due = false
-  for i = 9, #args, 3 do
+  for i = 8, #args, 3 do
     local id = args[i]
     local key = P .. ':task:' .. id
     redis.call('HSET', key,
-      'task_path', args[2], 'queue_name', queue, 'priority', priority,
+      'task_path', args[1], 'queue_name', queue, 'priority', priority,
       'status', 'READY', 'args', args[i + 1], 'kwargs', args[i + 2],
       'run_after', run_after, 'enqueued_at', now, 'attempts', 0,
-      'max_attempts', args[5], 'errors', '[]', 'worker_ids', '[]')
+      'max_attempts', args[4], 'errors', '[]', 'worker_ids', '[]')
     if expires_at ~= '' then
       redis.call('HSET', key, 'expires_at', expires_at)
     end
@@ -180,12 +193,12 @@ local function claim_one(P, key, id, now, lease_until, worker, task)
   return redis.call('HGETALL', key)
 end
 
--- ARGV: P, now, lease_until, limit, worker_id, queue names (none: every
--- queue). Returns (id, HGETALL of its hash) per claimed task, in claim order.
-redis.register_function('taskq_3_claim', function(keys, args)
-  local P, now, lease_until, limit, worker = args[1], args[2], args[3], tonumber(args[4]), args[5]
+-- ARGV: now, lease_until, limit, worker_id, queue names (none: every queue).
+-- Returns (id, HGETALL of its hash) per claimed task, in claim order.
+register('claim', function(P, args)
+  local now, lease_until, limit, worker = args[1], args[2], tonumber(args[3]), args[4]
   local queues = {}
-  for i = 6, #args do
+  for i = 5, #args do
     queues[#queues + 1] = args[i]
   end
   if #queues == 0 then
@@ -215,7 +228,7 @@ redis.register_function('taskq_3_claim', function(keys, args)
     redis.call('ZREM', ready, m)
     local task = redis.call('HMGET', key, 'status', 'expires_at', 'started_at', 'worker_ids')
     -- A task evicted under memory pressure (see maxmemory-policy) is gone;
-    -- one past its deadline is never started: taskq_3_expire records it.
+    -- one past its deadline is never started: expire records it.
     if task[1] and not (task[2] and tonumber(task[2]) <= tonumber(now)) then
       claimed[#claimed + 1] = id
       claimed[#claimed + 1] = claim_one(P, key, id, now, lease_until, worker, task)
@@ -224,15 +237,15 @@ redis.register_function('taskq_3_claim', function(keys, args)
   return claimed
 end)
 
--- ARGV: P, worker_id, now, result_ttl, outbox ("1" to copy results to the
+-- ARGV: worker_id, now, result_ttl, outbox ("1" to copy results to the
 -- database), then (id, status, return_value, errors, at) per outcome: ``at``
 -- is finished_at, or for status RETRY the new run_after. Only tasks the
 -- worker still holds are recorded: one whose lease ran out belongs to its
 -- new holder. Returns the ids recorded.
-redis.register_function('taskq_3_record', function(keys, args)
-  local P, worker, now, ttl, outbox = args[1], args[2], args[3], args[4], args[5]
+register('record', function(P, args)
+  local worker, now, ttl, outbox = args[1], args[2], args[3], args[4]
   local recorded, tally = {}, {}
-  for i = 6, #args, 5 do
+  for i = 5, #args, 5 do
     local id, status, at = args[i], args[i + 1], args[i + 4]
     local key = P .. ':task:' .. id
     local task = redis.call('HMGET', key, 'worker_id', 'queue_name', 'priority', 'expires_at')
@@ -255,12 +268,12 @@ redis.register_function('taskq_3_record', function(keys, args)
   return recorded
 end)
 
--- ARGV: P, worker_id, now, then task ids. Undo the claims: the attempts did
+-- ARGV: worker_id, now, then task ids. Undo the claims: the attempts did
 -- not happen, so the tasks go back to the front of their queues as they were.
-redis.register_function('taskq_3_release', function(keys, args)
-  local P, worker, now = args[1], args[2], args[3]
+register('release', function(P, args)
+  local worker, now = args[1], args[2]
   local queues = {}
-  for i = 4, #args do
+  for i = 3, #args do
     local id = args[i]
     local key = P .. ':task:' .. id
     local task = redis.call('HMGET', key, 'worker_id', 'queue_name', 'priority', 'run_after',
@@ -278,13 +291,13 @@ redis.register_function('taskq_3_release', function(keys, args)
   return 1
 end)
 
--- ARGV: P, worker_id, now, lease_until, registry_ttl_ms, then the ids of the
+-- ARGV: worker_id, now, lease_until, registry_ttl_ms, then the ids of the
 -- tasks the worker holds. Renews only those: a claim whose reply was lost
 -- (connection cut mid-call) is unknown to the worker, so it must expire and
 -- be recovered. Returns 0 if the worker's registry entry was gone.
-redis.register_function('taskq_3_heartbeat', function(keys, args)
-  local P, worker, now, lease_until = args[1], args[2], args[3], args[4]
-  for i = 6, #args do
+register('heartbeat', function(P, args)
+  local worker, now, lease_until, registry_ttl = args[1], args[2], args[3], args[4]
+  for i = 5, #args do
     local key = P .. ':task:' .. args[i]
     if redis.call('HGET', key, 'worker_id') == worker then
       redis.call('HSET', key, 'lease_until', lease_until)
@@ -296,18 +309,18 @@ redis.register_function('taskq_3_heartbeat', function(keys, args)
     return 0
   end
   redis.call('HSET', entry, 'last_heartbeat_at', now)
-  redis.call('PEXPIRE', entry, args[5])
+  redis.call('PEXPIRE', entry, registry_ttl)
   redis.call('ZADD', P .. ':workers', now, worker)
   return 1
 end)
 
--- ARGV: P, now, result_ttl, outbox, forget_before. Tasks whose lease expired
+-- ARGV: now, result_ttl, outbox, forget_before. Tasks whose lease expired
 -- (their worker was killed, lost power or was cut off): the attempt failed
 -- with WorkerLost; with attempts left the task is ready again, without it
 -- fails. Workers silent since ``forget_before`` leave the registry. Returns
 -- the number of tasks recovered.
-redis.register_function('taskq_3_recover', function(keys, args)
-  local P, now, ttl, outbox = args[1], args[2], args[3], args[4]
+register('recover', function(P, args)
+  local now, ttl, outbox, forget_before = args[1], args[2], args[3], args[4]
   local lost = redis.call('ZRANGEBYSCORE', P .. ':running', '-inf', '(' .. now,
     'LIMIT', 0, RECOVER_BATCH)
   local queues, tally = {}, {}
@@ -336,7 +349,7 @@ redis.register_function('taskq_3_recover', function(keys, args)
   end
   write_tally(P, tally)
   wake(P, queues)
-  local silent = redis.call('ZRANGEBYSCORE', P .. ':workers', '-inf', '(' .. args[5])
+  local silent = redis.call('ZRANGEBYSCORE', P .. ':workers', '-inf', '(' .. forget_before)
   for _, worker in ipairs(silent) do
     redis.call('ZREM', P .. ':workers', worker)
     redis.call('DEL', P .. ':worker:' .. worker)
@@ -344,15 +357,15 @@ redis.register_function('taskq_3_recover', function(keys, args)
   return #lost
 end)
 
--- ARGV: P, now, result_ttl, outbox, abort ("1": also ask the workers of
+-- ARGV: now, result_ttl, outbox, abort ("1": also ask the workers of
 -- running tasks to stop them), then task ids. Waiting tasks leave their
 -- queue and are kept as CANCELLED results; running ones get
 -- abort_requested_at, and their worker is told on P:abort. Returns
 -- {cancelled, asked to stop}.
-redis.register_function('taskq_3_cancel', function(keys, args)
-  local P, now, ttl, outbox, abort = args[1], args[2], args[3], args[4], args[5]
+register('cancel', function(P, args)
+  local now, ttl, outbox, abort = args[1], args[2], args[3], args[4]
   local cancelled, stopping, tally = 0, 0, {}
-  for i = 6, #args do
+  for i = 5, #args do
     local id = args[i]
     local key = P .. ':task:' .. id
     local task = redis.call('HMGET', key, 'status', 'queue_name', 'priority', 'run_after',
@@ -373,11 +386,11 @@ redis.register_function('taskq_3_cancel', function(keys, args)
   return {cancelled, stopping}
 end)
 
--- ARGV: P, now, result_ttl, outbox. READY tasks past their deadline are not
+-- ARGV: now, result_ttl, outbox. READY tasks past their deadline are not
 -- run: they leave the queue as EXPIRED results. Returns how many, at most
 -- EXPIRE_BATCH: call again while it returns that many.
-redis.register_function('taskq_3_expire', function(keys, args)
-  local P, now, ttl, outbox = args[1], args[2], args[3], args[4]
+register('expire', function(P, args)
+  local now, ttl, outbox = args[1], args[2], args[3]
   local due = redis.call('ZRANGEBYSCORE', P .. ':expiring', '-inf', now, 'LIMIT', 0, EXPIRE_BATCH)
   local tally = {}
   for _, id in ipairs(due) do
@@ -400,12 +413,12 @@ redis.register_function('taskq_3_expire', function(keys, args)
   return #due
 end)
 
--- ARGV: P, queue, limit. Deletes up to ``limit`` waiting tasks (ready or
+-- ARGV: queue, limit. Deletes up to ``limit`` waiting tasks (ready or
 -- scheduled) of the queue, hashes and all; running ones are in P:running,
 -- not there, and finish as usual. Returns how many it deleted: the caller
 -- calls again until fewer than ``limit``, so no call blocks the server long.
-redis.register_function('taskq_3_purge', function(keys, args)
-  local P, queue, limit = args[1], args[2], tonumber(args[3])
+register('purge', function(P, args)
+  local queue, limit = args[1], tonumber(args[2])
   local deleted = 0
   for _, set in ipairs({P .. ':ready:' .. queue, P .. ':scheduled:' .. queue}) do
     if deleted == limit then
@@ -439,17 +452,16 @@ local function oldest_ready(ready)
   return oldest
 end
 
--- ARGV: P, now, first_minute, minutes, then the configured queues. Reads
+-- ARGV: now, first_minute, minutes, then the configured queues. Reads
 -- only. For each queue configured or ever used: its name; tasks waiting
 -- (ready, or scheduled and due: a claim has not moved them yet), scheduled
 -- (not due) and running (one lookup per running task: as many as the
 -- workers' slots); the run_after of the longest-waiting task, or nil; and a
 -- P:finished hash (flat) for each of ``minutes`` minutes from first_minute.
-redis.register_function{function_name = 'taskq_3_stats', flags = {'no-writes'},
-  callback = function(keys, args)
-  local P, now, first, minutes = args[1], tonumber(args[2]), tonumber(args[3]), tonumber(args[4])
+register('stats', function(P, args)
+  local now, first, minutes = tonumber(args[1]), tonumber(args[2]), tonumber(args[3])
   local queues = {}
-  for i = 5, #args do
+  for i = 4, #args do
     queues[args[i]] = true
   end
   for _, queue in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
@@ -479,4 +491,4 @@ redis.register_function{function_name = 'taskq_3_stats', flags = {'no-writes'},
       redis.call('ZCARD', scheduled) - due, running[queue] or 0, oldest or false, finished}
   end
   return reply
-end}
+end, {'no-writes'})
