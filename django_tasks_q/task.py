@@ -250,7 +250,11 @@ class QTask[**P, R](DjangoTask):
         }
         return replace(self, **{name: v for name, v in changes.items() if v is not None})
 
-    def after(self, *results: DjangoTaskResult | str, on: str = "success") -> "QTask[..., R]":
+    def after[**Rest](
+        self: "QTask[Concatenate[Any, Rest], R]",
+        *results: DjangoTaskResult | str,
+        on: str = "success",
+    ) -> "QTask[Rest, R]":
         """A copy of this task that runs only after the tasks of ``results``.
 
         ``results`` are task results (or their ids) of the same backend.
@@ -284,7 +288,8 @@ class QTask[**P, R](DjangoTask):
                 raise InvalidTask(f"after(): {result!r} is not a task result or id.") from None
         if len(set(ids)) < len(ids):
             raise InvalidTask("after(): the same task is given more than once.")
-        return replace(self, waits_for=tuple(ids), run_on=RUN_ON[on])
+        waiting = replace(self, waits_for=tuple(ids), run_on=RUN_ON[on])
+        return cast("QTask[Rest, R]", waiting)  # the worker gives the first argument
 
     def enqueue_many(self, calls: Iterable[Any]) -> list[QTaskResult]:
         """Queue many calls at once, in one statement; returns their results.

@@ -45,3 +45,21 @@ assert_type(fetch.call("https://example.com"), int)
 fetch.enqueue(context=None, url="https://example.com")  # type: ignore[call-arg]
 plain_context.enqueue(3)
 plain_context.enqueue("3")  # type: ignore[arg-type]
+
+
+# after() gives the first argument: the parents' value, or the failed parent's id.
+@task
+def parse(page: str, url: str) -> int:
+    return len(page)
+
+
+parse.after(greet.enqueue("Ada")).enqueue("https://example.com")
+parse.after(greet.enqueue("Ada")).enqueue("<html>", "https://example.com")  # type: ignore[call-arg]
+
+
+@task
+def report(failed_id: str) -> None: ...
+
+
+report.after(greet.enqueue("Ada"), on="failure").enqueue()
+report.after(greet.enqueue("Ada"), on="failure").enqueue("id")  # type: ignore[call-arg]
