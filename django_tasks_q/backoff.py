@@ -11,7 +11,7 @@ MOST = 30.0  # seconds between retries at most
 class Backoff:
     """Waits that double from FIRST up to MOST while failures go on."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._seconds = 0.0
 
     def next(self) -> float:

@@ -16,7 +16,7 @@ class Retry(Exception):
     used up, the task fails with this error.
     """
 
-    def __init__(self, delay: float | None = None, reason: str = ""):
+    def __init__(self, delay: float | None = None, reason: str = "") -> None:
         self.delay = delay
         super().__init__(reason or "Retry requested")
 

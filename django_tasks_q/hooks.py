@@ -10,7 +10,7 @@ reaches tasks as ``context.resources[<hook name>]``.
 from collections.abc import Callable, Mapping
 from inspect import iscoroutinefunction
 from types import MappingProxyType
-from typing import Any
+from typing import Any, overload
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -20,11 +20,21 @@ _hooks: dict[str, Callable[[], Any]] = {}
 _resources: Mapping[str, Any] = MappingProxyType({})
 
 
-def _path(function) -> str:
+def _path(function: Callable[..., Any]) -> str:
     return f"{function.__module__}.{function.__qualname__}"
 
 
-def on_worker_start(function=None, *, name: str | None = None):
+@overload
+def on_worker_start[Hook: Callable[[], Any]](
+    function: Hook, *, name: str | None = None
+) -> Hook: ...
+@overload
+def on_worker_start[Hook: Callable[[], Any]](
+    function: None = None, *, name: str | None = None
+) -> Callable[[Hook], Hook]: ...
+def on_worker_start[Hook: Callable[[], Any]](
+    function: Hook | None = None, *, name: str | None = None
+) -> Hook | Callable[[Hook], Hook]:
     """Run ``function()`` once in each worker process before it runs tasks.
 
     Tasks read its return value as ``context.resources[name]`` (``name``
@@ -41,7 +51,7 @@ def on_worker_start(function=None, *, name: str | None = None):
     If a hook raises, the worker exits with an error instead of running tasks.
     """
 
-    def register(func):
+    def register(func: Hook) -> Hook:
         if iscoroutinefunction(func):
             raise TypeError(f"{_path(func)}: a worker start-up hook must be a plain function.")
         key = name or func.__name__
@@ -62,7 +72,7 @@ def run_worker_start_hooks() -> None:
     """Run every hook in the order they were declared, and keep what they return
     for tasks' contexts. Raises ``WorkerStartupError`` naming the hook that failed."""
     global _resources
-    resources = {}
+    resources: dict[str, Any] = {}
     for key, func in _hooks.items():
         try:
             resources[key] = func()

@@ -24,32 +24,54 @@ minute, from the start of the window's first minute). Run-time histograms
 need the database's history: a Redis backend has none.
 """
 
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.tasks import task_backends
 from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
+from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
-from .backends.base import queue_backends
+from .backends.base import QueueBackend, queue_backends
+from .backends.contract import QueueFigures
 
 # Seconds; the last bucket (+Inf) is added.
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+@dataclass(slots=True)
+class Families:
+    """One scrape's metric families: the gauges by short name, and the run times."""
+
+    gauges: dict[str, GaugeMetricFamily]
+    durations: GaugeHistogramMetricFamily
+
+    def all(self) -> list[Metric]:
+        return [*self.gauges.values(), self.durations]
+
+
+@dataclass(slots=True)
+class Samples:
+    """What one backend reports, read before any of it is added to the families."""
+
+    gauges: list[tuple[str, list[str], float]] = field(default_factory=list)  # name, labels
+    # (labels, [(bucket bound, tasks that took at most that)], summed seconds)
+    durations: list[tuple[list[str], list[tuple[str, float]], float]] = field(default_factory=list)
 
 
 class QueueCollector:
     """The queues of ``backend_aliases`` (none given: every django-tasks-q
     backend in TASKS, looked up at each scrape)."""
 
-    def __init__(self, *backend_aliases, window=timedelta(minutes=5)):
+    def __init__(self, *backend_aliases: str, window: timedelta = timedelta(minutes=5)) -> None:
         self.backend_aliases = backend_aliases
         self.window = window
 
-    def families(self):
+    def families(self) -> Families:
         window = f"{self.window.total_seconds():g}"
-        return {
+        gauges = {
             "up": GaugeMetricFamily(
                 "taskq_backend_up",
                 "Whether the backend's store answered this scrape (1) or not (0).",
@@ -70,12 +92,6 @@ class QueueCollector:
                 f"Tasks that finished in the last {window} seconds, by queue and status.",
                 labels=["backend", "queue", "status"],
             ),
-            "duration": GaugeHistogramMetricFamily(
-                "taskq_task_duration_seconds",
-                f"Run time of the last attempt of tasks that finished in the last {window} "
-                "seconds, by queue.",
-                labels=["backend", "queue"],
-            ),
             "workers": GaugeMetricFamily(
                 "taskq_workers",
                 "Registered workers: live (recent heartbeat) or stale.",
@@ -87,56 +103,75 @@ class QueueCollector:
                 labels=["backend"],
             ),
         }
+        durations = GaugeHistogramMetricFamily(
+            "taskq_task_duration_seconds",
+            f"Run time of the last attempt of tasks that finished in the last {window} "
+            "seconds, by queue.",
+            labels=["backend", "queue"],
+        )
+        return Families(gauges, durations)
 
-    def describe(self):
+    def describe(self) -> list[Metric]:
         # Names only: registering the collector must not query the database.
-        return list(self.families().values())
+        return self.families().all()
 
-    def collect(self):
+    def backends(self) -> dict[str, QueueFigures]:
+        if not self.backend_aliases:
+            return dict(queue_backends())
+        backends: dict[str, QueueFigures] = {}
+        for alias in self.backend_aliases:
+            backend = task_backends[alias]
+            if not isinstance(backend, QueueBackend):
+                raise TypeError(f"TASKS[{alias!r}] is not a django-tasks-q backend: no metrics.")
+            backends[alias] = backend
+        return backends
+
+    def collect(self) -> list[Metric]:
         now = timezone.now()
         family = self.families()
-        backends = (
-            {alias: task_backends[alias] for alias in self.backend_aliases}
-            if self.backend_aliases
-            else queue_backends()
-        )
-        for alias, backend in backends.items():
+        up = family.gauges["up"]
+        for alias, backend in self.backends().items():
             try:
-                samples = self.read(alias, backend, now)
+                samples = self.read(backend, now)
             except backend.transient_errors:
                 # One store down must not hide the others' numbers.
-                family["up"].add_metric([alias], 0)
+                up.add_metric([alias], 0)
                 continue
-            family["up"].add_metric([alias], 1)
-            for name, labels, *value in samples:
-                family[name].add_metric([alias, *labels], *value)
-        return list(family.values())
+            up.add_metric([alias], 1)
+            for name, labels, value in samples.gauges:
+                family.gauges[name].add_metric([alias, *labels], value)
+            for labels, buckets, seconds in samples.durations:
+                family.durations.add_metric([alias, *labels], buckets, seconds)
+        return family.all()
 
-    def read(self, alias, backend, now):
-        """Every sample of one backend, as (family, labels, value...): all read
-        before any is added, so a store failing halfway adds none."""
-        samples = []
+    def read(self, backend: QueueFigures, now: datetime) -> Samples:
+        """Every sample of one backend: all read before any is added, so a
+        store failing halfway adds none."""
+        samples = Samples()
+        gauges = samples.gauges
         for queue in backend.queue_stats(backend.queues, now=now, buckets=1):
-            for state in ("waiting", "scheduled", "running", "blocked"):
-                samples.append(("tasks", [queue.queue, state], getattr(queue, state)))
-            samples.append(("oldest", [queue.queue], queue.oldest_waiting_seconds or 0))
+            gauges.append(("tasks", [queue.queue, "waiting"], queue.waiting))
+            gauges.append(("tasks", [queue.queue, "scheduled"], queue.scheduled))
+            gauges.append(("tasks", [queue.queue, "running"], queue.running))
+            gauges.append(("tasks", [queue.queue, "blocked"], queue.blocked))
+            gauges.append(("oldest", [queue.queue], queue.oldest_waiting_seconds or 0))
 
         since = now - self.window
-        for (queue, status), count in sorted(backend.finished_counts(since, now).items()):
-            samples.append(("finished", [queue, status], count))
-        for queue, (counts, total, seconds) in backend.run_times(since, DURATION_BUCKETS).items():
-            buckets = [
+        for (name, status), count in sorted(backend.finished_counts(since, now).items()):
+            gauges.append(("finished", [name, status], count))
+        for name, (counts, total, seconds) in backend.run_times(since, DURATION_BUCKETS).items():
+            buckets: list[tuple[str, float]] = [
                 (floatToGoString(bound), n)
                 for bound, n in zip(DURATION_BUCKETS, counts, strict=True)
             ]
             buckets.append(("+Inf", total))
-            samples.append(("duration", [queue], buckets, seconds))
+            samples.durations.append(([name], buckets, seconds))
 
         workers = backend.workers(now)
         live = [w for w in workers if w.live]
-        samples.append(("workers", ["live"], len(live)))
-        samples.append(("workers", ["stale"], len(workers) - len(live)))
-        samples.append(("slots", [], sum(w.concurrency for w in live)))
+        gauges.append(("workers", ["live"], len(live)))
+        gauges.append(("workers", ["stale"], len(workers) - len(live)))
+        gauges.append(("slots", [], sum(w.concurrency for w in live)))
         return samples
 
 
@@ -144,7 +179,7 @@ registry = CollectorRegistry(auto_describe=True)
 registry.register(QueueCollector())
 
 
-def metrics_view(request):
+def metrics_view(request: HttpRequest) -> HttpResponse:
     """The queue's metrics in Prometheus' text format. Open to anyone who can
     reach it: route it where only Prometheus can, or wrap it in your own check."""
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -15,8 +15,10 @@ enqueue every tick exactly once (``worker/scheduler.py``).
 
 import json
 import zoneinfo
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from croniter import CroniterError, croniter
 from django.tasks import Task
@@ -44,6 +46,25 @@ class Due(NamedTuple):
     missed_from: datetime | None  # the first missed tick, if any were missed
 
 
+@dataclass(frozen=True, slots=True)
+class CronRule:
+    """A cron expression, read in a timezone."""
+
+    expression: str
+    timezone: tzinfo
+    # A fixed hour ("30 2 * * *") ticks once when the clocks go back and the
+    # hour repeats, as cron does; "*" hours tick by real time.
+    once_in_repeated_hour: bool
+
+    def next_tick(self, after: datetime) -> datetime:
+        """The first tick strictly after ``after`` (aware), in UTC."""
+        ticks = croniter(self.expression, after.astimezone(self.timezone))
+        while True:
+            tick = ticks.get_next(datetime)
+            if not (self.once_in_repeated_hour and _second_occurrence(tick)):
+                return tick.astimezone(UTC)
+
+
 class PeriodicSchedule:
     """One declared schedule: which task, when, with what arguments.
 
@@ -62,10 +83,10 @@ class PeriodicSchedule:
         cron: str | None = None,
         every: timedelta | float | None = None,
         timezone: str | tzinfo | None = None,
-        args=(),
-        kwargs=None,
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
         missed: str = SKIP,
-    ):
+    ) -> None:
         if not isinstance(task, Task):
             raise InvalidSchedule(
                 f"@periodic needs a task, got {task!r}: put @periodic above @task."
@@ -82,13 +103,11 @@ class PeriodicSchedule:
         self.task = task
         self.missed = missed
         self.args, self.kwargs = self._json_arguments(args, kwargs or {})
-        self.cron = self.every = None
+        # When it ticks: a cron rule, or an interval.
+        self.rule: CronRule | timedelta
         if cron is not None:
-            self.timezone = self._timezone(timezone)
-            self.cron = cron
-            self._check_cron()
+            self.rule = self._cron_rule(cron, self._timezone(timezone))
         else:
-            self.timezone = None
             if timezone is not None:
                 raise InvalidSchedule(
                     f"Schedule {name!r}: an interval is the same in every timezone; "
@@ -96,17 +115,20 @@ class PeriodicSchedule:
                 )
             if isinstance(every, bool) or not isinstance(every, timedelta | int | float):
                 raise InvalidSchedule(f"Schedule {name!r}: every is a timedelta or seconds.")
-            self.every = every if isinstance(every, timedelta) else timedelta(seconds=every)
-            if self.every < MIN_INTERVAL:
+            self.rule = every if isinstance(every, timedelta) else timedelta(seconds=every)
+            if self.rule < MIN_INTERVAL:
                 raise InvalidSchedule(f"Schedule {name!r}: every must be at least 1 second.")
         if len(self.description) > 255:  # the Schedule table's column
             raise InvalidSchedule(f"Schedule {name!r}: the cron expression is too long.")
 
-    def _json_arguments(self, args, kwargs):
-        arguments = [list(args), dict(kwargs)]
+    def _json_arguments(
+        self, args: Iterable[Any], kwargs: Mapping[str, Any]
+    ) -> tuple[list[Any], dict[str, Any]]:
+        positional, named = list(args), dict(kwargs)
+        arguments = [positional, named]
         try:
             if json.loads(json.dumps(arguments, allow_nan=False)) == arguments:
-                return arguments
+                return positional, named
         except (TypeError, ValueError):
             pass
         raise InvalidSchedule(
@@ -114,7 +136,7 @@ class PeriodicSchedule:
             f"(str, int, float, bool, None, list, dict with string keys): {arguments!r}"
         )
 
-    def _timezone(self, name) -> tzinfo:
+    def _timezone(self, name: str | tzinfo | None) -> tzinfo:
         if name is None:
             return django_timezone.get_default_timezone()
         if isinstance(name, tzinfo):
@@ -124,47 +146,43 @@ class PeriodicSchedule:
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise InvalidSchedule(f"Schedule {self.name!r}: unknown timezone {name!r}.") from None
 
-    def _check_cron(self):
-        fields = self.cron.split() if isinstance(self.cron, str) else []
+    def _cron_rule(self, cron: str, zone: tzinfo) -> CronRule:
+        fields = cron.split() if isinstance(cron, str) else []
         if not (len(fields) == 5 or (len(fields) == 1 and fields[0].startswith("@"))):
             raise InvalidSchedule(
                 f"Schedule {self.name!r}: cron takes five fields (minute hour day month "
-                f"weekday) or an alias like @daily, not {self.cron!r}. For periods "
+                f"weekday) or an alias like @daily, not {cron!r}. For periods "
                 "under a minute, use every=."
             )
         try:
-            # A fixed hour ("30 2 * * *") ticks once when the clocks go back and
-            # the hour repeats, as cron does; "*" hours tick by real time.
-            hours = croniter(self.cron).expressions[1]
-            self._ticks_once_in_repeated_hour = not hours.startswith("*")
-            self.next_tick(django_timezone.now())  # "0 0 31 2 *" never comes
+            hours = croniter(cron).expressions[1]
+            rule = CronRule(cron, zone, once_in_repeated_hour=not hours.startswith("*"))
+            rule.next_tick(django_timezone.now())  # "0 0 31 2 *" never comes
         except CroniterError as error:
-            message = f"Schedule {self.name!r}: bad cron {self.cron!r}: {error}"
+            message = f"Schedule {self.name!r}: bad cron {cron!r}: {error}"
             raise InvalidSchedule(message) from None
+        return rule
 
     @property
     def description(self) -> str:
         """The rule the ticks follow, as the ``Schedule`` table and admin show it."""
-        if self.cron is not None:
-            return f"{self.cron} ({self.timezone})"
-        seconds = int(self.every.total_seconds())
-        if self.every != timedelta(seconds=seconds):
-            return f"every {self.every.total_seconds():g} seconds"
-        for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        if isinstance(self.rule, CronRule):
+            return f"{self.rule.expression} ({self.rule.timezone})"
+        seconds = int(self.rule.total_seconds())
+        if self.rule != timedelta(seconds=seconds):
+            return f"every {self.rule.total_seconds():g} seconds"
+        for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
             if seconds % size == 0:
                 count = seconds // size
                 return f"every {unit}" if count == 1 else f"every {count} {unit}s"
+        return "every second" if seconds == 1 else f"every {seconds} seconds"
 
     def next_tick(self, after: datetime) -> datetime:
         """The first tick strictly after ``after`` (aware), in UTC."""
-        if self.every is not None:
-            step = self.every // MICROSECOND
-            return EPOCH + ((after - EPOCH) // MICROSECOND // step + 1) * step * MICROSECOND
-        ticks = croniter(self.cron, after.astimezone(self.timezone))
-        while True:
-            tick = ticks.get_next(datetime)
-            if not (self._ticks_once_in_repeated_hour and _second_occurrence(tick)):
-                return tick.astimezone(UTC)
+        if isinstance(self.rule, CronRule):
+            return self.rule.next_tick(after)
+        step = self.rule // MICROSECOND
+        return EPOCH + ((after - EPOCH) // MICROSECOND // step + 1) * step * MICROSECOND
 
     def due(self, next_tick_at: datetime | None, now: datetime) -> Due:
         """What to enqueue at ``now`` when the schedule's next tick is ``next_tick_at``.
@@ -179,15 +197,15 @@ class PeriodicSchedule:
         if next_tick_at is None:
             return Due([], self.next_tick(now), None)
         if next_tick_at < now - GRACE:
-            ticks = [next_tick_at] if self.missed == RUN_ONCE else []
-            return Due(ticks, self.next_tick(now), next_tick_at)
+            missed = [next_tick_at] if self.missed == RUN_ONCE else []
+            return Due(missed, self.next_tick(now), next_tick_at)
         ticks, tick = [], next_tick_at
         while tick <= now:
             ticks.append(tick)
             tick = self.next_tick(tick)
         return Due(ticks, tick, None)
 
-    def _identity(self):
+    def _identity(self) -> tuple[Any, ...]:
         return (
             self.task.module_path,
             self.task.backend,
@@ -197,7 +215,7 @@ class PeriodicSchedule:
             self.missed,
         )
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<PeriodicSchedule {self.name!r}: {self.task.module_path} {self.description}>"
 
 
@@ -209,16 +227,16 @@ def _second_occurrence(tick: datetime) -> bool:
 _declared: dict[str, PeriodicSchedule] = {}
 
 
-def periodic(
+def periodic[T: Task](
     cron: str | None = None,
     *,
     every: timedelta | float | None = None,
     timezone: str | tzinfo | None = None,
-    args=(),
-    kwargs=None,
+    args: Iterable[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
     name: str | None = None,
     missed: str = SKIP,
-):
+) -> Callable[[T], T]:
     """Run the task below on a schedule: a cron expression, or ``every`` N seconds::
 
         @periodic("*/15 * * * *", kwargs={"full": False})
@@ -231,9 +249,9 @@ def periodic(
     ``"skip"`` (default) or ``"run_once"``; see ``PeriodicSchedule.due``.
     """
 
-    def register(task):
+    def register(task: T) -> T:
         schedule = PeriodicSchedule(
-            name=name or getattr(task, "module_path", None),
+            name=name or str(getattr(task, "module_path", "")),  # not a task: it says so
             task=task,
             cron=cron,
             every=every,

@@ -4,10 +4,10 @@ import math
 import random
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, Protocol, cast, overload
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -24,7 +24,7 @@ from .exceptions import TaskAborted
 UNIQUE_KEY_MAX_LENGTH = 255  # Task.unique_key's column
 
 
-def as_delay(value) -> timedelta | None:
+def as_delay(value: object) -> timedelta | None:
     """``value`` (a timedelta, or a number of seconds) as a timedelta; None
     when it is neither (a datetime, say)."""
     if isinstance(value, timedelta):
@@ -44,12 +44,30 @@ RUN_ON = {"success": "SUCCESS", "failure": "FAILURE"}
 class Call:
     """One call for ``enqueue_many`` with both positional and keyword arguments."""
 
-    args: tuple = ()
-    kwargs: dict = field(default_factory=dict)
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+class QueueCalls(Protocol):
+    """What results and tasks of this package call on their backend: a
+    ``QueueBackend`` (``backends/base.py``), which task.py cannot import."""
+
+    def cancel(self, result_id: str) -> bool: ...
+    def abort(self, result_id: str) -> bool: ...
+    def wait_for_result(self, result_id: str, timeout: float | None) -> None: ...
+    async def async_wait_for_result(self, result_id: str, timeout: float | None) -> None: ...
+    def enqueue_many(self, task: DjangoTask, calls: Iterable[Any]) -> list["QTaskResult"]: ...
+
+
+def queue_backend(alias: str) -> QueueCalls:
+    """The backend ``alias``: a QueueBackend, as QTaskResults are only made by one
+    (another backend's QTask has no enqueue_many: AttributeError, as before)."""
+    return cast(QueueCalls, task_backends[alias])
+
+
+# django-stubs declares TaskResult and TaskContext not frozen; Django's are.
 @dataclass(frozen=True, slots=True, kw_only=True)
-class QTaskResult(DjangoTaskResult):
+class QTaskResult(DjangoTaskResult):  # type: ignore[misc]
     """The ``django.tasks.TaskResult`` this package's backends return.
 
     Everything Django's has, plus what a production queue adds on top.
@@ -65,13 +83,13 @@ class QTaskResult(DjangoTaskResult):
         """Cancel the task if it has not started: it never runs, and is recorded
         as CANCELLED. Returns whether it was cancelled (False once it is
         running or finished; see ``abort()``). ``refresh()`` to see it."""
-        return task_backends[self.backend].cancel(self.id)
+        return queue_backend(self.backend).cancel(self.id)
 
     def abort(self) -> bool:
         """Stop the task: cancel it if it is waiting; if it is running, ask its
         worker to stop it (see "Cancelling and aborting" in the README).
         Returns False if the task had already finished."""
-        return task_backends[self.backend].abort(self.id)
+        return queue_backend(self.backend).abort(self.id)
 
     async def acancel(self) -> bool:
         return await sync_to_async(self.cancel)()
@@ -87,19 +105,19 @@ class QTaskResult(DjangoTaskResult):
 
             page = fetch.enqueue(url).wait(timeout=30).return_value
         """
-        self.task.get_backend().wait_for_result(self.id, timeout)
+        queue_backend(self.task.backend).wait_for_result(self.id, timeout)
         self.refresh()
         return self
 
     async def async_wait(self, timeout: float | None = None) -> "QTaskResult":
         """``wait()`` for async code: ``await result.async_wait(timeout=30)``."""
-        await self.task.get_backend().async_wait_for_result(self.id, timeout)
+        await queue_backend(self.task.backend).async_wait_for_result(self.id, timeout)
         await self.arefresh()
         return self
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class QTaskContext(DjangoTaskContext):
+class QTaskContext(DjangoTaskContext):  # type: ignore[misc]  # as QTaskResult
     """The context a task declared with ``takes_context=True`` gets from a worker.
 
     ``resources``: what the worker's start-up hooks returned, by hook name
@@ -122,7 +140,7 @@ class QTaskContext(DjangoTaskContext):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class QTask(DjangoTask):
+class QTask[**P, R](DjangoTask):
     """A ``django.tasks.Task`` with retries, backoff, a timeout, unique keys
     and expiry.
 
@@ -152,7 +170,7 @@ class QTask(DjangoTask):
     waits_for: tuple[str, ...] = ()
     run_on: str = "SUCCESS"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not isinstance(self.max_retries, int) or self.max_retries < 0:
             raise InvalidTask("max_retries must be a whole number of at least 0.")
         if self.retry_backoff < 0 or self.retry_backoff_max < 0:
@@ -167,7 +185,7 @@ class QTask(DjangoTask):
             raise InvalidTask("run_on must be 'SUCCESS' or 'FAILURE'; see after().")
         DjangoTask.__post_init__(self)
 
-    def _check_unique(self):
+    def _check_unique(self) -> None:
         if not isinstance(self.unique, bool):
             raise InvalidTask("unique must be True or False.")
         # A derived key is "<path>:<SHA-256 in hex>".
@@ -183,7 +201,7 @@ class QTask(DjangoTask):
                 f"{UNIQUE_KEY_MAX_LENGTH} characters, not {key!r}."
             )
 
-    def _check_expiry(self):
+    def _check_expiry(self) -> None:
         if self.expires is not None:
             delay = as_delay(self.expires)
             if delay is None or delay <= timedelta(0):
@@ -208,13 +226,13 @@ class QTask(DjangoTask):
     def using(
         self,
         *,
-        priority=None,
-        queue_name=None,
-        run_after=None,
-        backend=None,
-        unique_key=None,
-        expires_at=None,
-    ):
+        priority: int | None = None,
+        queue_name: str | None = None,
+        run_after: datetime | timedelta | float | None = None,
+        backend: str | None = None,
+        unique_key: str | None = None,
+        expires_at: datetime | timedelta | float | None = None,
+    ) -> "QTask[P, R]":
         """Django's ``using()``, plus this call's ``unique_key`` and ``expires_at``.
 
         ``run_after`` may be a datetime, a timedelta or a number of seconds
@@ -222,7 +240,7 @@ class QTask(DjangoTask):
 
             send_receipt.using(run_after=30, unique_key=f"receipt:{order.pk}").enqueue(order.pk)
         """
-        changes = {
+        changes: dict[str, Any] = {
             "priority": priority,
             "queue_name": queue_name,
             "run_after": run_after,
@@ -232,7 +250,11 @@ class QTask(DjangoTask):
         }
         return replace(self, **{name: v for name, v in changes.items() if v is not None})
 
-    def after(self, *results, on: str = "success") -> "QTask":
+    def after[**Rest](
+        self: "QTask[Concatenate[Any, Rest], R]",
+        *results: DjangoTaskResult | str,
+        on: str = "success",
+    ) -> "QTask[Rest, R]":
         """A copy of this task that runs only after the tasks of ``results``.
 
         ``results`` are task results (or their ids) of the same backend.
@@ -251,7 +273,7 @@ class QTask(DjangoTask):
             raise InvalidTask(f"after(on={on!r}): give on='success' or on='failure'.")
         if not results:
             raise InvalidTask("after() needs at least one task result to wait for.")
-        ids = []
+        ids: list[str] = []
         for result in results:
             if isinstance(result, DjangoTaskResult):
                 if result.backend != self.backend:
@@ -266,9 +288,10 @@ class QTask(DjangoTask):
                 raise InvalidTask(f"after(): {result!r} is not a task result or id.") from None
         if len(set(ids)) < len(ids):
             raise InvalidTask("after(): the same task is given more than once.")
-        return replace(self, waits_for=tuple(ids), run_on=RUN_ON[on])
+        waiting = replace(self, waits_for=tuple(ids), run_on=RUN_ON[on])
+        return cast("QTask[Rest, R]", waiting)  # the worker gives the first argument
 
-    def enqueue_many(self, calls):
+    def enqueue_many(self, calls: Iterable[Any]) -> list[QTaskResult]:
         """Queue many calls at once, in one statement; returns their results.
 
         Each call is a tuple of positional arguments, a dict of keyword
@@ -277,7 +300,16 @@ class QTask(DjangoTask):
 
             send_receipt.enqueue_many([(order.pk,) for order in orders])
         """
-        return self.get_backend().enqueue_many(self, calls)
+        return queue_backend(self.backend).enqueue_many(self, calls)
+
+    if TYPE_CHECKING:
+        # For type checkers only: Django's calls, with the function's parameters
+        # (``P``: without the context of a ``takes_context`` task) and this
+        # package's result.
+        def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> QTaskResult: ...
+        async def aenqueue(self, *args: P.args, **kwargs: P.kwargs) -> QTaskResult: ...
+        def call(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+        async def acall(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
 
     def retry_delay(self, attempt: int) -> timedelta:
         """How long to wait after failed attempt number ``attempt`` (from 1)."""
@@ -287,15 +319,55 @@ class QTask(DjangoTask):
         return timedelta(seconds=delay)
 
 
-def task(
-    function=None,
+@overload
+def task[**P, R](
+    function: Callable[P, R],
     *,
-    priority=DEFAULT_TASK_PRIORITY,
-    queue_name=DEFAULT_TASK_QUEUE_NAME,
-    backend=DEFAULT_TASK_BACKEND_ALIAS,
-    takes_context=False,
-    **options,
-):
+    priority: int = ...,
+    queue_name: str = ...,
+    backend: str = ...,
+    takes_context: Literal[False] = False,
+    **options: Any,
+) -> QTask[P, R]: ...
+@overload
+def task[**P, R](
+    function: Callable[Concatenate[QTaskContext, P], R],
+    *,
+    priority: int = ...,
+    queue_name: str = ...,
+    backend: str = ...,
+    takes_context: Literal[True],
+    **options: Any,
+) -> QTask[P, R]: ...
+@overload
+def task[**P, R](
+    function: None = None,
+    *,
+    priority: int = ...,
+    queue_name: str = ...,
+    backend: str = ...,
+    takes_context: Literal[False] = False,
+    **options: Any,
+) -> Callable[[Callable[P, R]], QTask[P, R]]: ...
+@overload
+def task[**P, R](
+    function: None = None,
+    *,
+    priority: int = ...,
+    queue_name: str = ...,
+    backend: str = ...,
+    takes_context: Literal[True],
+    **options: Any,
+) -> Callable[[Callable[Concatenate[QTaskContext, P], R]], QTask[P, R]]: ...
+def task(
+    function: Callable[..., Any] | None = None,
+    *,
+    priority: int = DEFAULT_TASK_PRIORITY,
+    queue_name: str = DEFAULT_TASK_QUEUE_NAME,
+    backend: str = DEFAULT_TASK_BACKEND_ALIAS,
+    takes_context: bool = False,
+    **options: Any,
+) -> QTask[..., Any] | Callable[[Callable[..., Any]], QTask[..., Any]]:
     """Declare a task. Takes Django's ``@task`` arguments and ``QTask``'s options:
 
     ``max_retries``, ``retry_backoff``, ``retry_backoff_max``, ``retry_jitter``,
@@ -303,7 +375,7 @@ def task(
     ``timeout``, ``unique``, ``expires``.
     """
 
-    def wrapper(func):
+    def wrapper(func: Callable[..., Any]) -> QTask[..., Any]:
         return QTask(
             func=func,
             priority=priority,

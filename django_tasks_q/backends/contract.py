@@ -222,6 +222,7 @@ class WorkerStore(Protocol):
     """What ``runtaskworker`` needs of a store. Every call works on a batch."""
 
     alias: str
+    database: str  # the DATABASES alias of its tables: the Schedule table, for @periodic
     poll_interval: float  # seconds an idle worker waits between looks
     lease: timedelta  # how long a claim holds without renewal
     supports_periodic: bool  # whether it keeps @periodic schedules

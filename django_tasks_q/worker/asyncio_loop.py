@@ -9,17 +9,19 @@ really stops.
 import asyncio
 import threading
 
+from ..backends.contract import WorkerStore
 from .execution import Job, aborted_attempt, arun_attempt, timed_out_attempt
+from .pool import OnDone
 
 
 class AsyncioLoop:
-    def __init__(self, backend, size: int, on_done):
+    def __init__(self, backend: WorkerStore, size: int, on_done: OnDone) -> None:
         self._backend = backend
         self._on_done = on_done
         self._loop = asyncio.new_event_loop()
         # Tasks claimed ahead wait here, as they would in a pool's queue.
         self._slots = asyncio.Semaphore(size)
-        self._running: dict[Job, asyncio.Task] = {}  # touched on the loop's thread only
+        self._running: dict[Job, asyncio.Task[None]] = {}  # touched on the loop's thread only
         threading.Thread(target=self._serve, name="taskq-asyncio", daemon=True).start()
 
     def _serve(self) -> None:
@@ -35,7 +37,9 @@ class AsyncioLoop:
         async with self._slots:
             if not job.begin():
                 return  # handed back while it waited
-            self._running[job] = asyncio.current_task()
+            running = asyncio.current_task()
+            assert running is not None  # _run() is always a task: submit() made it one
+            self._running[job] = running
             attempt = arun_attempt(self._backend, job.claimed, job.task, job.aborting)
             try:
                 outcome = await asyncio.wait_for(attempt, job.timeout)
@@ -50,7 +54,7 @@ class AsyncioLoop:
     def abort(self, job: Job) -> None:
         """Cancel the job's coroutine, if it is still running."""
 
-        def cancel():
+        def cancel() -> None:
             if running := self._running.get(job):
                 running.cancel()
 

@@ -5,11 +5,12 @@ before Django is set up: nothing here may import models at the top.
 """
 
 import signal
-import time
 import traceback
+from multiprocessing.connection import Connection
+from typing import cast
 
 
-def main(connection, backend_alias: str) -> None:
+def main(connection: Connection, backend_alias: str) -> None:
     # Ctrl-C and a service manager's SIGTERM reach the whole process group:
     # the worker decides when its children stop, not the signal.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -19,13 +20,15 @@ def main(connection, backend_alias: str) -> None:
     django.setup()
     from django.tasks import task_backends
 
+    from ..backends.contract import WorkerStore
     from ..exceptions import TaskNotRegistered, WorkerStartupError
     from ..hooks import run_worker_start_hooks
     from ..registry import autodiscover, resolve
     from .execution import failed_attempt, run_attempt
 
     autodiscover()
-    backend = task_backends[backend_alias]
+    # The worker serves only stores (runtaskworker checked): this one is too.
+    backend = cast(WorkerStore, task_backends[backend_alias])
     # The first message says whether this child can run tasks at all.
     try:
         run_worker_start_hooks()
@@ -44,6 +47,6 @@ def main(connection, backend_alias: str) -> None:
         try:
             task = resolve(claimed.task_path)
         except TaskNotRegistered as error:
-            connection.send(failed_attempt(claimed, None, error, time.monotonic()))
+            connection.send(failed_attempt(claimed, None, error, None))
             continue
         connection.send(run_attempt(backend, claimed, task))

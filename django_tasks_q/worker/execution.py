@@ -10,13 +10,15 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from traceback import format_exception
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
+from django.tasks import Task
 from django.tasks.signals import task_started
 from django.utils import timezone
 
-from ..backends.contract import ClaimedTask, Outcome
+from ..backends.contract import ClaimedTask, Outcome, WorkerStore
 from ..exceptions import Retry, TaskAborted
 from ..hooks import worker_resources
 from ..payloads import error_from, return_value
@@ -41,7 +43,7 @@ class Job:
     """
 
     claimed: ClaimedTask
-    task: object  # the registered django.tasks.Task
+    task: Task  # the registered task
     timeout: float | None = None
     started: float | None = None  # time.monotonic(), once running
     handed_back: bool = False
@@ -63,11 +65,16 @@ class Job:
             return True
 
     @property
-    def deadline(self) -> float:
+    def deadline(self) -> float | None:
+        """When the running attempt overruns its timeout; None without one."""
+        if self.started is None or self.timeout is None:
+            return None
         return self.started + self.timeout
 
 
-def _start(backend, claimed: ClaimedTask, task, aborting: threading.Event | None) -> list:
+def _start(
+    backend: WorkerStore, claimed: ClaimedTask, task: Task, aborting: threading.Event | None
+) -> list[Any]:
     """Send task_started; return the positional arguments for the call."""
     result = backend.result_for_claimed(claimed, task)
     task_started.send(sender=type(backend), task_result=result)
@@ -81,7 +88,7 @@ def _start(backend, claimed: ClaimedTask, task, aborting: threading.Event | None
     return claimed.args
 
 
-def _succeeded(claimed: ClaimedTask, task, value, started: float) -> Outcome:
+def _succeeded(claimed: ClaimedTask, task: Task, value: Any, started: float) -> Outcome:
     return Outcome(
         claimed=claimed,
         status="SUCCESSFUL",
@@ -91,7 +98,12 @@ def _succeeded(claimed: ClaimedTask, task, value, started: float) -> Outcome:
     )
 
 
-def run_attempt(backend, claimed: ClaimedTask, task, aborting=None) -> Outcome:
+def run_attempt(
+    backend: WorkerStore,
+    claimed: ClaimedTask,
+    task: Task,
+    aborting: threading.Event | None = None,
+) -> Outcome:
     """Run ``task`` for ``claimed`` in this thread and return the outcome.
 
     ``aborting``: the event that tells the task's context an abort was requested.
@@ -109,7 +121,12 @@ def run_attempt(backend, claimed: ClaimedTask, task, aborting=None) -> Outcome:
         close_old_connections()
 
 
-async def arun_attempt(backend, claimed: ClaimedTask, task, aborting=None) -> Outcome:
+async def arun_attempt(
+    backend: WorkerStore,
+    claimed: ClaimedTask,
+    task: Task,
+    aborting: threading.Event | None = None,
+) -> Outcome:
     """``run_attempt`` for an ``async def`` task, on the worker's event loop."""
     started = time.monotonic()
     await sync_to_async(close_old_connections)()
@@ -122,8 +139,14 @@ async def arun_attempt(backend, claimed: ClaimedTask, task, aborting=None) -> Ou
         await sync_to_async(close_old_connections)()
 
 
-def failed_attempt(claimed: ClaimedTask, task, error: BaseException, started: float) -> Outcome:
-    """A failure, retried if the task's policy has an attempt left."""
+def failed_attempt(
+    claimed: ClaimedTask, task: Task | None, error: BaseException, started: float | None
+) -> Outcome:
+    """A failure, retried if the task's policy has an attempt left.
+
+    ``task``: None when the row names no registered task (never retried).
+    ``started``: when the attempt began; None if it never did (it took no time).
+    """
     now = timezone.now()
     retries_left = task is not None and claimed.attempts < claimed.max_attempts
     if isinstance(error, Retry) and not retries_left:
@@ -132,7 +155,7 @@ def failed_attempt(claimed: ClaimedTask, task, error: BaseException, started: fl
         claimed=claimed,
         status="FAILED",
         finished_at=now,
-        duration=time.monotonic() - started,
+        duration=0.0 if started is None else time.monotonic() - started,
         error=error_from(error, "".join(format_exception(error))),
     )
     if retries_left:
@@ -156,7 +179,7 @@ def timed_out_attempt(job: Job, what_happened: str) -> Outcome:
 def aborted_attempt(job: Job, what_happened: str) -> Outcome:
     """The attempt was stopped because someone asked: CANCELLED, not retried."""
     error = TaskAborted(f"{job.claimed.task_path} was aborted; {what_happened}.")
-    outcome = failed_attempt(job.claimed, job.task, error, job.started or time.monotonic())
+    outcome = failed_attempt(job.claimed, job.task, error, job.started)
     return cancelled_when_aborted(outcome)
 
 

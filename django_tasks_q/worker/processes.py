@@ -20,10 +20,16 @@ import logging
 import multiprocessing
 import queue
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnProcess
 
+from ..backends.contract import Outcome, WorkerStore
 from ..exceptions import WorkerStartupError
 from . import child
 from .execution import Job, aborted_attempt, failed_attempt, timed_out_attempt
+from .pool import OnDone
 
 logger = logging.getLogger("django_tasks_q.worker")
 
@@ -32,39 +38,45 @@ class ChildProcessDied(Exception):
     """The child process running the attempt exited before reporting on it."""
 
 
+@dataclass(slots=True)
+class _Child:
+    """A slot's child process, and the worker's end of the pipe to it."""
+
+    process: SpawnProcess
+    connection: Connection
+    tasks_run: int = 0
+
+
 class _Slot:
-    def __init__(self, pool: "ProcessPool", number: int):
+    def __init__(self, pool: "ProcessPool", number: int) -> None:
         self._pool = pool
         self._name = f"taskq-process-{number}"
-        self._process = None
-        self._connection = None
-        self._tasks_run = 0
+        self._child: _Child | None = None  # started when a job first comes
         # The job the child is running; abort() (another thread) may kill the
         # child only while it runs that job.
         self._lock = threading.Lock()
         self._job: Job | None = None
         threading.Thread(target=self._supervise, name=self._name, daemon=True).start()
 
-    def _spawn(self):
+    def _spawn(self) -> _Child:
         """Start a child and wait until its start-up hooks have run."""
         parent_end, child_end = self._pool.context.Pipe()
-        self._process = self._pool.context.Process(
+        process = self._pool.context.Process(
             target=child.main,
             args=(child_end, self._pool.backend.alias),
             name=self._name,
             daemon=True,
         )
-        self._process.start()
+        process.start()
         child_end.close()
-        self._connection = parent_end
-        self._tasks_run = 0
+        self._child = started = _Child(process, parent_end)
         try:
-            failure = self._connection.recv()
+            failure = parent_end.recv()
         except (EOFError, OSError):
-            self._process.join(timeout=5)
+            process.join(timeout=5)
             failure = (
                 f"A process-pool child exited while starting (exit code "
-                f"{self._process.exitcode}); its output says why.",
+                f"{process.exitcode}); its output says why.",
                 "",
             )
         if failure is not None:
@@ -73,49 +85,52 @@ class _Slot:
             if details:
                 logger.error("%s", details.rstrip())
             raise WorkerStartupError(message)
+        return started
 
-    def _retire(self, kill: bool = False):
-        if self._process is None:
+    def _retire(self, kill: bool = False) -> None:
+        if (running := self._child) is None:
             return
+        process = running.process
         if kill:
-            self._process.kill()
+            process.kill()
         else:
             try:
-                self._connection.send(None)
+                running.connection.send(None)
             except OSError:
                 pass
-        self._process.join(timeout=10)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join()
-        self._connection.close()
-        self._process = self._connection = None
+        process.join(timeout=10)
+        if process.is_alive():
+            process.kill()
+            process.join()
+        running.connection.close()
+        self._child = None
 
-    def _supervise(self):
+    def _supervise(self) -> None:
         while (job := self._pool.inbox.get()) is not None:
-            if self._process is None:
+            running = self._child
+            if running is None:
                 try:
-                    self._spawn()  # before begin(): a child that cannot start
+                    running = self._spawn()  # before begin(): a child that cannot start
                 except WorkerStartupError as error:  # leaves the job to be handed back
                     if not self._pool.closing:  # else shutdown() killed it
                         self._pool.on_fatal(error)
                     return
             if not job.begin():
                 continue  # handed back while it waited
-            self._pool.on_done(self._run(job))
+            self._pool.on_done(self._run(running, job))
             limit = self._pool.max_tasks_per_child
-            if limit and self._tasks_run >= limit:
+            if limit and running.tasks_run >= limit:
                 self._retire()
         self._retire()
 
-    def _run(self, job: Job):
-        self._tasks_run += 1
+    def _run(self, running: _Child, job: Job) -> Outcome:
+        running.tasks_run += 1
         with self._lock:
             self._job = job
         try:
-            self._connection.send(job.claimed)
-            answered = self._connection.poll(job.timeout)
-            outcome, died = (self._connection.recv() if answered else None), False
+            running.connection.send(job.claimed)
+            answered = running.connection.poll(job.timeout)
+            outcome, died = (running.connection.recv() if answered else None), False
         except (EOFError, OSError):
             outcome, died = None, True
         with self._lock:
@@ -125,8 +140,8 @@ class _Slot:
         # Killed (by abort(), perhaps just after it answered), crashed or
         # overran: the child is not used again.
         if died:
-            self._process.join(timeout=5)  # reap it, to read its exit code
-        code = self._process.exitcode
+            running.process.join(timeout=5)  # reap it, to read its exit code
+        code = running.process.exitcode
         self._retire(kill=True)
         if outcome is not None:
             return outcome
@@ -139,17 +154,29 @@ class _Slot:
 
     def abort(self, job: Job) -> None:
         with self._lock:
-            if self._job is job:
-                self._process.kill()
+            if self._job is job and self._child is not None:
+                self._child.process.kill()
+
+    def kill_if_busy(self) -> None:
+        """Kill the child if it does not exit at once (shutdown: its task was handed back)."""
+        if (running := self._child) is not None and running.process.is_alive():
+            running.process.join(timeout=0.5)
+            if running.process.is_alive():
+                running.process.kill()
 
 
 class ProcessPool:
     def __init__(
-        self, backend, size: int, on_done, on_fatal, max_tasks_per_child: int | None = None
-    ):
+        self,
+        backend: WorkerStore,
+        size: int,
+        on_done: OnDone,
+        on_fatal: Callable[[WorkerStartupError], None],
+        max_tasks_per_child: int | None = None,
+    ) -> None:
         self.backend = backend
         self.on_done = on_done
-        self.on_fatal = on_fatal  # called with a WorkerStartupError
+        self.on_fatal = on_fatal
         self.closing = False
         self.max_tasks_per_child = max_tasks_per_child
         self.context = multiprocessing.get_context("spawn")
@@ -164,7 +191,7 @@ class ProcessPool:
         for slot in self._slots:
             slot.abort(job)
 
-    def next_deadline(self) -> None:
+    def next_deadline(self) -> float | None:
         return None  # each slot watches its own child's deadline
 
     def expire(self) -> None:
@@ -176,8 +203,4 @@ class ProcessPool:
         for _ in self._slots:
             self.inbox.put(None)
         for slot in self._slots:
-            process = slot._process
-            if process is not None and process.is_alive():
-                process.join(timeout=0.5)
-                if process.is_alive():
-                    process.kill()
+            slot.kill_if_busy()

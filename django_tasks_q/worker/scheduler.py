@@ -12,8 +12,10 @@ import logging
 from datetime import datetime
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
+from ..backends.contract import WorkerStore
 from ..models import Schedule
 from ..schedules import RUN_ONCE, PeriodicSchedule
 
@@ -21,14 +23,14 @@ logger = logging.getLogger("django_tasks_q.scheduler")
 
 
 class Scheduler:
-    def __init__(self, backend, schedules: list[PeriodicSchedule]):
+    def __init__(self, backend: WorkerStore, schedules: list[PeriodicSchedule]) -> None:
         self.backend = backend
         self.schedules = {schedule.name: schedule for schedule in schedules}
         self._synced = False
         self.next_due: datetime | None = None  # set by run_due()
 
     @property
-    def rows(self):
+    def rows(self) -> QuerySet[Schedule]:
         return Schedule.objects.using(self.backend.database)
 
     def sync(self) -> None:
@@ -60,7 +62,7 @@ class Scheduler:
                 ).update(task_path=s.task.module_path, description=s.description, next_tick_at=None)
         self._synced = True
 
-    def run_due(self, now=None) -> int:
+    def run_due(self, now: datetime | None = None) -> int:
         """Enqueue the ticks due at ``now``; returns how many this worker enqueued.
 
         Sets ``next_due``: the earliest tick still to come, so the worker can
@@ -70,7 +72,8 @@ class Scheduler:
             self.sync()
         now = now or timezone.now()
         stored = self.rows.filter(name__in=self.schedules, paused=False)
-        enqueued, upcoming = 0, []
+        enqueued = 0
+        upcoming: list[datetime] = []
         for name, seen in stored.values_list("name", "next_tick_at"):
             if seen is not None and seen > now:
                 upcoming.append(seen)
@@ -81,11 +84,13 @@ class Scheduler:
         self.next_due = min(upcoming, default=None)
         return enqueued
 
-    def _advance(self, schedule: PeriodicSchedule, seen, now) -> tuple[int, datetime]:
+    def _advance(
+        self, schedule: PeriodicSchedule, seen: datetime | None, now: datetime
+    ) -> tuple[int, datetime]:
         """Move ``schedule`` on from the next tick ``seen``, enqueueing what is due.
         Returns how many ticks this worker enqueued, and the schedule's next tick."""
         due = schedule.due(seen, now)
-        changes = {"next_tick_at": due.next_tick}
+        changes: dict[str, datetime] = {"next_tick_at": due.next_tick}
         if due.ticks:
             changes["last_tick_at"] = due.ticks[-1]
         with transaction.atomic(using=self.backend.database):

@@ -15,11 +15,13 @@ import queue
 import threading
 import time
 
+from ..backends.contract import WorkerStore
 from .execution import Job, run_attempt, timed_out_attempt
+from .pool import OnDone
 
 
 class ThreadPool:
-    def __init__(self, backend, size: int, on_done):
+    def __init__(self, backend: WorkerStore, size: int, on_done: OnDone) -> None:
         self._backend = backend
         self._on_done = on_done
         self._inbox: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
@@ -30,14 +32,14 @@ class ThreadPool:
         for _ in range(size):
             self._start_thread()
 
-    def _start_thread(self):
+    def _start_thread(self) -> None:
         self._serial += 1
         threading.Thread(target=self._work, name=f"taskq-{self._serial}", daemon=True).start()
 
     def submit(self, job: Job) -> None:
         self._inbox.put(job)
 
-    def _work(self):
+    def _work(self) -> None:
         while (job := self._inbox.get()) is not None:
             if not job.begin():
                 continue  # handed back while it waited
@@ -55,14 +57,18 @@ class ThreadPool:
 
     def next_deadline(self) -> float | None:
         with self._lock:
-            deadlines = [job.deadline for job in self._running.values() if job.timeout]
+            deadlines = [d for job in self._running.values() if (d := job.deadline) is not None]
         return min(deadlines, default=None)
 
     def expire(self) -> None:
         """Report and abandon the tasks running past their timeout."""
         now = time.monotonic()
         with self._lock:
-            expired = [job for job in self._running.values() if job.timeout and job.deadline <= now]
+            expired = [
+                job
+                for job in self._running.values()
+                if (deadline := job.deadline) is not None and deadline <= now
+            ]
             for job in expired:
                 del self._running[job.claimed.id]
                 self._start_thread()

@@ -21,21 +21,26 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from inspect import iscoroutinefunction
+from types import FrameType
+from typing import Any
 
 from django.db import close_old_connections
 from django.tasks.signals import task_finished
 from django.utils import timezone
 from django.utils.crypto import get_random_string
 
-from ..backends.contract import ClaimedTask, Outcome
+from ..backends.contract import ClaimedTask, Outcome, WorkerStore
 from ..backoff import Backoff
 from ..exceptions import TaskNotRegistered, WorkerStartupError
 from ..hooks import run_worker_start_hooks
 from ..registry import autodiscover, resolve
 from ..schedules import declared_schedules
+from ..task import QTask
 from .asyncio_loop import AsyncioLoop
 from .execution import Job, aborted_attempt, cancelled_when_aborted, failed_attempt
+from .pool import Executor, Pool
 from .processes import ProcessPool
 from .scheduler import Scheduler
 from .threads import ThreadPool
@@ -48,6 +53,9 @@ PREFETCH_SECONDS = 0.05  # work claimed ahead per slot, by recent task durations
 MAX_PREFETCH = 100  # tasks claimed ahead per slot at most
 PRUNE_INTERVAL = 60.0  # seconds between a worker's deletions of expired results
 SCHEDULE_INTERVAL = 1.0  # seconds between a worker's looks for due periodic tasks, at most
+
+# What signal.signal() takes and returns.
+type SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 
 class Wakeup:
@@ -62,7 +70,7 @@ class Wakeup:
     deadlock with a ``get()`` it interrupts.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._tokens: queue.SimpleQueue[None] = queue.SimpleQueue()
 
     def set(self) -> None:
@@ -93,7 +101,7 @@ def default_worker_id() -> str:
 class Worker:
     def __init__(
         self,
-        backend,
+        backend: WorkerStore,
         *,
         queues: list[str] | None = None,
         concurrency: int = 4,
@@ -105,7 +113,7 @@ class Worker:
         pool: str = "thread",
         max_tasks_per_child: int | None = None,
         schedules: bool = True,
-    ):
+    ) -> None:
         self.backend = backend
         self.queues = queues  # None: every queue
         self.concurrency = concurrency
@@ -154,6 +162,8 @@ class Worker:
                 logger.exception("Worker %s cannot start", self.worker_id)
                 raise
         previous = self._install_signal_handlers()
+        self.pool: Pool
+        self.asyncio: AsyncioLoop | None
         if self.pool_kind == "process":
             self.pool = ProcessPool(
                 self.backend,
@@ -202,16 +212,16 @@ class Worker:
         self._stop_now = self._stop_now or now
         self._wake.set()
 
-    def _install_signal_handlers(self):
+    def _install_signal_handlers(self) -> dict[signal.Signals, SignalHandler]:
         if threading.current_thread() is not threading.main_thread():
             return {}
         return {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
 
-    def _restore_signal_handlers(self, previous):
+    def _restore_signal_handlers(self, previous: dict[signal.Signals, SignalHandler]) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
-    def _on_signal(self, signum, frame):
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self._stop_at is None:
             logger.info(
                 "%s: finishing %d running task(s) (up to %.0f s); "
@@ -231,11 +241,11 @@ class Worker:
                 self._heartbeat()
             if self._scheduler and self._stop_at is None:
                 if time.monotonic() >= self._next_schedule_check:
-                    self._run_schedules()
+                    self._run_schedules(self._scheduler)
             self._collect()
             self._check_aborts()
             if self._stop_at is not None:
-                if self._stopping():
+                if self._stopping(self._stop_at):
                     return
                 continue
             limit = self._claim_limit()
@@ -255,9 +265,10 @@ class Worker:
                     return
             self._wake.wait(self._wait_time())
 
-    def _stopping(self) -> bool:
-        """One turn of shutting down; True once there is nothing left to do."""
-        give_up = self._stop_now or time.monotonic() >= self._stop_at
+    def _stopping(self, stop_at: float) -> bool:
+        """One turn of shutting down (by ``stop_at``, on the monotonic clock);
+        True once there is nothing left to do."""
+        give_up = self._stop_now or time.monotonic() >= stop_at
         # Tasks still waiting for a slot go back at once; running ones may
         # finish until the grace period is over.
         handed_back = self._hand_back(running_too=give_up)
@@ -380,17 +391,17 @@ class Worker:
         logger.info("Worker %s ticks %d schedule(s)", self.worker_id, len(mine))
         return Scheduler(self.backend, mine)
 
-    def _run_schedules(self) -> None:
+    def _run_schedules(self, scheduler: Scheduler) -> None:
         self._next_schedule_check = time.monotonic() + SCHEDULE_INTERVAL
         try:
-            self._scheduler.run_due()
+            scheduler.run_due()
         except self.backend.transient_errors:
             logger.exception("Could not enqueue periodic tasks; will retry")
             close_old_connections()
             return
-        if self._scheduler.next_due is not None:
+        if scheduler.next_due is not None:
             # Look again at the next tick, if it comes sooner: on time, not up to a second late.
-            until = (self._scheduler.next_due - timezone.now()).total_seconds()
+            until = (scheduler.next_due - timezone.now()).total_seconds()
             self._next_schedule_check = min(
                 self._next_schedule_check, time.monotonic() + max(until, 0.0)
             )
@@ -420,13 +431,13 @@ class Worker:
             task = resolve(claimed.task_path)
         except TaskNotRegistered as error:
             # Never import what a row names: fail this task, keep working.
-            self._add_pending(failed_attempt(claimed, None, error, time.monotonic()))
+            self._add_pending(failed_attempt(claimed, None, error, None))
             return
-        job = Job(claimed, task, timeout=getattr(task, "timeout", None))
+        job = Job(claimed, task, timeout=task.timeout if isinstance(task, QTask) else None)
         self._in_flight[claimed.id] = job
         self._executor_for(job).submit(job)
 
-    def _executor_for(self, job: Job):
+    def _executor_for(self, job: Job) -> Executor:
         if self.asyncio is not None and iscoroutinefunction(job.task.func):
             return self.asyncio
         return self.pool
@@ -511,12 +522,13 @@ class Worker:
                     outcome.status,
                 )
             elif outcome.status == Outcome.RETRY:
+                retry_at = outcome.retry_at or outcome.finished_at  # set with RETRY
                 logger.info(
                     "Task %s %s failed (attempt %d), retrying in %.1f s",
                     claimed.id,
                     claimed.task_path,
                     claimed.attempts,
-                    (outcome.retry_at - outcome.finished_at).total_seconds(),
+                    (retry_at - outcome.finished_at).total_seconds(),
                 )
             else:
                 logger.info(

@@ -1,5 +1,7 @@
 import logging
 import sys
+from argparse import ArgumentParser
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
@@ -13,7 +15,7 @@ from django_tasks_q.worker.worker import Worker
 class Command(BaseCommand):
     help = "Run a worker that executes queued tasks until stopped (SIGTERM/Ctrl-C)."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument(
             "--backend",
             default=DEFAULT_TASK_BACKEND_ALIAS,
@@ -72,7 +74,14 @@ class Command(BaseCommand):
             help="Don't enqueue periodic tasks; leave them to other workers.",
         )
 
-    def handle(self, *args, backend, queues, concurrency, **options):
+    def handle(
+        self,
+        *args: Any,
+        backend: str,
+        queues: list[str] | None,
+        concurrency: int,
+        **options: Any,
+    ) -> None:
         try:
             queue_backend = task_backends[backend]
         except InvalidTaskBackend as error:
@@ -114,7 +123,7 @@ class Command(BaseCommand):
         except WorkerStartupError as error:
             raise CommandError(error) from None
 
-    def _configure_logging(self, verbosity):
+    def _configure_logging(self, verbosity: int) -> None:
         """Log a line per task unless the project's LOGGING already says where."""
         logger = logging.getLogger("django_tasks_q")
         if logger.handlers or logging.getLogger().handlers:
