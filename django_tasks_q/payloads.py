@@ -15,7 +15,7 @@ from django.tasks import Task
 from django.utils.json import normalize_json
 
 from .exceptions import InvalidTaskArguments
-from .task import Call
+from .task import Call, QTask
 
 Arguments = tuple[list[Any], dict[str, Any]]
 
@@ -112,10 +112,10 @@ def derived_unique_key(task: Task, args: list[Any], kwargs: dict[str, Any]) -> s
     return f"{task.module_path}:{hashlib.sha256(canonical).hexdigest()}"
 
 
-def return_value(task: Task, value: Any) -> Any:
+def return_value(task: QTask, value: Any) -> Any:
     """What is stored of a task's return value: JSON, or nothing when the
     task does not keep it (then it is not checked either)."""
-    if not getattr(task, "store_result", True):
+    if not task.store_result:
         return None
     try:
         return json_round_trip(value)

@@ -12,6 +12,7 @@ from django.tasks import Task
 from django.utils.module_loading import autodiscover_modules
 
 from .exceptions import TaskNotRegistered
+from .task import QTask, as_qtask
 
 
 def autodiscover() -> None:
@@ -22,7 +23,7 @@ def autodiscover() -> None:
 _discovered = False
 
 
-def resolve(task_path: str) -> Task:
+def resolve(task_path: str) -> QTask:
     global _discovered
     module_name, _, name = task_path.rpartition(".")
     module = sys.modules.get(module_name)
@@ -43,4 +44,4 @@ def resolve(task_path: str) -> Task:
             f"{task_path!r} is not a registered task: it is {found}, "
             "not a function decorated with @task."
         )
-    return candidate
+    return as_qtask(candidate)

@@ -5,7 +5,7 @@ import random
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, Protocol, cast, overload
 
@@ -386,3 +386,12 @@ def task(
         )
 
     return wrapper(function) if function else wrapper
+
+
+def as_qtask(task: DjangoTask) -> QTask:
+    """``task`` with this package's options. A plain ``django.tasks.Task``
+    reaches a queue backend when moved to it with ``using(backend=...)``; it
+    gets QTask's defaults (no retries, no timeout, no unique key)."""
+    if isinstance(task, QTask):
+        return task
+    return QTask(**{field.name: getattr(task, field.name) for field in fields(task) if field.init})

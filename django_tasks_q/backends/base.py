@@ -14,7 +14,7 @@ import asyncio
 import time
 from abc import abstractmethod
 from collections.abc import Iterable, Sequence
-from dataclasses import fields, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -41,7 +41,7 @@ from ..exceptions import TaskNotRegistered
 from ..ids import uuid7
 from ..payloads import derived_unique_key, encode_calls
 from ..registry import resolve
-from ..task import Call, QTask, QTaskResult, as_delay
+from ..task import Call, QTask, QTaskResult, as_delay, as_qtask
 from .contract import (
     ClaimedTask,
     EnqueueBatch,
@@ -94,15 +94,6 @@ def _unregistered_task(task_path: str) -> QTask:
     unregistered.__module__, _, unregistered.__qualname__ = task_path.rpartition(".")
     unregistered.__name__ = unregistered.__qualname__
     return QTask(func=unregistered)
-
-
-def as_qtask(task: Task) -> QTask:
-    """``task`` with this package's options. A plain ``django.tasks.Task``
-    reaches a queue backend when moved to it with ``using(backend=...)``; it
-    gets QTask's defaults (no retries, no timeout, no unique key)."""
-    if isinstance(task, QTask):
-        return task
-    return QTask(**{field.name: getattr(task, field.name) for field in fields(task) if field.init})
 
 
 def queue_backends() -> dict[str, "QueueBackend"]:
@@ -334,7 +325,7 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
     def resolve_task(self, task_path: str, priority: int, queue_name: str) -> QTask:
         """The registered task for a row, carrying the row's priority and queue."""
         try:
-            task = as_qtask(resolve(task_path))
+            task = resolve(task_path)
         except TaskNotRegistered:
             task = _unregistered_task(task_path)
         if (task.priority, task.queue_name, task.backend) == (priority, queue_name, self.alias):

@@ -19,7 +19,7 @@ from django.db import models
 from django.tasks import Task, TaskResultStatus
 from django.utils.translation import gettext_lazy as _
 
-from ..task import QTaskResult
+from ..task import QTask, QTaskResult
 
 
 class TaskStatus(models.TextChoices):
@@ -123,7 +123,7 @@ class EnqueueBatch:
     """One ``enqueue()`` or ``enqueue_many()``, checked and encoded: what a store
     writes. Built once, by ``QueueBackend.prepare``, for every store."""
 
-    task: Task
+    task: QTask
     ids: list[str]  # UUIDv7 strings, one per call
     args: list[list[Any]]
     kwargs: list[dict[str, Any]]
@@ -289,7 +289,7 @@ class WorkerStore(Protocol):
         None where only polling works."""
 
     @abstractmethod
-    def resolve_task(self, task_path: str, priority: int, queue_name: str) -> Task:
+    def resolve_task(self, task_path: str, priority: int, queue_name: str) -> QTask:
         """The registered task a row names, carrying the row's priority and queue
         (a stand-in that fails if it is not registered)."""
 

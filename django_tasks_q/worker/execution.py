@@ -14,7 +14,6 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
-from django.tasks import Task
 from django.tasks.signals import task_started
 from django.utils import timezone
 
@@ -43,7 +42,7 @@ class Job:
     """
 
     claimed: ClaimedTask
-    task: Task  # the registered task
+    task: QTask  # the registered task
     timeout: float | None = None
     started: float | None = None  # time.monotonic(), once running
     handed_back: bool = False
@@ -73,7 +72,7 @@ class Job:
 
 
 def _start(
-    backend: WorkerStore, claimed: ClaimedTask, task: Task, aborting: threading.Event | None
+    backend: WorkerStore, claimed: ClaimedTask, task: QTask, aborting: threading.Event | None
 ) -> list[Any]:
     """Send task_started; return the positional arguments for the call."""
     result = backend.result_for_claimed(claimed, task)
@@ -88,7 +87,7 @@ def _start(
     return claimed.args
 
 
-def _succeeded(claimed: ClaimedTask, task: Task, value: Any, started: float) -> Outcome:
+def _succeeded(claimed: ClaimedTask, task: QTask, value: Any, started: float) -> Outcome:
     return Outcome(
         claimed=claimed,
         status="SUCCESSFUL",
@@ -101,7 +100,7 @@ def _succeeded(claimed: ClaimedTask, task: Task, value: Any, started: float) -> 
 def run_attempt(
     backend: WorkerStore,
     claimed: ClaimedTask,
-    task: Task,
+    task: QTask,
     aborting: threading.Event | None = None,
 ) -> Outcome:
     """Run ``task`` for ``claimed`` in this thread and return the outcome.
@@ -124,7 +123,7 @@ def run_attempt(
 async def arun_attempt(
     backend: WorkerStore,
     claimed: ClaimedTask,
-    task: Task,
+    task: QTask,
     aborting: threading.Event | None = None,
 ) -> Outcome:
     """``run_attempt`` for an ``async def`` task, on the worker's event loop."""
@@ -140,7 +139,7 @@ async def arun_attempt(
 
 
 def failed_attempt(
-    claimed: ClaimedTask, task: Task | None, error: BaseException, started: float | None
+    claimed: ClaimedTask, task: QTask | None, error: BaseException, started: float | None
 ) -> Outcome:
     """A failure, retried if the task's policy has an attempt left.
 
@@ -148,8 +147,8 @@ def failed_attempt(
     ``started``: when the attempt began; None if it never did (it took no time).
     """
     now = timezone.now()
-    retries_left = task is not None and claimed.attempts < claimed.max_attempts
-    if isinstance(error, Retry) and not retries_left:
+    retrying = task if task is not None and claimed.attempts < claimed.max_attempts else None
+    if isinstance(error, Retry) and retrying is None:
         error.add_note(f"The task has no retries left (max_retries={claimed.max_attempts - 1}).")
     outcome = Outcome(
         claimed=claimed,
@@ -158,13 +157,11 @@ def failed_attempt(
         duration=0.0 if started is None else time.monotonic() - started,
         error=error_from(error, "".join(format_exception(error))),
     )
-    if retries_left:
+    if retrying is not None:
         if isinstance(error, Retry) and error.delay is not None:
             delay = timedelta(seconds=error.delay)
-        elif isinstance(task, QTask):
-            delay = task.retry_delay(claimed.attempts)
         else:
-            delay = timedelta(0)
+            delay = retrying.retry_delay(claimed.attempts)
         outcome.status, outcome.retry_at = Outcome.RETRY, now + delay
     return outcome
 

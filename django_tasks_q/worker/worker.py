@@ -37,7 +37,6 @@ from ..exceptions import TaskNotRegistered, WorkerStartupError
 from ..hooks import run_worker_start_hooks
 from ..registry import autodiscover, resolve
 from ..schedules import declared_schedules
-from ..task import QTask
 from .asyncio_loop import AsyncioLoop
 from .execution import Job, aborted_attempt, cancelled_when_aborted, failed_attempt
 from .pool import Executor, Pool
@@ -433,7 +432,7 @@ class Worker:
             # Never import what a row names: fail this task, keep working.
             self._add_pending(failed_attempt(claimed, None, error, None))
             return
-        job = Job(claimed, task, timeout=task.timeout if isinstance(task, QTask) else None)
+        job = Job(claimed, task, timeout=task.timeout)
         self._in_flight[claimed.id] = job
         self._executor_for(job).submit(job)
 

@@ -4,11 +4,10 @@ from argparse import ArgumentParser
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
-from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
-from django.tasks.exceptions import InvalidTaskBackend
+from django.tasks import DEFAULT_TASK_BACKEND_ALIAS
 
-from django_tasks_q.backends.base import QueueBackend
 from django_tasks_q.exceptions import WorkerStartupError
+from django_tasks_q.management.queue_backend import queue_backend as get_queue_backend
 from django_tasks_q.worker.worker import Worker
 
 
@@ -82,15 +81,7 @@ class Command(BaseCommand):
         concurrency: int,
         **options: Any,
     ) -> None:
-        try:
-            queue_backend = task_backends[backend]
-        except InvalidTaskBackend as error:
-            raise CommandError(error) from None
-        if not isinstance(queue_backend, QueueBackend):
-            raise CommandError(
-                f"TASKS[{backend!r}] is {type(queue_backend).__name__}, which "
-                "runtaskworker cannot serve; use a django_tasks_q backend."
-            )
+        queue_backend = get_queue_backend(backend)
         if queues and queue_backend.queues:
             unknown = sorted(set(queues) - queue_backend.queues)
             if unknown:

@@ -16,13 +16,12 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import QuerySet
-from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
-from django.tasks.exceptions import InvalidTaskBackend
+from django.tasks import DEFAULT_TASK_BACKEND_ALIAS
 from django.utils import timezone
 
 from django_tasks_q.actions import OperatorAction, commands_on
-from django_tasks_q.backends.base import QueueBackend
 from django_tasks_q.backends.database import operations
+from django_tasks_q.management.queue_backend import queue_backend
 from django_tasks_q.models import ResultStatus, Schedule, Task, TaskResult, TaskStatus
 
 QUEUE_STATES = ("waiting", "scheduled", "running", "blocked")
@@ -32,20 +31,6 @@ RESULT_STATES = tuple(status.lower() for status in ResultStatus.values)
 # The operator's actions, by subcommand: on tasks and results, and on schedules.
 TASK_ACTIONS = commands_on(Task, TaskResult)
 SCHEDULE_ACTIONS = commands_on(Schedule)
-
-
-def queue_backend(alias: str) -> QueueBackend:
-    """TASKS[alias], if it is a django-tasks-q backend; CommandError if not."""
-    try:
-        backend = task_backends[alias]
-    except InvalidTaskBackend as error:
-        raise CommandError(error) from None
-    if not isinstance(backend, QueueBackend):
-        raise CommandError(
-            f"TASKS[{alias!r}] is {type(backend).__name__}, "
-            "not a django-tasks-q backend: it has no queue to show."
-        )
-    return backend
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
