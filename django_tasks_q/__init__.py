@@ -9,6 +9,8 @@ def send_receipt(order_id): ...
 from .exceptions import (
     InvalidSchedule,
     InvalidTaskArguments,
+    QueueNotMigrated,
+    QueueUnavailable,
     Retry,
     TaskAborted,
     TaskNotRegistered,
@@ -24,6 +26,8 @@ __all__ = [
     "QTask",
     "QTaskContext",
     "QTaskResult",
+    "QueueNotMigrated",
+    "QueueUnavailable",
     "Retry",
     "TaskAborted",
     "TaskNotRegistered",

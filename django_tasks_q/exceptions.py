@@ -54,3 +54,12 @@ class DependencyFailed(TaskException):
 class FallbackNotNeeded(TaskException):
     """Every task this fallback (``after(..., on="failure")``) waited for
     succeeded, so it was cancelled without running."""
+
+
+class QueueUnavailable(TaskException):
+    """The queue's store cannot be used now (its server is unreachable, say):
+    nothing was queued. ``enqueue()`` raises it, from the store's own error."""
+
+
+class QueueNotMigrated(QueueUnavailable):
+    """The queue's tables are missing: run ``manage.py migrate``."""
