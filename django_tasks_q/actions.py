@@ -97,13 +97,13 @@ CANCEL = OperatorAction(
     confirmation=Confirmation(
         _("Cancel tasks"),
         _(
-            "Cancel these tasks? Waiting and scheduled tasks leave the queue and are "
-            "recorded as cancelled; running tasks are left to finish."
+            "Cancel these tasks? Waiting, scheduled and blocked tasks leave the queue "
+            "and are recorded as cancelled; running tasks are left to finish."
         ),
         _("Yes, cancel them"),
     ),
     button=_("Cancel"),
-    offered=lambda task: task.status == TaskStatus.READY,
+    offered=lambda task: task.status in TaskStatus.NOT_STARTED,
     command="cancel",
     command_help="Cancel waiting tasks (running ones are left to finish).",
     summary="Cancelled {cancelled} waiting task(s).",

@@ -1,6 +1,7 @@
 """The admin: lists, detail pages, actions with their confirmation, permissions,
 and the dashboard; on SQLite and PostgreSQL."""
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -9,9 +10,12 @@ from django.db import connections
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
+from django_tasks_q.admin.dashboard import throughput_chart
+from django_tasks_q.admin.display import ago
 from django_tasks_q.admin.pagination import EstimatedCountPaginator
-from django_tasks_q.models import ResultStatus, Task, TaskResult, TaskStatus
+from django_tasks_q.models import ResultStatus, Task, TaskDependency, TaskResult, TaskStatus
 
 from .factories import make_result, make_task, make_worker
 
@@ -328,11 +332,13 @@ def test_list_pages_do_not_count_big_tables(admin_queue, superuser, monkeypatch)
 def test_big_tables_keep_the_payloads_off_the_list_page(admin_queue, superuser):
     make_result(admin_queue, args=("x" * 10_000,))
     with CaptureQueriesContext(connections[admin_queue.database]) as queries:
-        superuser.get(RESULTS_URL)
+        response = superuser.get(RESULTS_URL)
     listing = [
         q["sql"] for q in queries if q["sql"].startswith('SELECT "django_tasks_q_taskresult"."id"')
     ]
-    assert listing and all('"args"' not in sql and '"errors"' not in sql for sql in listing)
+    assert listing and all('"args"' not in sql for sql in listing)
+    # The error column reads the last error's text, not the list of errors.
+    assert all("errors" in row.get_deferred_fields() for row in response.context["cl"].result_list)
 
 
 # -- the dashboard ---------------------------------------------------------------------
@@ -419,3 +425,103 @@ def test_delete_from_the_detail_page(admin_queue, superuser):
     url = reverse("admin:django_tasks_q_task_delete", args=[running.pk])
     assert superuser.post(url, {"post": "yes"}).status_code == 403
     assert list(queue(admin_queue)) == [running]
+
+
+# -- what an operator reads at a glance --------------------------------------------------
+
+
+def test_result_list_has_a_short_error_column_with_the_whole_error_on_hover(admin_queue, superuser):
+    long = "x" * 200
+    make_result(
+        admin_queue,
+        task_path="tests.tasks.first",
+        errors=[
+            {"exception_class_path": "builtins.ValueError", "traceback": "ValueError: old\n"},
+            {
+                "exception_class_path": "tests.tasks.Broken",
+                "traceback": f"Traceback (most recent call last):\n  x\ntests.tasks.Broken: "
+                f"<b>{long}</b>\nsecond line\n",
+            },
+        ],
+    )
+    make_result(admin_queue, ResultStatus.SUCCESSFUL, task_path="tests.tasks.second")
+
+    response = superuser.get(RESULTS_URL)
+    page = response.content.decode()
+
+    # The last attempt's error: class name and first line, truncated; all of it on hover.
+    [cell] = re.findall(r'<td class="field-error"><span(.*?)</td>', page, re.S)
+    [(hover, shown)] = re.findall(r'title="([^"]*)">([^<]*)</span>', cell, re.S)
+    assert hover == f"tests.tasks.Broken: &lt;b&gt;{long}&lt;/b&gt;\nsecond line"
+    assert shown.startswith("Broken: &lt;b&gt;xxx") and shown.endswith("…")
+    assert len(shown) < 100 and "ValueError" not in page.split('id="result_list"')[1]
+    assert page.count('<td class="field-error">') == 2  # the successful row's is empty
+    # Still no error list read for the list page: the last error's text only.
+    assert all("errors" in row.get_deferred_fields() for row in response.context["cl"].result_list)
+
+
+def test_a_blocked_task_shows_what_it_waits_for_and_can_be_cancelled(admin_queue, superuser):
+    running = make_task(admin_queue, status=TaskStatus.RUNNING, task_path="tests.tasks.parent")
+    done = make_result(admin_queue, ResultStatus.SUCCESSFUL, task_path="tests.tasks.done")
+    blocked = make_task(admin_queue, status=TaskStatus.BLOCKED, run_on="SUCCESS")
+    for position, parent in enumerate((running, done)):
+        TaskDependency.objects.using(admin_queue.database).create(
+            child=blocked.pk, parent=parent.pk, position=position
+        )
+    url = reverse("admin:django_tasks_q_task_change", args=[blocked.pk])
+
+    page = superuser.get(url).content.decode()
+
+    assert "Waits for" in page
+    assert reverse("admin:django_tasks_q_task_change", args=[running.pk]) in page
+    assert reverse("admin:django_tasks_q_taskresult_change", args=[done.pk]) in page
+    assert "tests.tasks.parent" in page and "Running" in page and "Successful" in page
+    assert "Once every task it waits for succeeded" in page
+    assert 'value="cancel_tasks"' in page
+
+    chosen = {"_selected_action": [blocked.pk], "confirm": "yes", "action": "cancel_tasks"}
+    answer = superuser.post(TASKS_URL, chosen, follow=True)
+    assert messages_of(answer) == ["Cancelled 1 task."]
+    assert history(admin_queue).get(pk=blocked.pk).status == ResultStatus.CANCELLED
+
+
+def test_list_pages_are_titled_by_what_they_list(admin_queue, superuser):
+    for url, title in (
+        (TASKS_URL, "Queued tasks"),
+        (RESULTS_URL, "Task results"),
+        (WORKERS_URL, "Workers"),
+        (reverse("admin:django_tasks_q_schedule_changelist"), "Schedules"),
+    ):
+        page = superuser.get(url).content.decode()
+        assert f"<h1>{title}</h1>" in page and "to change" not in page
+
+
+def test_one_humanising_function_for_relative_times():
+    now = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    assert [ago(now - timedelta(seconds=s), now) for s in (0, 7, 59.6, 60, 3725, 90000)] == [
+        "0 s ago",
+        "7 s ago",
+        "59 s ago",
+        "1 min ago",
+        "1 h 2 min ago",
+        "1 d 1 h ago",
+    ]
+    assert ago(now + timedelta(minutes=5), now) == "in 5 min"
+
+
+def test_the_dashboard_says_every_age_the_same_way(admin_queue, superuser):
+    make_worker(admin_queue, "live-worker", started_at=timezone.now() - timedelta(seconds=20))
+    page = superuser.get(DASHBOARD_URL).content.decode()
+    row = page.split('data-worker="live-worker"')[1].split("</tr>")[0]
+    assert "minutes" not in row and re.search(r">2\d s ago<", row) and ">2 s ago<" in row
+
+
+def test_the_dashboard_chart_has_readable_bars_and_axes():
+    start = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    minutes = [(start + timedelta(minutes=n), n % 3, n % 2) for n in range(60)]
+    chart = throughput_chart(minutes)
+    assert all(bar["width"] >= 4 for bar in chart["bars"])
+    times = [label["text"] for label in chart["time_labels"]]
+    assert len(times) == 3 and times[0] != times[1] != times[2]
+    assert chart["count_label"]["text"] == "3"
+    assert chart["plot_x"] > 0 and chart["plot_height"] < chart["height"]

@@ -7,16 +7,18 @@ Screenshots go to test-artifacts/.
 
 import os
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
 from django.db import connections
 
-from django_tasks_q.models import ResultStatus, TaskResult
+from django_tasks_q.models import ResultStatus, TaskDependency, TaskResult, TaskStatus
 
 from . import tasks
 from .conftest import ROOT, unavailable
+from .factories import make_result, make_task, make_worker
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -116,3 +118,65 @@ def test_operator_retries_a_failed_task_from_the_dashboard(
     assert section.locator("svg.taskq-chart rect.failed").count() == 0
     shot("7-dashboard-after")
     assert os.listdir(ARTIFACTS)
+
+
+def test_every_list_fits_a_1366_px_screen(queue_db, settings, live_server, browser):
+    """At 1366 px (a common laptop) no list scrolls sideways: long ids are cut
+    with an ellipsis, times read as ages. Screenshots of each page go to
+    test-artifacts/ (docs/screenshots/ holds copies)."""
+    settings.TASKS = {**settings.TASKS, "default": settings.TASKS[queue_db.alias]}
+    User.objects.create_superuser("operator", password="s3cret-pw")
+    host = "build-server-eu-west-1.compute.example.internal"
+    workers = [f"{host}-{pid}-a1b2c3" for pid in (123456, 123457)]
+    for worker_id in workers:
+        make_worker(queue_db, worker_id, hostname=host, queues=["default", "emails", "reports"])
+    long_path = "myproject.billing.tasks.send_the_monthly_invoice_reminders"
+    parent = make_task(
+        queue_db, status=TaskStatus.RUNNING, task_path=long_path, worker_id=workers[0]
+    )
+    make_task(queue_db, task_path=long_path, queue_name="emails", unique_key="invoice:42")
+    make_task(queue_db, run_in=timedelta(minutes=10), task_path="tests.tasks.add")
+    blocked = make_task(queue_db, status=TaskStatus.BLOCKED, run_on="SUCCESS", task_path=long_path)
+    TaskDependency.objects.using(queue_db.database).create(child=blocked.pk, parent=parent.pk)
+    message = "ConnectionRefusedError: [Errno 111] Connection refused while sending invoice 42"
+    for n in range(6):
+        make_result(
+            queue_db,
+            task_path=long_path,
+            worker_ids=[workers[n % 2]],
+            finished_ago=timedelta(minutes=n * 7),
+            errors=[
+                {"exception_class_path": "builtins.ConnectionRefusedError", "traceback": message}
+            ],
+        )
+        make_result(queue_db, ResultStatus.SUCCESSFUL, finished_ago=timedelta(minutes=n * 5))
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    page.set_default_timeout(30_000)
+    page.goto(f"{live_server.url}/admin/")
+    page.fill("#id_username", "operator")
+    page.fill("#id_password", "s3cret-pw")
+    page.click("input[type=submit]")
+
+    pages = {
+        "task-list": "task/",
+        "result-list": "taskresult/",
+        "worker-list": "worker/",
+        "schedule-list": "schedule/",
+        "blocked-task": f"task/{blocked.pk}/change/",
+        "dashboard": "dashboard/",
+    }
+    for name, path in pages.items():
+        page.goto(f"{live_server.url}/admin/django_tasks_q/{path}")
+        page.screenshot(path=ARTIFACTS / f"{queue_db.vendor}-1366-{name}.png")
+        # Neither the page nor the list's own box (Django's .results scrolls).
+        for box in ("document.scrollingElement", "document.querySelector('.results')"):
+            overflow = page.evaluate(f"(e => e && [e.scrollWidth, e.clientWidth])({box})")
+            assert not overflow or overflow[0] <= overflow[1], f"{name}: {box} scrolls sideways"
+    # The worker ids are cut on one line (a row of two lines is 50 px high),
+    # and whole on hover.
+    page.goto(f"{live_server.url}/admin/django_tasks_q/worker/")
+    worker_id = page.locator(f'#result_list [title="{workers[0]}"]')
+    assert worker_id.evaluate("e => e.scrollWidth > e.clientWidth")  # cut
+    assert worker_id.evaluate("e => e.getBoundingClientRect().height") < 25

@@ -15,6 +15,7 @@ from django.http import HttpRequest, HttpResponse
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.text import capfirst
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
@@ -22,7 +23,7 @@ from ..actions import actions_on
 from ..backends.base import QueueBackend
 from ..backends.database import operations
 from .changelist import LeanChangeList
-from .display import NOTHING, pretty_json, timestamp
+from .display import NOTHING, clipped, pretty_json, timestamp
 from .pagination import EstimatedCountPaginator
 
 
@@ -54,6 +55,13 @@ class BackendAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # tasks are enqueued by code, workers and schedules keep their own rows
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        # Titled by what it lists: nothing here is selected to be changed.
+        title = capfirst(self.opts.verbose_name_plural)
+        return super().changelist_view(request, {"title": title, **(extra_context or {})})
 
 
 class QueueModelAdmin(BackendAdmin):
@@ -129,7 +137,7 @@ class QueueModelAdmin(BackendAdmin):
 
     @admin.display(description=gettext_lazy("task"), ordering="task_path")
     def task_name(self, obj: Any) -> str:
-        return str(obj.task_path)
+        return clipped(str(obj.task_path))
 
     @admin.display(description=gettext_lazy("queue"), ordering="queue_name")
     def queue(self, obj: Any) -> str:

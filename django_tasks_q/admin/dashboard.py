@@ -17,10 +17,10 @@ from django.utils.text import capfirst
 from django.utils.translation import gettext as _
 
 from ..backends.base import QueueBackend, queue_backends
-from ..backends.contract import QueueStats
+from ..backends.contract import QueueStats, WorkerEntry
 from ..backends.database import operations
 from .base import BackendAdmin
-from .display import humanize_seconds
+from .display import ago, humanize_seconds
 
 
 @dataclass
@@ -40,29 +40,65 @@ class ShownQueue(QueueStats):
         )
 
 
+@dataclass
+class ShownWorker(WorkerEntry):
+    """A live worker with its ages in words."""
+
+    started: str = ""
+    last_heartbeat: str = ""
+
+    @classmethod
+    def of(cls, worker: WorkerEntry, now: datetime) -> ShownWorker:
+        figures = {f.name: getattr(worker, f.name) for f in fields(worker)}
+        return cls(
+            **figures,
+            started=ago(worker.started_at, now),
+            last_heartbeat=ago(worker.last_heartbeat_at, now),
+        )
+
+
 def throughput_chart(
-    throughput: list[tuple[datetime, int, int]], width: int = 240, height: int = 40
+    throughput: list[tuple[datetime, int, int]], width: int = 360, height: int = 84
 ) -> dict[str, Any]:
-    """Bars for an inline SVG: successful (bottom) and failed (top) per minute."""
+    """Bars for an inline SVG, successful (bottom) and failed (top) per minute,
+    with a count axis (0 and the peak, on the left) and a time axis (the first,
+    middle and last minute, below)."""
+    plot_x, plot_height = 24, height - 16  # room for the axes' labels
     peak = max((ok + failed for _minute, ok, failed in throughput), default=0)
     scale = peak or 1
-    step = width / max(len(throughput), 1)
+    step = (width - plot_x) / max(len(throughput), 1)
     bars = []
     for i, (minute, ok, failed) in enumerate(throughput):
-        ok_height = height * ok / scale
-        failed_height = height * failed / scale
+        ok_height = plot_height * ok / scale
+        failed_height = plot_height * failed / scale
         bars.append(
             {
-                "x": round(i * step, 2),
+                "x": round(plot_x + i * step, 2),
                 "width": round(max(step - 1, 1), 2),
-                "ok_y": round(height - ok_height, 2),
+                "ok_y": round(plot_height - ok_height, 2),
                 "ok_height": round(ok_height, 2),
-                "failed_y": round(height - ok_height - failed_height, 2),
+                "failed_y": round(plot_height - ok_height - failed_height, 2),
                 "failed_height": round(failed_height, 2),
                 "label": f"{timezone.localtime(minute):%H:%M}: {ok} ok, {failed} failed",
             }
         )
-    return {"bars": bars, "width": width, "height": height, "peak": peak}
+    time_labels = []
+    if throughput:
+        ends = {"start": 0, "middle": len(throughput) // 2, "end": len(throughput) - 1}
+        for anchor, i in ends.items():
+            x = {"start": plot_x, "middle": plot_x + (i + 0.5) * step, "end": width}[anchor]
+            text = f"{timezone.localtime(throughput[i][0]):%H:%M}"
+            time_labels.append({"x": round(x, 2), "y": height - 3, "anchor": anchor, "text": text})
+    return {
+        "bars": bars,
+        "width": width,
+        "height": height,
+        "plot_x": plot_x,
+        "plot_height": plot_height,
+        "peak": peak,
+        "count_label": {"x": plot_x - 4, "y": 10, "text": str(peak)},
+        "time_labels": time_labels,
+    }
 
 
 class DashboardAdmin(BackendAdmin):
@@ -125,6 +161,6 @@ class DashboardAdmin(BackendAdmin):
         return {
             **section,
             "queues": [ShownQueue.of(queue) for queue in queues],
-            "live_workers": [w for w in workers if w.live],
+            "live_workers": [ShownWorker.of(w, now) for w in workers if w.live],
             "stale_workers": len([w for w in workers if not w.live]),
         }

@@ -6,29 +6,41 @@ from typing import Any
 
 from django.contrib import admin
 from django.db.models import QuerySet
+from django.db.models.fields.json import KT
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from ..backends.database import operations
-from ..models import Task, TaskResult, TaskStatus
+from ..models import Task, TaskDependency, TaskResult, TaskStatus
 from .base import QueueModelAdmin
-from .display import NOTHING, humanize_seconds, pretty_json, task_state, timestamp
+from .display import (
+    NOTHING,
+    ago,
+    clipped,
+    error_line,
+    humanize_seconds,
+    pretty_json,
+    task_state,
+    timestamp,
+)
 from .filters import QueueFilter, StateFilter, TaskNameFilter
 from .operator_actions import admin_actions
 
 
 class TaskAdmin(QueueModelAdmin):
+    # What fits a 1366 px screen (admin.css): the detail page has the rest.
     list_display = (
         "task_name",
         "queue",
         "state",
         "priority",
-        "attempts",
         "enqueued",
-        "scheduled_for",
-        "started",
-        "worker_id",
+        "worker",
     )
     list_filter = (StateFilter, QueueFilter, TaskNameFilter)
     date_hierarchy = "enqueued_at"
@@ -63,6 +75,47 @@ class TaskAdmin(QueueModelAdmin):
     deadline = timestamp("expires_at", gettext_lazy("expires (if not started by then)"))
     search_help_text = gettext_lazy("A task id, a unique key, or part of a task's dotted path.")
 
+    def get_fieldsets(self, request: HttpRequest, obj: Task | None = None) -> Any:
+        if obj is None or obj.status != TaskStatus.BLOCKED:
+            return self.fieldsets
+        [main, *rest] = self.fieldsets
+        return (main, (gettext_lazy("Waits for"), {"fields": ("waits_for", "run_on")}), *rest)
+
+    @admin.display(description=gettext_lazy("tasks"))
+    def waits_for(self, obj: Task) -> str:
+        """The tasks a blocked task waits for, linked, each with its state."""
+        parents = list(
+            TaskDependency.objects.using(self.using)
+            .filter(child=obj.pk)
+            .order_by("position")
+            .values_list("parent", flat=True)
+        )
+        waiting = Task.objects.using(self.using).in_bulk(parents)
+        finished = TaskResult.objects.using(self.using).in_bulk(parents)
+        rows = []
+        row: Task | TaskResult
+        for parent in parents:
+            if parent in waiting:
+                row, state = waiting[parent], task_state(waiting[parent])
+            elif parent in finished:
+                row, state = finished[parent], str(finished[parent].get_status_display())
+            else:
+                rows.append((format_html("<code>{}</code>", parent), _("gone")))
+                continue
+            url = reverse(
+                f"admin:{row._meta.app_label}_{row._meta.model_name}_change",
+                args=[parent],
+                current_app=self.admin_site.name,
+            )
+            link = format_html('<a href="{}">{}</a> <code>{}</code>', url, row.task_path, parent)
+            rows.append((link, state))
+        if not rows:
+            return NOTHING
+        return format_html(
+            '<ul class="taskq-waits-for">{}</ul>',
+            format_html_join("", "<li>{} — {}</li>", rows),
+        )
+
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
     ) -> tuple[QuerySet[Any], bool]:
@@ -73,7 +126,15 @@ class TaskAdmin(QueueModelAdmin):
 
     @admin.display(description=gettext_lazy("state"), ordering="status")
     def state(self, obj: Task) -> str:
-        return task_state(obj)
+        # A scheduled task says when it runs: the list has no column for it.
+        now = timezone.now()
+        if obj.status == TaskStatus.READY and obj.run_after > now:
+            return f"{task_state(obj, now)} {ago(obj.run_after, now)}"
+        return task_state(obj, now)
+
+    @admin.display(description=gettext_lazy("worker"), ordering="worker_id")
+    def worker(self, obj: Task) -> str:
+        return clipped(obj.worker_id) if obj.worker_id else NOTHING
 
     def final_outcome(self, obj: Any) -> str:
         return _("running") if obj.status == TaskStatus.RUNNING else _("waiting to retry")
@@ -91,16 +152,14 @@ class TaskAdmin(QueueModelAdmin):
 
 
 class TaskResultAdmin(QueueModelAdmin):
+    # What fits a 1366 px screen (admin.css): the detail page has the rest,
+    # the queue is the filter's.
     list_display = (
         "task_name",
-        "queue",
         "status",
-        "priority",
-        "attempts",
-        "enqueued",
-        "started",
         "finished",
         "duration",
+        "error",
         "worker",
     )
     # Only the indexed order: sorting a million rows by another column is a
@@ -134,6 +193,25 @@ class TaskResultAdmin(QueueModelAdmin):
 
     finished = timestamp("finished_at", gettext_lazy("finished"))
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        # The error column's: the last error's text, not the whole list of
+        # errors with every attempt's traceback.
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                last_error_class=KT("errors__-1__exception_class_path"),
+                last_error_traceback=KT("errors__-1__traceback"),
+            )
+        )
+
+    @admin.display(description=gettext_lazy("error"))
+    def error(self, obj: Any) -> str:
+        if not obj.last_error_class:
+            return ""
+        line, whole = error_line(obj.last_error_class, obj.last_error_traceback or "")
+        return clipped(Truncator(line).chars(80), title=whole)
+
     @admin.display(description=gettext_lazy("duration"))
     def duration(self, obj: TaskResult) -> str:
         # The last attempt's: from the first start would count retry waits too.
@@ -143,7 +221,7 @@ class TaskResultAdmin(QueueModelAdmin):
 
     @admin.display(description=gettext_lazy("worker"))
     def worker(self, obj: TaskResult) -> str:
-        return obj.worker_ids[-1] if obj.worker_ids else NOTHING
+        return clipped(obj.worker_ids[-1]) if obj.worker_ids else NOTHING
 
     @admin.display(description=gettext_lazy("return value"))
     def return_value_json(self, obj: TaskResult) -> str:
