@@ -430,6 +430,9 @@ def test_delete_from_the_detail_page(admin_queue, superuser):
 # -- what an operator reads at a glance --------------------------------------------------
 
 
+RETRIED = {"exception_class_path": "builtins.KeyError", "traceback": "KeyError: 'once'\n"}
+
+
 def test_result_list_has_a_short_error_column_with_the_whole_error_on_hover(admin_queue, superuser):
     long = "x" * 200
     make_result(
@@ -444,7 +447,8 @@ def test_result_list_has_a_short_error_column_with_the_whole_error_on_hover(admi
             },
         ],
     )
-    make_result(admin_queue, ResultStatus.SUCCESSFUL, task_path="tests.tasks.second")
+    # A success after a failed attempt: nothing wrong to show.
+    make_result(admin_queue, ResultStatus.SUCCESSFUL, attempts=2, errors=[RETRIED])
 
     response = superuser.get(RESULTS_URL)
     page = response.content.decode()
@@ -454,7 +458,8 @@ def test_result_list_has_a_short_error_column_with_the_whole_error_on_hover(admi
     [(hover, shown)] = re.findall(r'title="([^"]*)">([^<]*)</span>', cell, re.S)
     assert hover == f"tests.tasks.Broken: &lt;b&gt;{long}&lt;/b&gt;\nsecond line"
     assert shown.startswith("Broken: &lt;b&gt;xxx") and shown.endswith("…")
-    assert len(shown) < 100 and "ValueError" not in page.split('id="result_list"')[1]
+    list_page = page.split('id="result_list"')[1]
+    assert len(shown) < 100 and "ValueError" not in list_page and "KeyError" not in list_page
     assert page.count('<td class="field-error">') == 2  # the successful row's is empty
     # Still no error list read for the list page: the last error's text only.
     assert all("errors" in row.get_deferred_fields() for row in response.context["cl"].result_list)

@@ -16,7 +16,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from ..backends.database import operations
-from ..models import Task, TaskDependency, TaskResult, TaskStatus
+from ..models import ResultStatus, Task, TaskDependency, TaskResult, TaskStatus
 from .base import QueueModelAdmin
 from .display import (
     NOTHING,
@@ -207,7 +207,8 @@ class TaskResultAdmin(QueueModelAdmin):
 
     @admin.display(description=gettext_lazy("error"))
     def error(self, obj: Any) -> str:
-        if not obj.last_error_class:
+        # A success may follow failed attempts: nothing wrong to show then.
+        if obj.status not in ResultStatus.UNSUCCESSFUL or not obj.last_error_class:
             return ""
         line, whole = error_line(obj.last_error_class, obj.last_error_traceback or "")
         return clipped(Truncator(line).chars(80), title=whole)
