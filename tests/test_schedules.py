@@ -367,6 +367,13 @@ def test_three_workers_enqueue_each_tick_exactly_once(queue_db, start_worker):
     workers = [
         start_worker(queue_db, "--concurrency", "2", env=schedule_env(queue_db)) for _ in range(3)
     ]
+    # Each must be up (signal handlers installed, ticking) before any is
+    # stopped: on a loaded machine one can still be importing Django.
+    wait_until(
+        lambda: all("ticks 1 schedule(s)" in worker.output() for worker in workers),
+        timeout=120,
+        message="all three workers to start ticking",
+    )
     runs = Execution.objects.using(queue_db.database).filter(label="tick")
     wait_until(lambda: runs.count() >= 6, timeout=120, message="six ticks to run")
     for worker in workers:
