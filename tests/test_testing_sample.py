@@ -5,7 +5,7 @@ from django_tasks_q import task
 from django_tasks_q.testing import run_tasks
 
 
-@task(max_retries=2)  # yours live in your app's tasks.py
+@task  # yours live in your app's tasks.py
 def add(a, b):
     return a + b
 
