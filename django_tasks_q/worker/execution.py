@@ -2,7 +2,8 @@
 
 The same functions serve every executor: the thread pool calls
 ``run_attempt`` in its threads, the process pool in its children, and the
-asyncio loop awaits ``arun_attempt``.
+asyncio loop awaits ``arun_attempt``; ``testing.run_tasks`` calls
+``run_attempt`` in a test's own process.
 """
 
 import threading
