@@ -148,6 +148,13 @@ class QTask[**P, R](DjangoTask):
     ``@django.tasks.task`` accepts these options too when it targets them.
     """
 
+    # Django's own fields, with the defaults Django 6.1 gives them: on 6.0
+    # they have none, and Django's calls and ours leave some out.
+    priority: int = DEFAULT_TASK_PRIORITY
+    backend: str = DEFAULT_TASK_BACKEND_ALIAS
+    queue_name: str = DEFAULT_TASK_QUEUE_NAME
+    run_after: datetime | None = None
+
     max_retries: int = 0  # retries after the first attempt
     retry_backoff: float = 1.0  # seconds before the first retry; doubles each time
     retry_backoff_max: float = 600.0  # the cap on one delay, in seconds

@@ -2,7 +2,8 @@
 
 The same functions serve every executor: the thread pool calls
 ``run_attempt`` in its threads, the process pool in its children, and the
-asyncio loop awaits ``arun_attempt``.
+asyncio loop awaits ``arun_attempt``; ``testing.run_tasks`` calls
+``run_attempt`` in a test's own process.
 """
 
 import threading
@@ -13,8 +14,8 @@ from traceback import format_exception
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.db import close_old_connections
-from django.tasks.signals import task_started
+from django.db import connections
+from django.tasks.signals import task_finished, task_started
 from django.utils import timezone
 
 from ..backends.contract import ClaimedTask, Outcome, WorkerStore
@@ -69,6 +70,14 @@ class Job:
         if self.started is None or self.timeout is None:
             return None
         return self.started + self.timeout
+
+
+def close_old_connections() -> None:
+    """Django's ``close_old_connections``, sparing connections in a transaction:
+    ``testing.run_tasks`` runs attempts inside a test's, which closing would end."""
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close_if_unusable_or_obsolete()
 
 
 def _start(
@@ -136,6 +145,17 @@ async def arun_attempt(
         return failed_attempt(claimed, task, error, started)
     finally:
         await sync_to_async(close_old_connections)()
+
+
+def send_finished(backend: WorkerStore, outcome: Outcome) -> None:
+    """Send ``task_finished`` for a recorded outcome; a retry has not finished."""
+    if outcome.status == Outcome.RETRY:
+        return
+    claimed = outcome.claimed
+    task = backend.resolve_task(claimed.task_path, claimed.priority, claimed.queue_name)
+    task_finished.send(
+        type(backend), task_result=backend.result_for_claimed(claimed, task, outcome)
+    )
 
 
 def failed_attempt(

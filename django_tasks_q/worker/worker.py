@@ -27,7 +27,6 @@ from types import FrameType
 from typing import Any
 
 from django.db import close_old_connections
-from django.tasks.signals import task_finished
 from django.utils import timezone
 from django.utils.crypto import get_random_string
 
@@ -38,7 +37,7 @@ from ..hooks import run_worker_start_hooks
 from ..registry import autodiscover, resolve
 from ..schedules import declared_schedules
 from .asyncio_loop import AsyncioLoop
-from .execution import Job, aborted_attempt, cancelled_when_aborted, failed_attempt
+from .execution import Job, aborted_attempt, cancelled_when_aborted, failed_attempt, send_finished
 from .pool import Executor, Pool
 from .processes import ProcessPool
 from .scheduler import Scheduler
@@ -538,13 +537,7 @@ class Worker:
                     outcome.duration * 1000,
                     claimed.attempts,
                 )
-                task = self.backend.resolve_task(
-                    claimed.task_path, claimed.priority, claimed.queue_name
-                )
-                task_finished.send(
-                    type(self.backend),
-                    task_result=self.backend.result_for_claimed(claimed, task, outcome),
-                )
+                send_finished(self.backend, outcome)
 
     def _hand_back(self, running_too: bool = False) -> bool:
         """Return claimed tasks to the queue: those still waiting for a slot,
