@@ -9,7 +9,7 @@ the database backend's tables.
 
 import json
 import sys
-from argparse import ArgumentParser
+from argparse import SUPPRESS, ArgumentParser
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -58,6 +58,36 @@ def when(value: datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") if value else None
 
 
+def add_common_options(parser: ArgumentParser, *, defaults: bool) -> None:
+    """The options of every subcommand, given before or after its name.
+
+    After it, they have no defaults (SUPPRESS): a subcommand not given one keeps
+    the value given before its name.
+    """
+
+    def default(value: Any) -> Any:
+        return value if defaults else SUPPRESS
+
+    parser.add_argument(
+        "--backend",
+        default=default(DEFAULT_TASK_BACKEND_ALIAS),
+        help=f"The TASKS alias whose queue to use (default: {DEFAULT_TASK_BACKEND_ALIAS}).",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=default(False),
+        help="Print JSON on one line, for scripts.",
+    )
+    parser.add_argument(
+        "--indent",
+        type=int,
+        metavar="N",
+        default=default(None),
+        help="Print JSON indented by N spaces, for people (implies --json).",
+    )
+
+
 class Command(BaseCommand):
     help = (
         "Inspect and operate the task queue: status, list, retry, cancel, abort, purge, "
@@ -65,17 +95,18 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument(
-            "--backend",
-            default=DEFAULT_TASK_BACKEND_ALIAS,
-            help="The TASKS alias whose queue to use (default: %(default)s).",
-        )
-        parser.add_argument("--json", action="store_true", help="Print JSON, for scripts.")
+        add_common_options(parser, defaults=True)
+        common = ArgumentParser(add_help=False)
+        add_common_options(common, defaults=False)
         commands = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
 
-        commands.add_parser("status", help="Per queue: waiting, scheduled, running, failed.")
+        def add_command(name: str, help: str, into: Any = commands) -> ArgumentParser:
+            sub: ArgumentParser = into.add_parser(name, help=help, parents=[common])
+            return sub
 
-        listing = commands.add_parser("list", help="List tasks (the queue, or finished ones).")
+        add_command("status", "Per queue: waiting, scheduled, running, failed.")
+
+        listing = add_command("list", "List tasks (the queue, or finished ones).")
         listing.add_argument("--queue", help="Only this queue.")
         listing.add_argument("--task", help="Only this task (its dotted path).")
         listing.add_argument(
@@ -88,13 +119,13 @@ class Command(BaseCommand):
         listing.add_argument("--limit", type=int, default=50, help="At most this many (50).")
 
         for name, action in TASK_ACTIONS.items():
-            sub = commands.add_parser(name, help=action.command_help)
+            sub = add_command(name, action.command_help)
             sub.add_argument("ids", nargs="*", metavar="ID", help="Task ids.")
             sub.add_argument("--queue", help="Every one in this queue.")
             sub.add_argument("--task", help="Every one of this task (its dotted path).")
             sub.add_argument("--all", action="store_true", help="Every one there is.")
 
-        purge = commands.add_parser("purge", help="Delete every waiting task of a queue.")
+        purge = add_command("purge", "Delete every waiting task of a queue.")
         purge.add_argument("queue")
         purge.add_argument(
             "--no-input",
@@ -103,7 +134,7 @@ class Command(BaseCommand):
             help="Don't ask for confirmation.",
         )
 
-        prune = commands.add_parser("prune", help="Delete old results, in batches.")
+        prune = add_command("prune", "Delete old results, in batches.")
         prune.add_argument(
             "--older-than",
             type=float,
@@ -124,15 +155,15 @@ class Command(BaseCommand):
             help="Rows per delete statement (%(default)s).",
         )
 
-        workers = commands.add_parser("workers", help="The registered workers.")
+        workers = add_command("workers", "The registered workers.")
         workers.add_argument("--all", action="store_true", help="Include stale ones.")
 
-        schedules = commands.add_parser(
-            "schedules", help="Periodic tasks: list them (the default), pause or resume them."
+        schedules = add_command(
+            "schedules", "Periodic tasks: list them (the default), pause or resume them."
         )
         actions = schedules.add_subparsers(dest="action", metavar="ACTION")
         for name, action in SCHEDULE_ACTIONS.items():
-            sub = actions.add_parser(name, help=action.command_help)
+            sub = add_command(name, action.command_help, into=actions)
             sub.add_argument("names", nargs="*", metavar="NAME", help="Schedule names.")
             sub.add_argument("--all", action="store_true", help="Every schedule.")
 
@@ -146,7 +177,8 @@ class Command(BaseCommand):
                 f"TASKS[{backend!r}] is {type(self.queue_backend).__name__} "
                 f"(taskq {', '.join(ANY_BACKEND)} work with it)."
             )
-        self.as_json = options["json"]
+        self.as_json = options["json"] or options["indent"] is not None
+        self.indent = options["indent"]
         try:
             if declared := TASK_ACTIONS.get(subcommand):
                 manager = declared.model._default_manager
@@ -164,7 +196,8 @@ class Command(BaseCommand):
         summary: str | None = None,
     ) -> None:
         if self.as_json:
-            self.stdout.write(json.dumps(data, indent=2, default=str))
+            # One line by default: for jq, grep and log pipelines.
+            self.stdout.write(json.dumps(data, indent=self.indent, default=str))
             return
         if headers is not None:
             self.stdout.write(table(headers, rows) if rows else "(none)")
