@@ -107,7 +107,7 @@ class Worker:
         burst: bool = False,
         max_tasks: int | None = None,
         poll_interval: float | None = None,
-        shutdown_timeout: float = 30.0,
+        shutdown_timeout: float = 25.0,
         worker_id: str | None = None,
         pool: str = "thread",
         max_tasks_per_child: int | None = None,

@@ -61,7 +61,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--shutdown-timeout",
             type=float,
-            default=30.0,
+            default=25.0,
             help="On SIGTERM/SIGINT, seconds to let running tasks finish before "
             "handing them back to the queue (default: %(default)s).",
         )

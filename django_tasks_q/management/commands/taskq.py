@@ -21,12 +21,13 @@ from django.utils import timezone
 
 from django_tasks_q.actions import OperatorAction, commands_on
 from django_tasks_q.backends.database import operations
+from django_tasks_q.health import Health, check_health
 from django_tasks_q.management.queue_backend import queue_backend
 from django_tasks_q.models import ResultStatus, Schedule, Task, TaskResult, TaskStatus
 
 QUEUE_STATES = ("waiting", "scheduled", "running", "blocked")
 # Subcommands every backend answers; the rest work on TaskResult and Task rows.
-ANY_BACKEND = ("status", "workers", "purge")
+ANY_BACKEND = ("status", "workers", "purge", "health")
 RESULT_STATES = tuple(status.lower() for status in ResultStatus.values)
 # The operator's actions, by subcommand: on tasks and results, and on schedules.
 TASK_ACTIONS = commands_on(Task, TaskResult)
@@ -157,6 +158,25 @@ class Command(BaseCommand):
 
         workers = add_command("workers", "The registered workers.")
         workers.add_argument("--all", action="store_true", help="Include stale ones.")
+
+        health = add_command(
+            "health",
+            "A probe: exit 0 if healthy, 1 if the store is unreachable or not migrated, "
+            "2 if a queue has no live worker, 3 if the --worker one is not live.",
+        )
+        health.add_argument(
+            "--queue",
+            action="append",
+            dest="queues",
+            metavar="NAME",
+            help="A queue that needs a live worker; repeatable (default: every one of QUEUES).",
+        )
+        health.add_argument(
+            "--worker",
+            metavar="ID",
+            help="Check only that this worker (runtaskworker --worker-id ID) is live: "
+            "a worker's liveness probe.",
+        )
 
         schedules = add_command(
             "schedules", "Periodic tasks: list them (the default), pause or resume them."
@@ -293,6 +313,13 @@ class Command(BaseCommand):
                 for w in found
             ],
         )
+
+    def do_health(self, *, queues: list[str] | None, worker: str | None, **options: Any) -> None:
+        queues = queues or sorted(self.queue_backend.queues)
+        health, message = check_health(self.queue_backend, queues, worker, timezone.now())
+        if health is not Health.HEALTHY:
+            raise CommandError(message, returncode=health)
+        self.emit({"health": health.name.lower(), "message": message}, summary=message)
 
     # -- acting -------------------------------------------------------------------
 
