@@ -3,7 +3,7 @@
 Thin: it parses arguments and calls the backend's figures, and for retry,
 cancel, abort, pause and resume the operator's actions declared in
 ``actions.py``, as the admin does. Tables for people, ``--json`` for scripts.
-``status``, ``workers`` and ``purge`` work on any backend; the others act on
+``status``, ``workers``, ``purge`` and ``health`` work on any backend; the others act on
 the database backend's tables.
 """
 
