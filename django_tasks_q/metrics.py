@@ -22,6 +22,11 @@ down. Counts of finished tasks and their durations cover the tasks that
 finished in the last ``window`` (5 minutes by default; on Redis, counted per
 minute, from the start of the window's first minute). Run-time histograms
 need the database's history: a Redis backend has none.
+
+Counters and histograms (``rate()``, error ratios) come from the workers:
+``runtaskworker --metrics-port PORT`` serves each worker's own, counted as it
+records its tasks (see ``WorkerMetrics``); Prometheus scrapes every worker and
+sums them.
 """
 
 from dataclasses import dataclass, field
@@ -30,15 +35,24 @@ from datetime import datetime, timedelta
 from django.http import HttpRequest, HttpResponse
 from django.tasks import task_backends
 from django.utils import timezone
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
 from .backends.base import QueueBackend, queue_backends
-from .backends.contract import QueueFigures
+from .backends.contract import Outcome, QueueFigures
 
 # Seconds; the last bucket (+Inf) is added.
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+# A task waits from well under a second (an idle worker) to hours (a backlog).
+WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
 
 
 @dataclass(slots=True)
@@ -183,3 +197,70 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     """The queue's metrics in Prometheus' text format. Open to anyone who can
     reach it: route it where only Prometheus can, or wrap it in your own check."""
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+
+class WorkerMetrics:
+    """One worker process's counters and histograms, on its own port.
+
+    Counted where the worker records its tasks, so they are exact and
+    monotonic, and need no store: a count over the tables could go down as
+    results are pruned (or, on Redis, expire), which ``rate()`` would read as a
+    reset. Each worker counts only its own tasks; Prometheus sums the workers.
+    A restart starts the counters at 0 again, which ``rate()`` handles.
+    """
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        self.registry = CollectorRegistry()
+        by_task = ["backend", "queue", "task"]
+        self.finished = Counter(
+            "taskq_tasks_finished_total",
+            "Tasks this worker finished, by queue, task and final status.",
+            [*by_task, "status"],
+            registry=self.registry,
+        )
+        self.retries = Counter(
+            "taskq_task_retries_total",
+            "Attempts that failed and were scheduled to run again.",
+            by_task,
+            registry=self.registry,
+        )
+        self.recovered = Counter(
+            "taskq_tasks_recovered_total",
+            "Tasks this worker took back from workers that stopped renewing their leases.",
+            ["backend"],
+            registry=self.registry,
+        )
+        self.queue_wait = Histogram(
+            "taskq_task_queue_wait_seconds",
+            "From when an attempt was due (run_after) to when it started.",
+            ["backend", "queue"],
+            buckets=WAIT_BUCKETS,
+            registry=self.registry,
+        )
+        self.run_time = Histogram(
+            "taskq_task_run_seconds",
+            "How long each attempt ran, by queue and task.",
+            by_task,
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+
+    def serve(self, port: int, address: str = "0.0.0.0") -> None:
+        """Serve /metrics from a thread of this process."""
+        start_http_server(port, address, registry=self.registry)
+
+    def recorded(self, outcome: Outcome) -> None:
+        """Count an attempt whose outcome the store has recorded."""
+        claimed = outcome.claimed
+        labels = (self.backend, claimed.queue_name, claimed.task_path)
+        wait = (claimed.last_attempted_at - claimed.run_after).total_seconds()
+        self.queue_wait.labels(self.backend, claimed.queue_name).observe(max(wait, 0.0))
+        self.run_time.labels(*labels).observe(outcome.duration)
+        if outcome.status == Outcome.RETRY:
+            self.retries.labels(*labels).inc()
+        else:
+            self.finished.labels(*labels, outcome.status).inc()
+
+    def recovered_tasks(self, count: int) -> None:
+        self.recovered.labels(self.backend).inc(count)

@@ -33,11 +33,12 @@ def make_result(
     queue_name="default",
     args=(2, 3),
     finished_ago=timedelta(seconds=1),
+    finished_at=None,
     ran_for=timedelta(milliseconds=20),
     attempts=1,
     **fields,
 ):
-    finished = timezone.now() - finished_ago
+    finished = finished_at or timezone.now() - finished_ago
     started = finished - ran_for
     failed = status != ResultStatus.SUCCESSFUL and status != ResultStatus.CANCELLED
     defaults = {

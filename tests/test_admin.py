@@ -354,8 +354,12 @@ def test_dashboard_counts_per_queue(admin_queue, superuser):
     make_result(admin_queue)  # failed a second ago
     make_result(admin_queue, ResultStatus.EXPIRED, finished_ago=timedelta(minutes=30))
     make_result(admin_queue, finished_ago=timedelta(hours=2))  # too long ago
+    # One fixed time in the middle of a minute: the three share a bar whenever the test runs.
+    in_one_minute = timezone.now().replace(second=30, microsecond=0) - timedelta(minutes=2)
     for _ in range(3):
-        make_result(admin_queue, ResultStatus.SUCCESSFUL, queue_name="emails")
+        make_result(
+            admin_queue, ResultStatus.SUCCESSFUL, queue_name="emails", finished_at=in_one_minute
+        )
     make_worker(admin_queue, "live-worker")
     make_worker(admin_queue, "gone-worker", heartbeat_ago=timedelta(hours=1))
 

@@ -100,3 +100,35 @@ def test_prune(queue_db):
 def test_unknown_backend_is_an_error(queue_db):
     with pytest.raises(CommandError):
         call_command("taskq", "--backend", "nope", "status", stdout=StringIO())
+
+
+def test_common_options_go_before_or_after_the_subcommand(queue_db):
+    waiting = make_task(queue_db)
+    after = StringIO()
+    call_command("taskq", "list", "--json", "--backend", queue_db.alias, stdout=after)
+    before = StringIO()
+    call_command("taskq", "--json", "--backend", queue_db.alias, "list", stdout=before)
+    assert after.getvalue() == before.getvalue()
+    assert [row["id"] for row in json.loads(after.getvalue())] == [str(waiting.pk)]
+    # Given before the subcommand, not overridden by its defaults after it.
+    nested = StringIO()
+    call_command(
+        "taskq", "--backend", queue_db.alias, "schedules", "pause", "--all", "--json", stdout=nested
+    )
+    assert json.loads(nested.getvalue()) == {"paused": 0}
+
+
+def test_json_is_one_line_unless_indent_is_given(queue_db):
+    make_task(queue_db)
+    one_line = taskq(queue_db, "status", as_json=True)
+    out = StringIO()
+    call_command("taskq", "--backend", queue_db.alias, "--json", "status", stdout=out)
+    assert out.getvalue().count("\n") == 1  # the line's own end
+    indented = StringIO()
+    call_command("taskq", "status", "--backend", queue_db.alias, "--indent", "2", stdout=indented)
+    assert indented.getvalue().count("\n") > 10
+
+    def waiting(queues):
+        return [(queue["queue"], queue["waiting"]) for queue in queues]
+
+    assert waiting(json.loads(indented.getvalue())) == waiting(one_line)

@@ -227,7 +227,7 @@ def test_taskq_says_which_subcommands_a_redis_backend_has(redis_queue_db):
     """The others act on the SQL tables, which do not hold a Redis queue."""
     with pytest.raises(CommandError, match=r"taskq list works on the database backend's tables"):
         taskq("redis", "list")
-    with pytest.raises(CommandError, match=r"taskq status, workers, purge work with it"):
+    with pytest.raises(CommandError, match=r"taskq status, workers, purge, health work with it"):
         taskq("redis", "prune", "--older-than", "1")
 
 

@@ -96,6 +96,7 @@ class ClaimedTask:
     enqueued_at: datetime
     started_at: datetime
     last_attempted_at: datetime
+    run_after: datetime  # when this attempt was due: its queue wait is from here
 
 
 @dataclass(slots=True)

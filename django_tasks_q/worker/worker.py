@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from inspect import iscoroutinefunction
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import close_old_connections
 from django.utils import timezone
@@ -42,6 +42,9 @@ from .pool import Executor, Pool
 from .processes import ProcessPool
 from .scheduler import Scheduler
 from .threads import ThreadPool
+
+if TYPE_CHECKING:  # prometheus_client is optional: only --metrics-port imports it
+    from ..metrics import WorkerMetrics
 
 logger = logging.getLogger("django_tasks_q.worker")
 
@@ -106,13 +109,15 @@ class Worker:
         burst: bool = False,
         max_tasks: int | None = None,
         poll_interval: float | None = None,
-        shutdown_timeout: float = 30.0,
+        shutdown_timeout: float = 25.0,
         worker_id: str | None = None,
         pool: str = "thread",
         max_tasks_per_child: int | None = None,
         schedules: bool = True,
+        metrics: "WorkerMetrics | None" = None,
     ) -> None:
         self.backend = backend
+        self.metrics = metrics
         self.queues = queues  # None: every queue
         self.concurrency = concurrency
         self.burst = burst
@@ -371,6 +376,8 @@ class Worker:
             return
         if recovered:
             logger.warning("Recovered %d task(s) from workers that stopped renewing", recovered)
+            if self.metrics:
+                self.metrics.recovered_tasks(recovered)
 
     # -- periodic tasks --------------------------------------------------------
 
@@ -519,7 +526,10 @@ class Worker:
                     claimed.task_path,
                     outcome.status,
                 )
-            elif outcome.status == Outcome.RETRY:
+                continue
+            if self.metrics:
+                self.metrics.recorded(outcome)
+            if outcome.status == Outcome.RETRY:
                 retry_at = outcome.retry_at or outcome.finished_at  # set with RETRY
                 logger.info(
                     "Task %s %s failed (attempt %d), retrying in %.1f s",

@@ -130,6 +130,7 @@ def _claimed(row: Sequence[Any], now: datetime) -> ClaimedTask:
         enqueued_at=_datetime(row[10]),
         started_at=_datetime(row[11]),
         last_attempted_at=now,
+        run_after=_datetime(row[12]),
     )
 
 

@@ -245,6 +245,7 @@ class RedisBackend(QueueBackend):
             enqueued_at=_at(fields["enqueued_at"]),
             started_at=_at(fields["started_at"]),
             last_attempted_at=now,
+            run_after=_at(fields["run_after"]),
         )
 
     def _record(self, outcomes: list[Outcome], worker_id: str) -> list[Outcome]:

@@ -1,7 +1,7 @@
 import logging
 import sys
 from argparse import ArgumentParser
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.management.base import BaseCommand, CommandError
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS
@@ -9,6 +9,9 @@ from django.tasks import DEFAULT_TASK_BACKEND_ALIAS
 from django_tasks_q.exceptions import WorkerStartupError
 from django_tasks_q.management.queue_backend import queue_backend as get_queue_backend
 from django_tasks_q.worker.worker import Worker
+
+if TYPE_CHECKING:  # prometheus_client is optional
+    from django_tasks_q.metrics import WorkerMetrics
 
 
 class Command(BaseCommand):
@@ -61,9 +64,16 @@ class Command(BaseCommand):
         parser.add_argument(
             "--shutdown-timeout",
             type=float,
-            default=30.0,
+            default=25.0,
             help="On SIGTERM/SIGINT, seconds to let running tasks finish before "
             "handing them back to the queue (default: %(default)s).",
+        )
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            metavar="PORT",
+            help="Serve this worker's Prometheus counters and histograms on "
+            "http://0.0.0.0:PORT/metrics (needs django-tasks-q[prometheus]).",
         )
         parser.add_argument("--worker-id", help="Name this worker (default: host-pid-random).")
         parser.add_argument(
@@ -96,6 +106,7 @@ class Command(BaseCommand):
         ):
             raise CommandError("--max-tasks-per-child needs --pool process and a number >= 1.")
         self._configure_logging(options["verbosity"])
+        metrics = self._serve_metrics(backend, options["metrics_port"])
         worker = Worker(
             queue_backend,
             queues=queues or sorted(queue_backend.queues) or None,
@@ -108,11 +119,28 @@ class Command(BaseCommand):
             pool=options["pool"],
             max_tasks_per_child=options["max_tasks_per_child"],
             schedules=options["schedules"],
+            metrics=metrics,
         )
         try:
             worker.run()
         except WorkerStartupError as error:
             raise CommandError(error) from None
+
+    def _serve_metrics(self, backend: str, port: int | None) -> "WorkerMetrics | None":
+        if port is None:
+            return None
+        try:
+            from django_tasks_q.metrics import WorkerMetrics
+        except ImportError:
+            raise CommandError(
+                '--metrics-port needs prometheus_client: pip install "django-tasks-q[prometheus]".'
+            ) from None
+        metrics = WorkerMetrics(backend)
+        try:
+            metrics.serve(port)
+        except OSError as error:
+            raise CommandError(f"--metrics-port {port}: {error.strerror}.") from None
+        return metrics
 
     def _configure_logging(self, verbosity: int) -> None:
         """Log a line per task unless the project's LOGGING already says where."""

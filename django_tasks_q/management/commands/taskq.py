@@ -3,13 +3,13 @@
 Thin: it parses arguments and calls the backend's figures, and for retry,
 cancel, abort, pause and resume the operator's actions declared in
 ``actions.py``, as the admin does. Tables for people, ``--json`` for scripts.
-``status``, ``workers`` and ``purge`` work on any backend; the others act on
+``status``, ``workers``, ``purge`` and ``health`` work on any backend; the others act on
 the database backend's tables.
 """
 
 import json
 import sys
-from argparse import ArgumentParser
+from argparse import SUPPRESS, ArgumentParser
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,12 +21,13 @@ from django.utils import timezone
 
 from django_tasks_q.actions import OperatorAction, commands_on
 from django_tasks_q.backends.database import operations
+from django_tasks_q.health import Health, check_health
 from django_tasks_q.management.queue_backend import queue_backend
 from django_tasks_q.models import ResultStatus, Schedule, Task, TaskResult, TaskStatus
 
 QUEUE_STATES = ("waiting", "scheduled", "running", "blocked")
 # Subcommands every backend answers; the rest work on TaskResult and Task rows.
-ANY_BACKEND = ("status", "workers", "purge")
+ANY_BACKEND = ("status", "workers", "purge", "health")
 RESULT_STATES = tuple(status.lower() for status in ResultStatus.values)
 # The operator's actions, by subcommand: on tasks and results, and on schedules.
 TASK_ACTIONS = commands_on(Task, TaskResult)
@@ -58,6 +59,36 @@ def when(value: datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") if value else None
 
 
+def add_common_options(parser: ArgumentParser, *, defaults: bool) -> None:
+    """The options of every subcommand, given before or after its name.
+
+    After it, they have no defaults (SUPPRESS): a subcommand not given one keeps
+    the value given before its name.
+    """
+
+    def default(value: Any) -> Any:
+        return value if defaults else SUPPRESS
+
+    parser.add_argument(
+        "--backend",
+        default=default(DEFAULT_TASK_BACKEND_ALIAS),
+        help=f"The TASKS alias whose queue to use (default: {DEFAULT_TASK_BACKEND_ALIAS}).",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=default(False),
+        help="Print JSON on one line, for scripts.",
+    )
+    parser.add_argument(
+        "--indent",
+        type=int,
+        metavar="N",
+        default=default(None),
+        help="Print JSON indented by N spaces, for people (implies --json).",
+    )
+
+
 class Command(BaseCommand):
     help = (
         "Inspect and operate the task queue: status, list, retry, cancel, abort, purge, "
@@ -65,17 +96,18 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument(
-            "--backend",
-            default=DEFAULT_TASK_BACKEND_ALIAS,
-            help="The TASKS alias whose queue to use (default: %(default)s).",
-        )
-        parser.add_argument("--json", action="store_true", help="Print JSON, for scripts.")
+        add_common_options(parser, defaults=True)
+        common = ArgumentParser(add_help=False)
+        add_common_options(common, defaults=False)
         commands = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
 
-        commands.add_parser("status", help="Per queue: waiting, scheduled, running, failed.")
+        def add_command(name: str, help: str, into: Any = commands) -> ArgumentParser:
+            sub: ArgumentParser = into.add_parser(name, help=help, parents=[common])
+            return sub
 
-        listing = commands.add_parser("list", help="List tasks (the queue, or finished ones).")
+        add_command("status", "Per queue: waiting, scheduled, running, failed.")
+
+        listing = add_command("list", "List tasks (the queue, or finished ones).")
         listing.add_argument("--queue", help="Only this queue.")
         listing.add_argument("--task", help="Only this task (its dotted path).")
         listing.add_argument(
@@ -88,13 +120,13 @@ class Command(BaseCommand):
         listing.add_argument("--limit", type=int, default=50, help="At most this many (50).")
 
         for name, action in TASK_ACTIONS.items():
-            sub = commands.add_parser(name, help=action.command_help)
+            sub = add_command(name, action.command_help)
             sub.add_argument("ids", nargs="*", metavar="ID", help="Task ids.")
             sub.add_argument("--queue", help="Every one in this queue.")
             sub.add_argument("--task", help="Every one of this task (its dotted path).")
             sub.add_argument("--all", action="store_true", help="Every one there is.")
 
-        purge = commands.add_parser("purge", help="Delete every waiting task of a queue.")
+        purge = add_command("purge", "Delete every waiting task of a queue.")
         purge.add_argument("queue")
         purge.add_argument(
             "--no-input",
@@ -103,7 +135,7 @@ class Command(BaseCommand):
             help="Don't ask for confirmation.",
         )
 
-        prune = commands.add_parser("prune", help="Delete old results, in batches.")
+        prune = add_command("prune", "Delete old results, in batches.")
         prune.add_argument(
             "--older-than",
             type=float,
@@ -124,15 +156,34 @@ class Command(BaseCommand):
             help="Rows per delete statement (%(default)s).",
         )
 
-        workers = commands.add_parser("workers", help="The registered workers.")
+        workers = add_command("workers", "The registered workers.")
         workers.add_argument("--all", action="store_true", help="Include stale ones.")
 
-        schedules = commands.add_parser(
-            "schedules", help="Periodic tasks: list them (the default), pause or resume them."
+        health = add_command(
+            "health",
+            "A probe: exit 0 if healthy, 1 if the store is unreachable or not migrated, "
+            "2 if a queue has no live worker, 3 if the --worker one is not live.",
+        )
+        health.add_argument(
+            "--queue",
+            action="append",
+            dest="queues",
+            metavar="NAME",
+            help="A queue that needs a live worker; repeatable (default: every one of QUEUES).",
+        )
+        health.add_argument(
+            "--worker",
+            metavar="ID",
+            help="Check only that this worker (runtaskworker --worker-id ID) is live: "
+            "a worker's liveness probe.",
+        )
+
+        schedules = add_command(
+            "schedules", "Periodic tasks: list them (the default), pause or resume them."
         )
         actions = schedules.add_subparsers(dest="action", metavar="ACTION")
         for name, action in SCHEDULE_ACTIONS.items():
-            sub = actions.add_parser(name, help=action.command_help)
+            sub = add_command(name, action.command_help, into=actions)
             sub.add_argument("names", nargs="*", metavar="NAME", help="Schedule names.")
             sub.add_argument("--all", action="store_true", help="Every schedule.")
 
@@ -146,7 +197,8 @@ class Command(BaseCommand):
                 f"TASKS[{backend!r}] is {type(self.queue_backend).__name__} "
                 f"(taskq {', '.join(ANY_BACKEND)} work with it)."
             )
-        self.as_json = options["json"]
+        self.as_json = options["json"] or options["indent"] is not None
+        self.indent = options["indent"]
         try:
             if declared := TASK_ACTIONS.get(subcommand):
                 manager = declared.model._default_manager
@@ -164,7 +216,8 @@ class Command(BaseCommand):
         summary: str | None = None,
     ) -> None:
         if self.as_json:
-            self.stdout.write(json.dumps(data, indent=2, default=str))
+            # One line by default: for jq, grep and log pipelines.
+            self.stdout.write(json.dumps(data, indent=self.indent, default=str))
             return
         if headers is not None:
             self.stdout.write(table(headers, rows) if rows else "(none)")
@@ -260,6 +313,13 @@ class Command(BaseCommand):
                 for w in found
             ],
         )
+
+    def do_health(self, *, queues: list[str] | None, worker: str | None, **options: Any) -> None:
+        queues = queues or sorted(self.queue_backend.queues)
+        health, message = check_health(self.queue_backend, queues, worker, timezone.now())
+        if health is not Health.HEALTHY:
+            raise CommandError(message, returncode=health)
+        self.emit({"health": health.name.lower(), "message": message}, summary=message)
 
     # -- acting -------------------------------------------------------------------
 
