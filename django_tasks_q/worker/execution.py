@@ -5,6 +5,7 @@ The same functions serve every executor: the thread pool calls
 asyncio loop awaits ``arun_attempt``.
 """
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from ..exceptions import Retry, TaskAborted
 from ..hooks import worker_resources
 from ..payloads import error_from, return_value
 from ..task import QTask, QTaskContext
+
+logger = logging.getLogger("django_tasks_q.worker")
 
 
 class TaskTimeout(Exception):
@@ -150,12 +153,15 @@ def failed_attempt(
     retrying = task if task is not None and claimed.attempts < claimed.max_attempts else None
     if isinstance(error, Retry) and retrying is None:
         error.add_note(f"The task has no retries left (max_retries={claimed.max_attempts - 1}).")
+    if not isinstance(error, TaskAborted):  # asked for: the worker logs the request
+        _log_traceback(claimed, error, final=retrying is None)
     outcome = Outcome(
         claimed=claimed,
         status="FAILED",
         finished_at=now,
         duration=0.0 if started is None else time.monotonic() - started,
         error=error_from(error, "".join(format_exception(error))),
+        error_line=error_line(error),
     )
     if retrying is not None:
         if isinstance(error, Retry) and error.delay is not None:
@@ -164,6 +170,32 @@ def failed_attempt(
             delay = retrying.retry_delay(claimed.attempts)
         outcome.status, outcome.retry_at = Outcome.RETRY, now + delay
     return outcome
+
+
+def error_line(error: BaseException) -> str:
+    """The error as a traceback's last line says it: its type, then its message."""
+    cls = type(error)
+    name = (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
+    return f"{name}: {error}" if str(error) else name
+
+
+def _log_traceback(claimed: ClaimedTask, error: BaseException, final: bool) -> None:
+    """Log the error with its traceback (``exc_info``), here where it was caught
+    (the executor's thread or child process), so that log pipelines and error
+    trackers get the stack; the task as ``extra`` fields to group by."""
+    logger.log(
+        logging.ERROR if final else logging.WARNING,
+        "Task %s %s: attempt %d raised %s%s",
+        claimed.id,
+        claimed.task_path,
+        claimed.attempts,
+        error_line(error),
+        "" if final else "; it will be retried",
+        exc_info=error,
+        extra={"task_id": claimed.id, "task_path": claimed.task_path, "attempt": claimed.attempts},
+    )
 
 
 def timed_out_attempt(job: Job, what_happened: str) -> Outcome:

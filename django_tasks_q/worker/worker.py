@@ -523,20 +523,22 @@ class Worker:
             elif outcome.status == Outcome.RETRY:
                 retry_at = outcome.retry_at or outcome.finished_at  # set with RETRY
                 logger.info(
-                    "Task %s %s failed (attempt %d), retrying in %.1f s",
+                    "Task %s %s failed (attempt %d), retrying in %.1f s: %s",
                     claimed.id,
                     claimed.task_path,
                     claimed.attempts,
                     (retry_at - outcome.finished_at).total_seconds(),
+                    outcome.error_line,
                 )
             else:
                 logger.info(
-                    "Task %s %s %s in %.1f ms (attempt %d)",
+                    "Task %s %s %s in %.1f ms (attempt %d)%s",
                     claimed.id,
                     claimed.task_path,
                     outcome.status.lower(),
                     outcome.duration * 1000,
                     claimed.attempts,
+                    f": {outcome.error_line}" if outcome.error_line else "",
                 )
                 task = self.backend.resolve_task(
                     claimed.task_path, claimed.priority, claimed.queue_name
