@@ -23,7 +23,7 @@ from django.tasks.exceptions import TaskResultDoesNotExist
 from django.utils import timezone
 
 from ...checks import Option, boolean, text
-from ..base import DATABASE, LEASE, POLL_INTERVAL, QueueBackend, result_ttl
+from ..base import CRASH_RETRIES, DATABASE, LEASE, POLL_INTERVAL, QueueBackend, result_ttl
 from ..contract import (
     ClaimedTask,
     EnqueueBatch,
@@ -78,6 +78,7 @@ class RedisBackend(QueueBackend):
         DATABASE,
         POLL_INTERVAL,
         LEASE,
+        CRASH_RETRIES,
         result_ttl(24 * 60 * 60),
         Option("url", "redis://127.0.0.1:6379/0", text, "django_tasks_q.E007"),
         Option("prefix", "taskq", text),
@@ -325,6 +326,7 @@ class RedisBackend(QueueBackend):
             result_ttl=self._ttl,
             outbox=self.record_results_in_database,
             forget_before=_us(now - 2 * self.lease),
+            crash_retries=self.crash_retries,
         )
         self.copy_results_to_database()
         return recovered
