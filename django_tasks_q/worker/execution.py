@@ -21,7 +21,7 @@ from django.utils import timezone
 from ..backends.contract import ClaimedTask, Outcome, WorkerStore
 from ..exceptions import Retry, TaskAborted
 from ..hooks import worker_resources
-from ..payloads import error_from, return_value
+from ..payloads import error_from, error_line, return_value
 from ..task import QTask, QTaskContext
 
 logger = logging.getLogger("django_tasks_q.worker")
@@ -170,15 +170,6 @@ def failed_attempt(
             delay = retrying.retry_delay(claimed.attempts)
         outcome.status, outcome.retry_at = Outcome.RETRY, now + delay
     return outcome
-
-
-def error_line(error: BaseException) -> str:
-    """The error as a traceback's last line says it: its type, then its message."""
-    cls = type(error)
-    name = (
-        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    )
-    return f"{name}: {error}" if str(error) else name
 
 
 def _log_traceback(claimed: ClaimedTask, error: BaseException, final: bool) -> None:

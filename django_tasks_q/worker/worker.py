@@ -32,7 +32,7 @@ from django.utils import timezone
 from django.utils.crypto import get_random_string
 
 from ..backends.contract import ClaimedTask, Outcome, WorkerStore
-from ..backoff import Backoff
+from ..backoff import Outage
 from ..exceptions import TaskNotRegistered, WorkerStartupError
 from ..hooks import run_worker_start_hooks
 from ..registry import autodiscover, resolve
@@ -137,7 +137,8 @@ class Worker:
         self._claimed_total = 0
         self._stop_at: float | None = None  # set by the first signal
         self._stop_now = False  # set by the second
-        self._backoff = Backoff()  # while the store is unavailable
+        self._outage = Outage("The queue", logger)  # while the store is unavailable
+        self._retry_in = 0.0  # seconds until the next try, after a failed exchange
         # Renew leases four times per lease: one late beat is not a lost task.
         self._heartbeat_interval = backend.lease.total_seconds() / 4
         self._next_heartbeat = 0.0
@@ -251,7 +252,7 @@ class Worker:
             if limit or self._flush_due():
                 claimed = self._exchange(limit)
                 if claimed is None:  # the store is unavailable
-                    self._sleep(self._backoff.next())
+                    self._sleep(self._retry_in)
                     continue
                 for task in claimed:
                     self._start(task)
@@ -285,7 +286,7 @@ class Worker:
                     len(self._pending),
                 )
                 return True
-            self._sleep(self._backoff.next())
+            self._sleep(self._retry_in)
             return False
         if not self._in_flight:
             return True
@@ -339,15 +340,15 @@ class Worker:
                 concurrency=self.concurrency,
                 pool=self.pool_kind,
             )
-        except self.backend.transient_errors:
-            logger.exception("Could not register worker %s", self.worker_id)
+        except self.backend.transient_errors as error:
+            self._outage.noted(error, f"Registering worker {self.worker_id}")
             close_old_connections()
 
     def _unregister(self) -> None:
         try:
             self.backend.unregister_worker(self.worker_id)
-        except self.backend.transient_errors:
-            logger.exception("Could not unregister worker %s", self.worker_id)
+        except self.backend.transient_errors as error:
+            self._outage.noted(error, f"Unregistering worker {self.worker_id}")
 
     def _heartbeat(self) -> None:
         """Renew our leases, recover tasks whose workers have died, record
@@ -365,11 +366,12 @@ class Worker:
                 self._next_prune = time.monotonic() + PRUNE_INTERVAL
                 if pruned := self.backend.prune_results():
                     logger.info("Deleted %d result(s) past their result_ttl", pruned)
-        except self.backend.transient_errors:
-            logger.exception("Heartbeat failed; will retry")
+        except self.backend.transient_errors as error:
+            self._outage.noted(error, "Heartbeat")
             close_old_connections()
             self._next_heartbeat = time.monotonic() + min(self._heartbeat_interval, 1.0)
             return
+        self._outage.reached()
         if recovered:
             logger.warning("Recovered %d task(s) from workers that stopped renewing", recovered)
 
@@ -394,8 +396,8 @@ class Worker:
         self._next_schedule_check = time.monotonic() + SCHEDULE_INTERVAL
         try:
             scheduler.run_due()
-        except self.backend.transient_errors:
-            logger.exception("Could not enqueue periodic tasks; will retry")
+        except self.backend.transient_errors as error:
+            self._outage.noted(error, "Enqueueing periodic tasks")
             close_old_connections()
             return
         if scheduler.next_due is not None:
@@ -414,11 +416,11 @@ class Worker:
             recorded, claimed = self.backend.record_and_claim(
                 outcomes, self.queues, limit, self.worker_id
             )
-        except self.backend.transient_errors:
-            logger.exception("Could not reach the queue; will retry")
+        except self.backend.transient_errors as error:
+            self._retry_in = self._outage.failed(error)
             close_old_connections()
             return None
-        self._backoff.reset()
+        self._outage.reached()
         self._pending = self._pending[len(outcomes) :]
         self._pending_since = time.monotonic()
         self._report(outcomes, recorded)
@@ -484,8 +486,8 @@ class Worker:
         self._next_abort_check = time.monotonic() + self.poll_interval
         try:
             requested = self.backend.aborts_requested(self.worker_id, list(self._in_flight))
-        except self.backend.transient_errors:
-            logger.exception("Could not look for abort requests; will retry")
+        except self.backend.transient_errors as error:
+            self._outage.noted(error, "Looking for abort requests")
             close_old_connections()
             return
         for task_id in requested:
@@ -557,8 +559,8 @@ class Worker:
             return True
         try:
             self.backend.release(ids, self.worker_id)
-        except self.backend.transient_errors:
-            logger.exception("Could not hand back %d task(s)", len(ids))
+        except self.backend.transient_errors as error:
+            self._outage.noted(error, f"Handing back {len(ids)} task(s)")
             close_old_connections()
             return False
         for key in ids:

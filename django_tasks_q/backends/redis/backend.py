@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from django.core import checks
 from django.db import Error as DatabaseError
@@ -23,6 +24,7 @@ from django.tasks.exceptions import TaskResultDoesNotExist
 from django.utils import timezone
 
 from ...checks import Option, boolean, text
+from ...exceptions import QueueUnavailable
 from ..base import CRASH_RETRIES, DATABASE, LEASE, POLL_INTERVAL, QueueBackend, result_ttl
 from ..contract import (
     ClaimedTask,
@@ -49,6 +51,13 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 OUTBOX_BATCH = 500  # results copied to the database per statement
 PURGE_BATCH = 1000  # waiting tasks deleted per function call, for the same reason
 EXPIRE_BATCH = 1000  # library.lua's: tasks one expire call records at most
+
+
+def _without_password(url: str) -> str:
+    """``url`` fit for a message: its password (and user) left out."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=host))
 
 
 def _us(value: datetime) -> int:
@@ -146,16 +155,22 @@ class RedisBackend(QueueBackend):
         ]
 
         def send() -> None:
-            self.functions.enqueue(
-                task_path=batch.task.module_path,
-                queue=batch.task.queue_name,
-                priority=batch.task.priority,
-                max_attempts=batch.max_attempts,
-                enqueued_at=_us(batch.enqueued_at),
-                run_after=_us(batch.run_after),
-                expires_at=None if batch.expires_at is None else _us(batch.expires_at),
-                calls=calls,
-            )
+            try:
+                self.functions.enqueue(
+                    task_path=batch.task.module_path,
+                    queue=batch.task.queue_name,
+                    priority=batch.task.priority,
+                    max_attempts=batch.max_attempts,
+                    enqueued_at=_us(batch.enqueued_at),
+                    run_after=_us(batch.run_after),
+                    expires_at=None if batch.expires_at is None else _us(batch.expires_at),
+                    calls=calls,
+                )
+            except (redis.ConnectionError, redis.TimeoutError) as error:
+                raise QueueUnavailable(
+                    f"TASKS[{self.alias!r}]: the Redis server at {_without_password(self.url)} "
+                    f"did not answer ({error}); nothing was queued."
+                ) from error
             self.announce(batch.results)
 
         if self.enqueue_on_commit:
