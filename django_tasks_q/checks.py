@@ -72,6 +72,13 @@ def duration_or_none(value: Any) -> timedelta | None:
         raise BadValue("a positive number of seconds, a timedelta, or None") from None
 
 
+def count(value: Any) -> int:
+    """A whole number, 0 or more."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BadValue("a whole number, 0 or more")
+    return value
+
+
 def boolean(value: Any) -> bool:
     if not isinstance(value, bool):
         raise BadValue("True or False")

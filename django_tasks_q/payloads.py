@@ -125,6 +125,15 @@ def return_value(task: QTask, value: Any) -> Any:
         ) from None
 
 
+def error_line(error: BaseException) -> str:
+    """The error as a traceback's last line says it: its type, then its message."""
+    cls = type(error)
+    name = (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
+    return f"{name}: {error}" if str(error) else name
+
+
 def error_from(exception: BaseException, traceback: str) -> dict[str, str]:
     """How an attempt's error is stored: its class's path and its traceback."""
     cls = type(exception)

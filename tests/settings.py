@@ -61,6 +61,8 @@ TASKS = {
 }
 if os.environ.get("TASKQ_TEST_RESULT_TTL"):  # the retention tests' workers
     TASKS["default"]["OPTIONS"]["result_ttl"] = int(os.environ["TASKQ_TEST_RESULT_TTL"])
+if os.environ.get("TASKQ_TEST_CRASH_RETRIES"):  # the recovery tests' workers
+    TASKS["default"]["OPTIONS"]["crash_retries"] = int(os.environ["TASKQ_TEST_CRASH_RETRIES"])
 
 
 def _postgres_unavailable() -> str:

@@ -120,7 +120,7 @@ def test_an_expired_task_counts_as_failed(queue_db):
 def test_a_task_whose_worker_was_lost_counts_as_failed(queue_db, settings):
     """Out of attempts, recovery fails it: counted like any failure."""
     params = settings.TASKS[queue_db.alias]
-    params = {**params, "OPTIONS": {**params["OPTIONS"], "lease": 0.05}}
+    params = {**params, "OPTIONS": {**params["OPTIONS"], "lease": 0.05, "crash_retries": 0}}
     backend = type(queue_db.queue_backend)(queue_db.alias, params)
     tasks.add.using(backend=queue_db.alias, queue_name="emails").enqueue(1, 2)
     assert len(backend.record_and_claim([], None, 1, "lost-worker")[1]) == 1

@@ -65,7 +65,8 @@ def test_lost_task_out_of_attempts_fails_with_worker_lost(queue_db, start_worker
     doomed.process.send_signal(signal.SIGKILL)
     doomed.wait()
 
-    rescuer = start_worker(queue_db, env=SHORT_LEASE)
+    # Without crash retries, the lost attempt counts against max_retries.
+    rescuer = start_worker(queue_db, env={**SHORT_LEASE, "TASKQ_TEST_CRASH_RETRIES": "0"})
     wait_until(lambda: queue_db.finished_count() == 1, message="the lost task to be failed")
     rescuer.signal()
     assert rescuer.wait() == 0
@@ -79,6 +80,48 @@ def test_lost_task_out_of_attempts_fails_with_worker_lost(queue_db, start_worker
         lambda: "doomed" not in queue_db.workers() or rescuer.process.poll() is not None,
         message="the registry to forget the dead worker",
     )
+
+
+def run_workers_until_finished(backend, start_worker) -> int:
+    """Start a worker, and another each time one dies, until the one task has
+    finished; returns how many died."""
+    workers = [start_worker(backend, env=SHORT_LEASE)]
+
+    def finished() -> bool:
+        if workers[-1].process.poll() is not None:  # killed by its task
+            workers.append(start_worker(backend, env=SHORT_LEASE))
+        return backend.finished_count() == 1
+
+    wait_until(finished, timeout=120, message="the task to finish")
+    workers[-1].signal()
+    assert workers[-1].wait() == 0
+    return len(workers) - 1
+
+
+def test_a_task_whose_worker_died_runs_again_without_using_its_retries(queue_db, start_worker):
+    result = enqueue(queue_db, tasks.kill_worker_on, queue_db.database, [1])  # max_retries=0
+    assert run_workers_until_finished(queue_db, start_worker) == 1
+
+    fresh = task_backends[queue_db.alias].get_result(result.id)
+    assert fresh.status == TaskResultStatus.SUCCESSFUL and fresh.return_value == 2
+    # The rescue is counted: an attempt, with WorkerLost in the errors.
+    assert fresh.attempts == 2
+    assert [e.exception_class_path for e in fresh.errors] == [
+        "django_tasks_q.exceptions.WorkerLost"
+    ]
+
+
+def test_a_task_that_keeps_killing_its_workers_is_stopped(queue_db, start_worker):
+    result = enqueue(queue_db, tasks.kill_worker_on, queue_db.database, list(range(1, 10)))
+    # The first attempt and crash_retries=2 rescues, each killing its worker.
+    assert run_workers_until_finished(queue_db, start_worker) == 3
+
+    fresh = task_backends[queue_db.alias].get_result(result.id)
+    assert fresh.status == TaskResultStatus.FAILED
+    assert fresh.attempts == 3
+    assert [e.exception_class_path for e in fresh.errors] == [
+        "django_tasks_q.exceptions.WorkerLost"
+    ] * 3
 
 
 def test_worker_registry_while_running(queue_db, start_worker):

@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from ..checks import (
     Option,
+    count,
     database_alias,
     duration,
     duration_or_none,
@@ -56,6 +57,9 @@ from .contract import (
 DATABASE = Option("database", "default", database_alias, "django_tasks_q.E002")
 POLL_INTERVAL = Option("poll_interval", 1.0, positive_seconds, "django_tasks_q.E005")
 LEASE = Option("lease", 60, duration, "django_tasks_q.E005")
+# How many times a task whose worker died (its lease ran out) runs again
+# without using its own retries: a crash is seldom the task's fault.
+CRASH_RETRIES = Option("crash_retries", 2, count)
 
 
 def result_ttl(default: float | None) -> Option:
@@ -119,13 +123,19 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
     supports_unique = False  # whether tasks can have unique keys
     transient_errors: tuple[type[BaseException], ...] = (DatabaseError,)
     # The backend's OPTIONS; each becomes an attribute of the same name.
-    declared_options: ClassVar[tuple[Option, ...]] = (DATABASE, POLL_INTERVAL, LEASE)
+    declared_options: ClassVar[tuple[Option, ...]] = (
+        DATABASE,
+        POLL_INTERVAL,
+        LEASE,
+        CRASH_RETRIES,
+    )
 
     # The DATABASES alias whose transactions enqueue() joins, and where the
     # backend's tables are: the queue itself, or (Redis) copies of results.
     database: str
     poll_interval: float
     lease: timedelta
+    crash_retries: int
     result_ttl: timedelta | None
 
     def __init__(self, alias: str, params: dict[str, Any]) -> None:

@@ -111,6 +111,7 @@ class Outcome:
     duration: float  # seconds
     return_value: Any = None  # already JSON-normalised
     error: dict[str, str] | None = None  # {"exception_class_path", "traceback"}
+    error_line: str | None = None  # the error's type and message, for the worker's log
     retry_at: datetime | None = None
 
     @property

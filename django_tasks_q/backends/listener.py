@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator
 from typing import ClassVar, Self
 
-from ..backoff import Backoff
+from ..backoff import Outage
 
 logger = logging.getLogger("django_tasks_q.worker")
 
@@ -29,7 +29,7 @@ class Listener(ABC):
     """Dispatches each message: on the abort channel, the id of the worker
     holding the task; on the wake channel, a queue name."""
 
-    # What the log calls the connection, e.g. "LISTEN connection".
+    # What the log calls the connection, e.g. "The LISTEN connection".
     connection_name: ClassVar[str]
 
     def __init__(
@@ -75,22 +75,20 @@ class Listener(ABC):
         when there is none (so that stop() is noticed)."""
 
     def _run(self) -> None:
-        backoff = Backoff()
+        # Its errors are connection errors, whose message says it all: the
+        # traceback only at DEBUG (the worker's loop logs the store's first).
+        outage = Outage(self.connection_name, logger, first_traceback=False)
         while not self._stopped.is_set():
             try:
-                self._receive(backoff)
+                self._receive(outage)
             except self.reconnect_errors as error:
-                wait = backoff.next()
-                logger.warning(
-                    "%s failed (%s); retrying in %.1f s", self.connection_name, error, wait
-                )
-                self._stopped.wait(wait)
+                self._stopped.wait(outage.failed(error))
 
-    def _receive(self, backoff: Backoff) -> None:
+    def _receive(self, outage: Outage) -> None:
         messages = self._listen()
         try:
             next(messages)  # subscribed
-            backoff.reset()
+            outage.reached()
             # Anything sent while we were not listening: look now.
             self._wake()
             if self._on_abort:

@@ -6,6 +6,7 @@ asyncio loop awaits ``arun_attempt``; ``testing.run_tasks`` calls
 ``run_attempt`` in a test's own process.
 """
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,8 +22,10 @@ from django.utils import timezone
 from ..backends.contract import ClaimedTask, Outcome, WorkerStore
 from ..exceptions import Retry, TaskAborted
 from ..hooks import worker_resources
-from ..payloads import error_from, return_value
+from ..payloads import error_from, error_line, return_value
 from ..task import QTask, QTaskContext
+
+logger = logging.getLogger("django_tasks_q.worker")
 
 
 class TaskTimeout(Exception):
@@ -170,12 +173,15 @@ def failed_attempt(
     retrying = task if task is not None and claimed.attempts < claimed.max_attempts else None
     if isinstance(error, Retry) and retrying is None:
         error.add_note(f"The task has no retries left (max_retries={claimed.max_attempts - 1}).")
+    if not isinstance(error, TaskAborted):  # asked for: the worker logs the request
+        _log_traceback(claimed, error, final=retrying is None)
     outcome = Outcome(
         claimed=claimed,
         status="FAILED",
         finished_at=now,
         duration=0.0 if started is None else time.monotonic() - started,
         error=error_from(error, "".join(format_exception(error))),
+        error_line=error_line(error),
     )
     if retrying is not None:
         if isinstance(error, Retry) and error.delay is not None:
@@ -184,6 +190,23 @@ def failed_attempt(
             delay = retrying.retry_delay(claimed.attempts)
         outcome.status, outcome.retry_at = Outcome.RETRY, now + delay
     return outcome
+
+
+def _log_traceback(claimed: ClaimedTask, error: BaseException, final: bool) -> None:
+    """Log the error with its traceback (``exc_info``), here where it was caught
+    (the executor's thread or child process), so that log pipelines and error
+    trackers get the stack; the task as ``extra`` fields to group by."""
+    logger.log(
+        logging.ERROR if final else logging.WARNING,
+        "Task %s %s: attempt %d raised %s%s",
+        claimed.id,
+        claimed.task_path,
+        claimed.attempts,
+        error_line(error),
+        "" if final else "; it will be retried",
+        exc_info=error,
+        extra={"task_id": claimed.id, "task_path": claimed.task_path, "attempt": claimed.attempts},
+    )
 
 
 def timed_out_attempt(job: Job, what_happened: str) -> Outcome:

@@ -31,7 +31,7 @@ from django.utils import timezone
 from django.utils.crypto import get_random_string
 
 from ..backends.contract import ClaimedTask, Outcome, WorkerStore
-from ..backoff import Backoff
+from ..backoff import Outage
 from ..exceptions import TaskNotRegistered, WorkerStartupError
 from ..hooks import run_worker_start_hooks
 from ..registry import autodiscover, resolve
@@ -141,7 +141,8 @@ class Worker:
         self._claimed_total = 0
         self._stop_at: float | None = None  # set by the first signal
         self._stop_now = False  # set by the second
-        self._backoff = Backoff()  # while the store is unavailable
+        self._outage = Outage("The queue", logger)  # while the store is unavailable
+        self._retry_in = 0.0  # seconds until the next try, after a failed exchange
         # Renew leases four times per lease: one late beat is not a lost task.
         self._heartbeat_interval = backend.lease.total_seconds() / 4
         self._next_heartbeat = 0.0
@@ -255,7 +256,7 @@ class Worker:
             if limit or self._flush_due():
                 claimed = self._exchange(limit)
                 if claimed is None:  # the store is unavailable
-                    self._sleep(self._backoff.next())
+                    self._sleep(self._retry_in)
                     continue
                 for task in claimed:
                     self._start(task)
@@ -289,7 +290,7 @@ class Worker:
                     len(self._pending),
                 )
                 return True
-            self._sleep(self._backoff.next())
+            self._sleep(self._retry_in)
             return False
         if not self._in_flight:
             return True
@@ -343,15 +344,15 @@ class Worker:
                 concurrency=self.concurrency,
                 pool=self.pool_kind,
             )
-        except self.backend.transient_errors:
-            logger.exception("Could not register worker %s", self.worker_id)
+        except self.backend.transient_errors as error:
+            self._outage.noted(error, f"Registering worker {self.worker_id}")
             close_old_connections()
 
     def _unregister(self) -> None:
         try:
             self.backend.unregister_worker(self.worker_id)
-        except self.backend.transient_errors:
-            logger.exception("Could not unregister worker %s", self.worker_id)
+        except self.backend.transient_errors as error:
+            self._outage.noted(error, f"Unregistering worker {self.worker_id}")
 
     def _heartbeat(self) -> None:
         """Renew our leases, recover tasks whose workers have died, record
@@ -369,11 +370,12 @@ class Worker:
                 self._next_prune = time.monotonic() + PRUNE_INTERVAL
                 if pruned := self.backend.prune_results():
                     logger.info("Deleted %d result(s) past their result_ttl", pruned)
-        except self.backend.transient_errors:
-            logger.exception("Heartbeat failed; will retry")
+        except self.backend.transient_errors as error:
+            self._outage.noted(error, "Heartbeat")
             close_old_connections()
             self._next_heartbeat = time.monotonic() + min(self._heartbeat_interval, 1.0)
             return
+        self._outage.reached()
         if recovered:
             logger.warning("Recovered %d task(s) from workers that stopped renewing", recovered)
             if self.metrics:
@@ -400,8 +402,8 @@ class Worker:
         self._next_schedule_check = time.monotonic() + SCHEDULE_INTERVAL
         try:
             scheduler.run_due()
-        except self.backend.transient_errors:
-            logger.exception("Could not enqueue periodic tasks; will retry")
+        except self.backend.transient_errors as error:
+            self._outage.noted(error, "Enqueueing periodic tasks")
             close_old_connections()
             return
         if scheduler.next_due is not None:
@@ -420,11 +422,11 @@ class Worker:
             recorded, claimed = self.backend.record_and_claim(
                 outcomes, self.queues, limit, self.worker_id
             )
-        except self.backend.transient_errors:
-            logger.exception("Could not reach the queue; will retry")
+        except self.backend.transient_errors as error:
+            self._retry_in = self._outage.failed(error)
             close_old_connections()
             return None
-        self._backoff.reset()
+        self._outage.reached()
         self._pending = self._pending[len(outcomes) :]
         self._pending_since = time.monotonic()
         self._report(outcomes, recorded)
@@ -490,8 +492,8 @@ class Worker:
         self._next_abort_check = time.monotonic() + self.poll_interval
         try:
             requested = self.backend.aborts_requested(self.worker_id, list(self._in_flight))
-        except self.backend.transient_errors:
-            logger.exception("Could not look for abort requests; will retry")
+        except self.backend.transient_errors as error:
+            self._outage.noted(error, "Looking for abort requests")
             close_old_connections()
             return
         for task_id in requested:
@@ -532,20 +534,22 @@ class Worker:
             if outcome.status == Outcome.RETRY:
                 retry_at = outcome.retry_at or outcome.finished_at  # set with RETRY
                 logger.info(
-                    "Task %s %s failed (attempt %d), retrying in %.1f s",
+                    "Task %s %s failed (attempt %d), retrying in %.1f s: %s",
                     claimed.id,
                     claimed.task_path,
                     claimed.attempts,
                     (retry_at - outcome.finished_at).total_seconds(),
+                    outcome.error_line,
                 )
             else:
                 logger.info(
-                    "Task %s %s %s in %.1f ms (attempt %d)",
+                    "Task %s %s %s in %.1f ms (attempt %d)%s",
                     claimed.id,
                     claimed.task_path,
                     outcome.status.lower(),
                     outcome.duration * 1000,
                     claimed.attempts,
+                    f": {outcome.error_line}" if outcome.error_line else "",
                 )
                 send_finished(self.backend, outcome)
 
@@ -558,8 +562,8 @@ class Worker:
             return True
         try:
             self.backend.release(ids, self.worker_id)
-        except self.backend.transient_errors:
-            logger.exception("Could not hand back %d task(s)", len(ids))
+        except self.backend.transient_errors as error:
+            self._outage.noted(error, f"Handing back {len(ids)} task(s)")
             close_old_connections()
             return False
         for key in ids:

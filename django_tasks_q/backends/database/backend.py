@@ -28,6 +28,7 @@ from django.utils import timezone
 from ...checks import Option, boolean
 from ...task import QTaskResult
 from ..base import (
+    CRASH_RETRIES,
     DATABASE,
     LEASE,
     POLL_INTERVAL,
@@ -83,6 +84,7 @@ class DatabaseBackend(QueueBackend):
         DATABASE,
         POLL_INTERVAL,
         LEASE,
+        CRASH_RETRIES,
         result_ttl(None),
         # PostgreSQL: whether the worker's own claims and records wait for the
         # WAL flush. Off, a database crash can lose the last moments of them,
@@ -285,7 +287,7 @@ class DatabaseBackend(QueueBackend):
     def recover(self) -> int:
         now = timezone.now()
         with transaction.atomic(using=self.database), self.connection.cursor() as cursor:
-            requeued, abandoned = self.statements.recover(cursor, now)
+            requeued, abandoned = self.statements.recover(cursor, now, self.crash_retries)
             self._pass_on(abandoned)
         from . import chains
 

@@ -19,7 +19,7 @@ from .statements import ABORT_CHANNEL, WAKE_CHANNEL
 
 
 class PostgresListener(Listener):
-    connection_name = "LISTEN connection"
+    connection_name = "The LISTEN connection"
 
     def __init__(
         self,

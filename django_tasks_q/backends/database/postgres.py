@@ -149,26 +149,32 @@ class PostgresStatements(Statements):
     """
 
     # Tasks whose worker stopped renewing (killed, lost power, cut off): the
-    # attempt failed with WorkerLost. With attempts left they are ready again
-    # (RECOVER); without, they end as failed (ABANDONED). SKIP LOCKED: two
-    # workers recovering at once split the rows.
+    # attempt failed with WorkerLost. Ready again (RECOVER) while the task
+    # has crash retries left (WorkerLost errors so far < crash_retries; such
+    # a rescue does not use up its own retries, so max_attempts grows by
+    # one), or attempts left; else ended as failed (ABANDONED). SKIP LOCKED:
+    # two workers recovering at once split the rows.
     LOST_ERROR = f"""
         jsonb_build_object(
             'exception_class_path', '{WORKER_LOST}',
             'traceback', '{WORKER_LOST}: worker ' || t.worker_id
                 || ' stopped renewing its lease during attempt ' || t.attempts || E'\\n')
     """
+    CRASHES = f"""
+        (SELECT count(*) FROM jsonb_array_elements(t.errors) AS e
+         WHERE e->>'exception_class_path' = '{WORKER_LOST}')
+    """
     RECOVER = f"""
         WITH lost AS (
-            SELECT id FROM django_tasks_q_task
-            WHERE status = 'RUNNING' AND lease_expires_at < %(now)s
-              AND attempts < max_attempts
+            SELECT t.id, {CRASHES} < %(crash_retries)s AS rescued FROM django_tasks_q_task AS t
+            WHERE t.status = 'RUNNING' AND t.lease_expires_at < %(now)s
             FOR UPDATE SKIP LOCKED
         ), recovered AS (
             UPDATE django_tasks_q_task AS t
             SET status = 'READY', worker_id = NULL, lease_expires_at = NULL,
-                errors = t.errors || jsonb_build_array({LOST_ERROR})
-            FROM lost WHERE t.id = lost.id
+                errors = t.errors || jsonb_build_array({LOST_ERROR}),
+                max_attempts = t.max_attempts + lost.rescued::int
+            FROM lost WHERE t.id = lost.id AND (lost.rescued OR t.attempts < t.max_attempts)
             RETURNING t.queue_name
         ), notified AS (
             SELECT pg_notify('{WAKE_CHANNEL}', queue_name) FROM recovered GROUP BY queue_name
@@ -180,7 +186,7 @@ class PostgresStatements(Statements):
                {LOST_ERROR} AS error, %(now)s::timestamptz AS finished_at
         FROM django_tasks_q_task AS t
         WHERE t.status = 'RUNNING' AND t.lease_expires_at < %(now)s
-          AND t.attempts >= t.max_attempts
+          AND t.attempts >= t.max_attempts AND {CRASHES} >= %(crash_retries)s
         FOR UPDATE SKIP LOCKED
     """
     # Waiting tasks past their deadline, soonest first (index taskq_task_expiry).

@@ -124,19 +124,26 @@ class SQLiteStatements(Statements):
         WORKER_LOST,
         "'worker ' || worker_id || ' stopped renewing its lease during attempt ' || attempts",
     )
+    # As on PostgreSQL: a rescue within crash_retries grows max_attempts by one.
+    RESCUED = f"""
+        ((SELECT count(*) FROM json_each(errors)
+          WHERE json_extract(value, '$.exception_class_path') = '{WORKER_LOST}')
+         < %(crash_retries)s)
+    """
     RECOVER = f"""
         UPDATE django_tasks_q_task
         SET status = 'READY', worker_id = NULL, lease_expires_at = NULL,
-            errors = json_insert(errors, '$[#]', {LOST_ERROR})
+            errors = json_insert(errors, '$[#]', {LOST_ERROR}),
+            max_attempts = max_attempts + {RESCUED}
         WHERE status = 'RUNNING' AND lease_expires_at < %(now)s
-          AND attempts < max_attempts
+          AND (attempts < max_attempts OR {RESCUED})
     """
     ABANDONED = f"""
         SELECT id, 'FAILED' AS status, NULL AS return_value, {LOST_ERROR} AS error,
                %(now)s AS finished_at
         FROM django_tasks_q_task
         WHERE status = 'RUNNING' AND lease_expires_at < %(now)s
-          AND attempts >= max_attempts
+          AND attempts >= max_attempts AND NOT {RESCUED}
     """
     EXPIRED = f"""
         SELECT id, 'EXPIRED' AS status, NULL AS return_value,

@@ -343,11 +343,14 @@ class Statements(ABC):
         )
         return [_task_id(row[0]) for row in cursor.fetchall()]
 
-    def recover(self, cursor: CursorWrapper, now: datetime) -> tuple[int, Ended]:
+    def recover(
+        self, cursor: CursorWrapper, now: datetime, crash_retries: int
+    ) -> tuple[int, Ended]:
         """Tasks whose worker stopped renewing its lease: the attempt failed
-        with WorkerLost. With attempts left they are ready again; without,
-        they are ended as FAILED. Returns how many were requeued, and those ended."""
-        params = {"now": self.param_datetime(now)}
+        with WorkerLost. With crash retries (not counted against the task's
+        own) or attempts left they are ready again; without, they are ended
+        as FAILED. Returns how many were requeued, and those ended."""
+        params = {"now": self.param_datetime(now), "crash_retries": crash_retries}
         cursor.execute(self.RECOVER, params)
         requeued = self.counted(cursor)
         return requeued, self.end(cursor, self.ABANDONED, params)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from django.core import checks
 from django.db import Error as DatabaseError
@@ -23,7 +24,8 @@ from django.tasks.exceptions import TaskResultDoesNotExist
 from django.utils import timezone
 
 from ...checks import Option, boolean, text
-from ..base import DATABASE, LEASE, POLL_INTERVAL, QueueBackend, result_ttl
+from ...exceptions import QueueUnavailable
+from ..base import CRASH_RETRIES, DATABASE, LEASE, POLL_INTERVAL, QueueBackend, result_ttl
 from ..contract import (
     ClaimedTask,
     EnqueueBatch,
@@ -49,6 +51,13 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 OUTBOX_BATCH = 500  # results copied to the database per statement
 PURGE_BATCH = 1000  # waiting tasks deleted per function call, for the same reason
 EXPIRE_BATCH = 1000  # library.lua's: tasks one expire call records at most
+
+
+def _without_password(url: str) -> str:
+    """``url`` fit for a message: its password (and user) left out."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=host))
 
 
 def _us(value: datetime) -> int:
@@ -78,6 +87,7 @@ class RedisBackend(QueueBackend):
         DATABASE,
         POLL_INTERVAL,
         LEASE,
+        CRASH_RETRIES,
         result_ttl(24 * 60 * 60),
         Option("url", "redis://127.0.0.1:6379/0", text, "django_tasks_q.E007"),
         Option("prefix", "taskq", text),
@@ -145,16 +155,22 @@ class RedisBackend(QueueBackend):
         ]
 
         def send() -> None:
-            self.functions.enqueue(
-                task_path=batch.task.module_path,
-                queue=batch.task.queue_name,
-                priority=batch.task.priority,
-                max_attempts=batch.max_attempts,
-                enqueued_at=_us(batch.enqueued_at),
-                run_after=_us(batch.run_after),
-                expires_at=None if batch.expires_at is None else _us(batch.expires_at),
-                calls=calls,
-            )
+            try:
+                self.functions.enqueue(
+                    task_path=batch.task.module_path,
+                    queue=batch.task.queue_name,
+                    priority=batch.task.priority,
+                    max_attempts=batch.max_attempts,
+                    enqueued_at=_us(batch.enqueued_at),
+                    run_after=_us(batch.run_after),
+                    expires_at=None if batch.expires_at is None else _us(batch.expires_at),
+                    calls=calls,
+                )
+            except (redis.ConnectionError, redis.TimeoutError) as error:
+                raise QueueUnavailable(
+                    f"TASKS[{self.alias!r}]: the Redis server at {_without_password(self.url)} "
+                    f"did not answer ({error}); nothing was queued."
+                ) from error
             self.announce(batch.results)
 
         if self.enqueue_on_commit:
@@ -326,6 +342,7 @@ class RedisBackend(QueueBackend):
             result_ttl=self._ttl,
             outbox=self.record_results_in_database,
             forget_before=_us(now - 2 * self.lease),
+            crash_retries=self.crash_retries,
         )
         self.copy_results_to_database()
         return recovered

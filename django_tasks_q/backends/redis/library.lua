@@ -50,6 +50,8 @@ empty list into {}.
 -- time one call can block the server after a long pause; the rest follow on
 -- the next claims.
 local PROMOTE_BATCH = 1000
+-- The error of an attempt whose worker stopped renewing its lease.
+local WORKER_LOST = 'django_tasks_q.exceptions.WorkerLost'
 -- How many expired leases one recover call handles, for the same reason.
 local RECOVER_BATCH = 1000
 -- How many tasks past their deadline one expire call records, likewise.
@@ -314,13 +316,16 @@ register('heartbeat', function(P, args)
   return 1
 end)
 
--- ARGV: now, result_ttl, outbox, forget_before. Tasks whose lease expired
--- (their worker was killed, lost power or was cut off): the attempt failed
--- with WorkerLost; with attempts left the task is ready again, without it
--- fails. Workers silent since ``forget_before`` leave the registry. Returns
--- the number of tasks recovered.
+-- ARGV: now, result_ttl, outbox, forget_before, crash_retries. Tasks whose
+-- lease expired (their worker was killed, lost power or was cut off): the
+-- attempt failed with WorkerLost. The task is ready again while it has crash
+-- retries left (fewer WorkerLost errors than crash_retries: such a rescue
+-- does not use up its own retries, so max_attempts grows by one) or attempts
+-- left; else it fails. Workers silent since ``forget_before`` leave the
+-- registry. Returns the number of tasks recovered.
 register('recover', function(P, args)
   local now, ttl, outbox, forget_before = args[1], args[2], args[3], args[4]
+  local crash_retries = tonumber(args[5])
   local lost = redis.call('ZRANGEBYSCORE', P .. ':running', '-inf', '(' .. now,
     'LIMIT', 0, RECOVER_BATCH)
   local queues, tally = {}, {}
@@ -330,13 +335,22 @@ register('recover', function(P, args)
     local task = redis.call('HMGET', key, 'worker_id', 'attempts', 'max_attempts', 'errors',
       'queue_name', 'priority', 'run_after', 'expires_at')
     if task[1] then
+      local crashes = 0
+      for _, error in ipairs(cjson.decode(task[4])) do
+        if error.exception_class_path == WORKER_LOST then
+          crashes = crashes + 1
+        end
+      end
+      local rescued = crashes < crash_retries
       local errors = json_append(task[4], cjson.encode({
-        exception_class_path = 'django_tasks_q.exceptions.WorkerLost',
-        traceback = 'django_tasks_q.exceptions.WorkerLost: worker ' .. task[1]
+        exception_class_path = WORKER_LOST,
+        traceback = WORKER_LOST .. ': worker ' .. task[1]
           .. ' stopped renewing its lease during attempt ' .. task[2] .. '\n',
       }))
-      if tonumber(task[2]) < tonumber(task[3]) then
-        redis.call('HSET', key, 'status', 'READY', 'errors', errors)
+      if rescued or tonumber(task[2]) < tonumber(task[3]) then
+        local max_attempts = tonumber(task[3]) + (rescued and 1 or 0)
+        redis.call('HSET', key, 'status', 'READY', 'errors', errors,
+          'max_attempts', max_attempts)
         redis.call('HDEL', key, 'worker_id', 'lease_until')
         queue_task(P, task[5], task[6], task[7], id, now, task[8])
         queues[task[5]] = true

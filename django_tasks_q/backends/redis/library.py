@@ -16,7 +16,7 @@ from redis.cluster import RedisCluster
 
 # The library's name, and the prefix of its functions' names. Bump it when a
 # function's arguments or what it writes change: see library.lua.
-LIBRARY = "taskq_4"
+LIBRARY = "taskq_5"
 SOURCE = (
     f"#!lua name={LIBRARY}\nlocal LIBRARY = '{LIBRARY}'\n"
     + (Path(__file__).parent / "library.lua").read_text()
@@ -167,10 +167,13 @@ class Library:
         False if that entry was gone."""
         return self._call("heartbeat", worker_id, now, lease_until, registry_ttl_ms, *task_ids) == 1
 
-    def recover(self, *, now: int, result_ttl: int, outbox: bool, forget_before: int) -> int:
-        """Fail or requeue tasks whose lease expired; drop workers silent since
-        ``forget_before``. Returns how many tasks."""
-        return self._call("recover", now, result_ttl, int(outbox), forget_before)
+    def recover(
+        self, *, now: int, result_ttl: int, outbox: bool, forget_before: int, crash_retries: int
+    ) -> int:
+        """Fail or requeue tasks whose lease expired (requeued without using
+        their retries while they have fewer than ``crash_retries`` WorkerLost
+        errors); drop workers silent since ``forget_before``. Returns how many tasks."""
+        return self._call("recover", now, result_ttl, int(outbox), forget_before, crash_retries)
 
     def cancel(
         self, *, now: int, result_ttl: int, outbox: bool, abort: bool, task_ids: Sequence[str]
