@@ -85,6 +85,12 @@ def _next_poll(result_id: str, deadline: float | None, delay: float) -> float:
     return min(delay, left)
 
 
+def deferred_to(run_after: datetime, enqueued_at: datetime) -> datetime | None:
+    """A result's ``task.run_after`` for a row: the absolute time it waits for,
+    or None when it was due at once (a store's rows hold ``enqueued_at`` then)."""
+    return run_after if run_after > enqueued_at else None
+
+
 def _unregistered_task(task_path: str) -> QTask:
     """A stand-in for results whose task this process does not know."""
 
@@ -202,6 +208,9 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
         encoded = encode_calls(task, calls)
         now = timezone.now()
         run_after = self._run_after(task, now)
+        if task.run_after is not None and task.run_after != run_after:
+            # The results show the time the task waits for, not the delay.
+            task = replace(task, run_after=run_after)
         expires_at = self._expires_at(task, run_after, now)
         keys = self._unique_keys(task, encoded)
         batch = EnqueueBatch(
@@ -322,16 +331,22 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
             await asyncio.sleep(_next_poll(result_id, deadline, delay))
             delay = min(delay * 2, self.poll_interval)
 
-    def resolve_task(self, task_path: str, priority: int, queue_name: str) -> QTask:
-        """The registered task for a row, carrying the row's priority and queue."""
+    def resolve_task(
+        self, task_path: str, priority: int, queue_name: str, run_after: datetime | None = None
+    ) -> QTask:
+        """The registered task for a row, carrying the row's priority, queue and
+        ``run_after`` (see ``deferred_to``)."""
         try:
             task = resolve(task_path)
         except TaskNotRegistered:
             task = _unregistered_task(task_path)
-        if (task.priority, task.queue_name, task.backend) == (priority, queue_name, self.alias):
+        row = (priority, queue_name, self.alias, run_after)
+        if (task.priority, task.queue_name, task.backend, task.run_after) == row:
             return task
         try:
-            return task.using(priority=priority, queue_name=queue_name, backend=self.alias)
+            return task.using(
+                priority=priority, queue_name=queue_name, backend=self.alias, run_after=run_after
+            )
         except InvalidTask:  # e.g. the queue was since removed from QUEUES
             return task
 

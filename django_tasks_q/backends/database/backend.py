@@ -33,6 +33,7 @@ from ..base import (
     POLL_INTERVAL,
     QueueBackend,
     deadline_after,
+    deferred_to,
     result_ttl,
     time_left,
 )
@@ -67,6 +68,7 @@ RESULT_FIELDS = (
     "enqueued_at",
     "started_at",
     "last_attempted_at",
+    "run_after",  # the result's task's (see deferred_to)
 )
 # A queued task's result has these too (and no return value yet).
 QUEUE_ONLY_FIELDS = ("unique_key", "expires_at")
@@ -180,7 +182,12 @@ class DatabaseBackend(QueueBackend):
 
     def _result(self, row: dict[str, Any], **fields: Any) -> QTaskResult:
         """The API's result for a row of the queue or of the history."""
-        task = self.resolve_task(row.pop("task_path"), row.pop("priority"), row.pop("queue_name"))
+        task = self.resolve_task(
+            row.pop("task_path"),
+            row.pop("priority"),
+            row.pop("queue_name"),
+            deferred_to(row.pop("run_after"), row["enqueued_at"]),
+        )
         row.setdefault("finished_at", None)  # a queued task has not finished
         return self.make_result(task=task, id=str(row.pop("id")), **row, **fields)
 

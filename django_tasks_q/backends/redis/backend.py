@@ -23,7 +23,7 @@ from django.tasks.exceptions import TaskResultDoesNotExist
 from django.utils import timezone
 
 from ...checks import Option, boolean, text
-from ..base import DATABASE, LEASE, POLL_INTERVAL, QueueBackend, result_ttl
+from ..base import DATABASE, LEASE, POLL_INTERVAL, QueueBackend, deferred_to, result_ttl
 from ..contract import (
     ClaimedTask,
     EnqueueBatch,
@@ -172,7 +172,13 @@ class RedisBackend(QueueBackend):
         fields = self.client.hgetall(self.key("task", task_id))
         if not fields:
             raise TaskResultDoesNotExist(result_id)
-        task = self.resolve_task(fields["task_path"], int(fields["priority"]), fields["queue_name"])
+        enqueued_at = _at(fields["enqueued_at"])
+        task = self.resolve_task(
+            fields["task_path"],
+            int(fields["priority"]),
+            fields["queue_name"],
+            deferred_to(_at(fields["run_after"]), enqueued_at),
+        )
         status = fields["status"]
         return_value = fields.get("return_value")
         return self.make_result(
@@ -181,7 +187,7 @@ class RedisBackend(QueueBackend):
             status=status,
             return_value=json.loads(return_value) if return_value else None,
             errors=json.loads(fields["errors"]),
-            enqueued_at=_at(fields["enqueued_at"]),
+            enqueued_at=enqueued_at,
             started_at=_datetime(fields.get("started_at")),
             last_attempted_at=_datetime(fields.get("last_attempted_at")),
             finished_at=_datetime(fields.get("finished_at")),
