@@ -148,6 +148,12 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
         the queue is elsewhere."""
         return None
 
+    @property
+    def tables_database(self) -> str | None:
+        """The DATABASES alias whose tables of this app the worker uses (so
+        they must be migrated before it starts); None if it uses none."""
+        return self.queue_tables
+
     def _not_installed(self) -> str | None:
         """What is wrong if the app is not installed, else None."""
         if self._installed or apps.is_installed("django_tasks_q"):

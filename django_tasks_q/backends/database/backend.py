@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from django.core import checks
-from django.db import connections, transaction
+from django.db import OperationalError, ProgrammingError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
 from django.db.models import QuerySet
@@ -26,6 +26,7 @@ from django.tasks.exceptions import TaskResultDoesNotExist
 from django.utils import timezone
 
 from ...checks import Option, boolean
+from ...exceptions import QueueNotMigrated
 from ...task import QTaskResult
 from ..base import (
     DATABASE,
@@ -108,6 +109,20 @@ class DatabaseBackend(QueueBackend):
     # -- the django.tasks API ---------------------------------------------------
 
     def write(self, batch: EnqueueBatch) -> list[QTaskResult]:
+        try:
+            self._write(batch)
+        except (ProgrammingError, OperationalError) as error:
+            # Told apart here, where it failed: no query per enqueue to look first.
+            if self.statements.is_missing_table(error):
+                raise QueueNotMigrated(
+                    f"The queue's tables are not in database {self.database!r}: "
+                    f"run manage.py migrate --database {self.database}."
+                ) from error
+            raise
+        self.announce(batch.results)
+        return batch.results
+
+    def _write(self, batch: EnqueueBatch) -> None:
         # A chained task is inserted, then made to wait, in one transaction.
         atomic = transaction.atomic(using=self.database) if batch.waits_for else nullcontext()
         with atomic, self.connection.cursor() as cursor:
@@ -128,8 +143,6 @@ class DatabaseBackend(QueueBackend):
                     using=self.database,
                     robust=True,  # if it fails, a worker's sweep does it
                 )
-        self.announce(batch.results)
-        return batch.results
 
     def _insert_unique(self, cursor: CursorWrapper, batch: EnqueueBatch, keys: list[str]) -> None:
         """Queue each call unless a queued task holds its key (``keys``, one per

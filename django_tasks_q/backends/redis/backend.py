@@ -114,6 +114,10 @@ class RedisBackend(QueueBackend):
             )
 
     @property
+    def tables_database(self) -> str | None:
+        return self.database if self.record_results_in_database else None
+
+    @property
     def _ttl(self) -> int:
         """result_ttl as the functions take it: whole seconds, 0 to keep results."""
         if self.result_ttl is None:
