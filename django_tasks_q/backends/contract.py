@@ -212,6 +212,11 @@ def last_minutes(now: datetime, count: int) -> list[datetime]:
 class Listener(Protocol):
     """A store's wake-up channel, running in its own thread until stopped."""
 
+    @property
+    def connection_name(self) -> str:
+        """What the worker's log calls it, e.g. "LISTEN connection"."""
+        ...
+
     def stop(self) -> None: ...
 
 

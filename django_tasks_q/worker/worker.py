@@ -181,12 +181,15 @@ class Worker:
             self.queues, self._wake.set, worker_id=self.worker_id, on_abort=self._abort_requested
         )
         logger.info(
-            "Worker %s started: backend %r, queues %s, %s pool of %d",
+            "Worker %s started: backend %r, queues %s, %s pool of %d; %s",
             self.worker_id,
             self.backend.alias,
             ", ".join(self.queues) if self.queues else "(all)",
             self.pool_kind,
             self.concurrency,
+            f"polling every {self.poll_interval} s"
+            if listener is None
+            else f"wake-ups: {listener.connection_name}",
         )
         try:
             self._loop()

@@ -46,7 +46,7 @@ from ..contract import (
     QueueStats,
     WorkerEntry,
 )
-from .listeners import PostgresListener
+from .listeners import PostgresListener, psycopg3_installed
 from .result_listener import ResultListener
 from .statements import Ended, Statements, statements_for
 
@@ -395,8 +395,8 @@ class DatabaseBackend(QueueBackend):
         worker_id: str | None = None,
         on_abort: Callable[[], None] | None = None,
     ) -> Listener | None:
-        if self.connection.vendor != "postgresql":
-            return None
+        if self.connection.vendor != "postgresql" or not psycopg3_installed():
+            return None  # the worker polls (check W002 says why, on PostgreSQL)
         params = self.connection.get_connection_params()
         return PostgresListener(params, queues, wake, worker_id, on_abort).start()
 
@@ -442,6 +442,17 @@ class DatabaseBackend(QueueBackend):
                     f"Database {self.database!r} is {vendor}; the database "
                     "backend supports PostgreSQL and SQLite.",
                     id="django_tasks_q.E003",
+                )
+            )
+        if vendor == "postgresql" and not psycopg3_installed():
+            messages.append(
+                checks.Warning(
+                    f"TASKS[{self.alias!r}] is on PostgreSQL without psycopg 3 (import "
+                    "psycopg fails): workers cannot be woken by LISTEN/NOTIFY, so they look "
+                    f"for new tasks every poll_interval ({self.poll_interval} s).",
+                    hint="Install psycopg 3 (pip install 'psycopg[binary]'); Django "
+                    "supports it too.",
+                    id="django_tasks_q.W002",
                 )
             )
         if vendor == "sqlite" and sqlite3.sqlite_version_info < (3, 35):
