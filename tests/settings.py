@@ -61,6 +61,8 @@ TASKS = {
 }
 if os.environ.get("TASKQ_TEST_RESULT_TTL"):  # the retention tests' workers
     TASKS["default"]["OPTIONS"]["result_ttl"] = int(os.environ["TASKQ_TEST_RESULT_TTL"])
+if os.environ.get("TASKQ_TEST_TASK_MODULES"):  # the task_modules tests' workers
+    TASKS["default"]["OPTIONS"]["task_modules"] = [os.environ["TASKQ_TEST_TASK_MODULES"]]
 
 
 def _postgres_unavailable() -> str:

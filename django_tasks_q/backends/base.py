@@ -11,13 +11,16 @@ operators). The models are never imported here: see ``contract.py``.
 """
 
 import asyncio
+import os
 import time
+import warnings
 from abc import abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
+import django
 from django.apps import apps
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
@@ -34,13 +37,14 @@ from ..checks import (
     database_alias,
     duration,
     duration_or_none,
+    module_names,
     positive_seconds,
     read_options,
 )
-from ..exceptions import TaskNotRegistered
+from ..exceptions import TaskModuleNotLoaded, TaskNotRegistered
 from ..ids import uuid7
 from ..payloads import derived_unique_key, encode_calls
-from ..registry import resolve
+from ..registry import loaded_by_workers, resolve
 from ..task import Call, QTask, QTaskResult, as_delay, as_qtask
 from .contract import (
     ClaimedTask,
@@ -56,12 +60,17 @@ from .contract import (
 DATABASE = Option("database", "default", database_alias, "django_tasks_q.E002")
 POLL_INTERVAL = Option("poll_interval", 1.0, positive_seconds, "django_tasks_q.E005")
 LEASE = Option("lease", 60, duration, "django_tasks_q.E005")
+# More modules of tasks for the worker to import, besides each app's "tasks".
+TASK_MODULES = Option("task_modules", (), module_names)
 
 
 def result_ttl(default: float | None) -> Option:
     """How long a finished task's result is kept; None: for ever."""
     return Option("result_ttl", default, duration_or_none, "django_tasks_q.E008")
 
+
+# Where a warning about the caller's code is not reported from.
+PACKAGE_DIRECTORY = os.path.dirname(os.path.dirname(__file__))
 
 INSTALL_HINT = "Add 'django_tasks_q' to INSTALLED_APPS and run manage.py migrate."
 
@@ -125,7 +134,7 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
     supports_unique = False  # whether tasks can have unique keys
     transient_errors: tuple[type[BaseException], ...] = (DatabaseError,)
     # The backend's OPTIONS; each becomes an attribute of the same name.
-    declared_options: ClassVar[tuple[Option, ...]] = (DATABASE, POLL_INTERVAL, LEASE)
+    declared_options: ClassVar[tuple[Option, ...]] = (DATABASE, POLL_INTERVAL, LEASE, TASK_MODULES)
 
     # The DATABASES alias whose transactions enqueue() joins, and where the
     # backend's tables are: the queue itself, or (Redis) copies of results.
@@ -133,11 +142,13 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
     poll_interval: float
     lease: timedelta
     result_ttl: timedelta | None
+    task_modules: tuple[str, ...]
 
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
         values, self._option_messages = read_options(alias, self.options, self.declared_options)
         self._installed = False  # the app, as far as we know yet
+        self._tasks_seen: set[str] = set()  # whose module was looked at: see prepare()
         for name, value in values.items():
             setattr(self, name, value)
 
@@ -211,6 +222,9 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
             raise ImproperlyConfigured(f"{problem} {INSTALL_HINT}")
         task = as_qtask(task)
         self.validate_task(task)
+        if task.module_path not in self._tasks_seen:
+            self._tasks_seen.add(task.module_path)
+            self._warn_unless_loaded(task)
         encoded = encode_calls(task, calls)
         now = timezone.now()
         run_after = self._run_after(task, now)
@@ -237,6 +251,21 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
             for index in range(len(encoded))
         ]
         return batch
+
+    def _warn_unless_loaded(self, task: QTask) -> None:
+        """Warn if no worker loads the module ``task`` is in: it would enqueue
+        fine, then fail with TaskNotRegistered."""
+        module = task.func.__module__
+        if loaded_by_workers(module, self.task_modules):
+            return
+        warnings.warn(
+            f"{task.module_path} is in module {module!r}, which no worker loads: workers "
+            "import the 'tasks' module of each installed app and the modules listed in "
+            f"TASKS[{self.alias!r}]['OPTIONS']['task_modules']. Move the task to a tasks "
+            f"module, or add {module!r} to task_modules.",
+            TaskModuleNotLoaded,
+            skip_file_prefixes=(os.path.dirname(django.__file__), PACKAGE_DIRECTORY),
+        )
 
     def ready_result(self, batch: EnqueueBatch, index: int, unique_key: str | None) -> QTaskResult:
         """What enqueue() returns for call ``index`` of ``batch``."""

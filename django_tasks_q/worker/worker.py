@@ -153,7 +153,9 @@ class Worker:
 
     def run(self) -> None:
         """Run until stopped. Raises ``WorkerStartupError`` if a start-up hook fails."""
-        autodiscover()
+        autodiscover(
+            self.backend.task_modules, f"TASKS[{self.backend.alias!r}]['OPTIONS']['task_modules']"
+        )
         if self.pool_kind != "process":  # else each child runs them
             try:
                 run_worker_start_hooks()

@@ -32,6 +32,7 @@ from ..base import (
     DATABASE,
     LEASE,
     POLL_INTERVAL,
+    TASK_MODULES,
     QueueBackend,
     deadline_after,
     deferred_to,
@@ -86,6 +87,7 @@ class DatabaseBackend(QueueBackend):
         DATABASE,
         POLL_INTERVAL,
         LEASE,
+        TASK_MODULES,
         result_ttl(None),
         # PostgreSQL: whether the worker's own claims and records wait for the
         # WAL flush. Off, a database crash can lose the last moments of them,

@@ -23,7 +23,15 @@ from django.tasks.exceptions import TaskResultDoesNotExist
 from django.utils import timezone
 
 from ...checks import Option, boolean, text
-from ..base import DATABASE, LEASE, POLL_INTERVAL, QueueBackend, deferred_to, result_ttl
+from ..base import (
+    DATABASE,
+    LEASE,
+    POLL_INTERVAL,
+    TASK_MODULES,
+    QueueBackend,
+    deferred_to,
+    result_ttl,
+)
 from ..contract import (
     ClaimedTask,
     EnqueueBatch,
@@ -78,6 +86,7 @@ class RedisBackend(QueueBackend):
         DATABASE,
         POLL_INTERVAL,
         LEASE,
+        TASK_MODULES,
         result_ttl(24 * 60 * 60),
         Option("url", "redis://127.0.0.1:6379/0", text, "django_tasks_q.E007"),
         Option("prefix", "taskq", text),
