@@ -91,6 +91,16 @@ def text(value: Any) -> str:
     return value
 
 
+def module_names(value: Any) -> tuple[str, ...]:
+    """A list (or tuple) of dotted module names."""
+    if not isinstance(value, list | tuple) or not all(
+        isinstance(name, str) and name and all(part.isidentifier() for part in name.split("."))
+        for name in value
+    ):
+        raise BadValue("a list of dotted module names")
+    return tuple(value)
+
+
 def database_alias(value: Any) -> str:
     """The alias of a database in DATABASES."""
     if not isinstance(value, str) or value not in settings.DATABASES:

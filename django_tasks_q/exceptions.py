@@ -63,3 +63,9 @@ class QueueUnavailable(TaskException):
 
 class QueueNotMigrated(QueueUnavailable):
     """The queue's tables are missing: run ``manage.py migrate``."""
+
+
+class TaskModuleNotLoaded(RuntimeWarning):
+    """A task was enqueued from a module no worker loads (neither an installed
+    app's ``tasks`` module nor in the backend's ``task_modules``): workers
+    will fail it with ``TaskNotRegistered``."""

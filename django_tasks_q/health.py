@@ -4,10 +4,8 @@ exit code says what is wrong (the codes are documented in the README)."""
 from datetime import datetime
 from enum import IntEnum
 
-from django.db import connections
-from django.db.migrations.executor import MigrationExecutor
-
 from .backends.base import QueueBackend
+from .management.migrated import unapplied_migrations
 
 
 class Health(IntEnum):
@@ -17,21 +15,15 @@ class Health(IntEnum):
     WORKER_NOT_LIVE = 3  # the worker named by --worker has no heartbeat within the lease
 
 
-def unapplied_migrations(database: str) -> list[str]:
-    """The app's migrations not applied to ``database``, in the order migrate runs them."""
-    executor = MigrationExecutor(connections[database])
-    leaves = [key for key in executor.loader.graph.leaf_nodes() if key[0] == "django_tasks_q"]
-    return [migration.name for migration, _backwards in executor.migration_plan(leaves)]
-
-
 def check_health(
     backend: QueueBackend, queues: list[str], worker_id: str | None, now: datetime
 ) -> tuple[Health, str]:
     """How the queue is, and one line saying so. The store's own errors (its
     ``transient_errors``) propagate: the caller reports them as unavailable."""
-    if backend.queue_tables is not None and (missing := unapplied_migrations(backend.database)):
+    database = backend.tables_database
+    if database is not None and (missing := unapplied_migrations(database)):
         return Health.STORE_UNAVAILABLE, (
-            f"TASKS[{backend.alias!r}]: the database {backend.database!r} lacks the "
+            f"TASKS[{backend.alias!r}]: the database {database!r} lacks the "
             f"django_tasks_q migration {missing[0]}: run `manage.py migrate`."
         )
     live = [worker for worker in backend.workers(now) if worker.live]

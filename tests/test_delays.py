@@ -57,3 +57,24 @@ def test_a_delayed_task_runs_once_due(queue_db, start_worker):
 def test_bad_delays_are_refused(run_after, message):
     with pytest.raises(InvalidTask, match=message):
         tasks.echo.using(run_after=run_after)
+
+
+@pytest.mark.parametrize("delay", [30, timedelta(minutes=5)])
+def test_a_results_task_holds_the_absolute_run_after(queue_db, delay):
+    backend = task_backends[queue_db.alias]
+    result = tasks.echo.using(backend=queue_db.alias, run_after=delay).enqueue()
+    [row] = queue_db.queued()
+    assert result.task.run_after == row["run_after"]  # a datetime, not the delay
+    assert backend.get_result(result.id).task.run_after == row["run_after"]
+
+
+def test_a_results_task_holds_the_datetime_it_was_deferred_to(queue_db):
+    at = timezone.now() + timedelta(hours=1)
+    result = tasks.echo.using(backend=queue_db.alias, run_after=at).enqueue()
+    assert task_backends[queue_db.alias].get_result(result.id).task.run_after == at
+
+
+def test_a_task_not_deferred_has_no_run_after(queue_db):
+    result = tasks.echo.using(backend=queue_db.alias).enqueue()
+    assert result.task.run_after is None
+    assert task_backends[queue_db.alias].get_result(result.id).task.run_after is None

@@ -11,13 +11,16 @@ operators). The models are never imported here: see ``contract.py``.
 """
 
 import asyncio
+import os
 import time
+import warnings
 from abc import abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
+import django
 from django.apps import apps
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
@@ -35,13 +38,14 @@ from ..checks import (
     database_alias,
     duration,
     duration_or_none,
+    module_names,
     positive_seconds,
     read_options,
 )
-from ..exceptions import TaskNotRegistered
+from ..exceptions import TaskModuleNotLoaded, TaskNotRegistered
 from ..ids import uuid7
 from ..payloads import derived_unique_key, encode_calls
-from ..registry import resolve
+from ..registry import loaded_by_workers, resolve
 from ..task import Call, QTask, QTaskResult, as_delay, as_qtask
 from .contract import (
     ClaimedTask,
@@ -60,12 +64,17 @@ LEASE = Option("lease", 60, duration, "django_tasks_q.E005")
 # How many times a task whose worker died (its lease ran out) runs again
 # without using its own retries: a crash is seldom the task's fault.
 CRASH_RETRIES = Option("crash_retries", 2, count)
+# More modules of tasks for the worker to import, besides each app's "tasks".
+TASK_MODULES = Option("task_modules", (), module_names)
 
 
 def result_ttl(default: float | None) -> Option:
     """How long a finished task's result is kept; None: for ever."""
     return Option("result_ttl", default, duration_or_none, "django_tasks_q.E008")
 
+
+# Where a warning about the caller's code is not reported from.
+PACKAGE_DIRECTORY = os.path.dirname(os.path.dirname(__file__))
 
 INSTALL_HINT = "Add 'django_tasks_q' to INSTALLED_APPS and run manage.py migrate."
 
@@ -87,6 +96,12 @@ def _next_poll(result_id: str, deadline: float | None, delay: float) -> float:
     if left <= 0:
         raise TimeoutError(f"Task {result_id} has not finished yet.")
     return min(delay, left)
+
+
+def deferred_to(run_after: datetime, enqueued_at: datetime) -> datetime | None:
+    """A result's ``task.run_after`` for a row: the absolute time it waits for,
+    or None when it was due at once (a store's rows hold ``enqueued_at`` then)."""
+    return run_after if run_after > enqueued_at else None
 
 
 def _unregistered_task(task_path: str) -> QTask:
@@ -128,6 +143,7 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
         POLL_INTERVAL,
         LEASE,
         CRASH_RETRIES,
+        TASK_MODULES,
     )
 
     # The DATABASES alias whose transactions enqueue() joins, and where the
@@ -137,11 +153,13 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
     lease: timedelta
     crash_retries: int
     result_ttl: timedelta | None
+    task_modules: tuple[str, ...]
 
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
         values, self._option_messages = read_options(alias, self.options, self.declared_options)
         self._installed = False  # the app, as far as we know yet
+        self._tasks_seen: set[str] = set()  # whose module was looked at: see prepare()
         for name, value in values.items():
             setattr(self, name, value)
 
@@ -151,6 +169,12 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
         backend's queue (for the admin's lists and ``taskq list``); None when
         the queue is elsewhere."""
         return None
+
+    @property
+    def tables_database(self) -> str | None:
+        """The DATABASES alias whose tables of this app the worker uses (so
+        they must be migrated before it starts); None if it uses none."""
+        return self.queue_tables
 
     def _not_installed(self) -> str | None:
         """What is wrong if the app is not installed, else None."""
@@ -209,9 +233,15 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
             raise ImproperlyConfigured(f"{problem} {INSTALL_HINT}")
         task = as_qtask(task)
         self.validate_task(task)
+        if task.module_path not in self._tasks_seen:
+            self._tasks_seen.add(task.module_path)
+            self._warn_unless_loaded(task)
         encoded = encode_calls(task, calls)
         now = timezone.now()
         run_after = self._run_after(task, now)
+        if task.run_after is not None and task.run_after != run_after:
+            # The results show the time the task waits for, not the delay.
+            task = replace(task, run_after=run_after)
         expires_at = self._expires_at(task, run_after, now)
         keys = self._unique_keys(task, encoded)
         batch = EnqueueBatch(
@@ -232,6 +262,21 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
             for index in range(len(encoded))
         ]
         return batch
+
+    def _warn_unless_loaded(self, task: QTask) -> None:
+        """Warn if no worker loads the module ``task`` is in: it would enqueue
+        fine, then fail with TaskNotRegistered."""
+        module = task.func.__module__
+        if loaded_by_workers(module, self.task_modules):
+            return
+        warnings.warn(
+            f"{task.module_path} is in module {module!r}, which no worker loads: workers "
+            "import the 'tasks' module of each installed app and the modules listed in "
+            f"TASKS[{self.alias!r}]['OPTIONS']['task_modules']. Move the task to a tasks "
+            f"module, or add {module!r} to task_modules.",
+            TaskModuleNotLoaded,
+            skip_file_prefixes=(os.path.dirname(django.__file__), PACKAGE_DIRECTORY),
+        )
 
     def ready_result(self, batch: EnqueueBatch, index: int, unique_key: str | None) -> QTaskResult:
         """What enqueue() returns for call ``index`` of ``batch``."""
@@ -332,16 +377,22 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
             await asyncio.sleep(_next_poll(result_id, deadline, delay))
             delay = min(delay * 2, self.poll_interval)
 
-    def resolve_task(self, task_path: str, priority: int, queue_name: str) -> QTask:
-        """The registered task for a row, carrying the row's priority and queue."""
+    def resolve_task(
+        self, task_path: str, priority: int, queue_name: str, run_after: datetime | None = None
+    ) -> QTask:
+        """The registered task for a row, carrying the row's priority, queue and
+        ``run_after`` (see ``deferred_to``)."""
         try:
             task = resolve(task_path)
         except TaskNotRegistered:
             task = _unregistered_task(task_path)
-        if (task.priority, task.queue_name, task.backend) == (priority, queue_name, self.alias):
+        row = (priority, queue_name, self.alias, run_after)
+        if (task.priority, task.queue_name, task.backend, task.run_after) == row:
             return task
         try:
-            return task.using(priority=priority, queue_name=queue_name, backend=self.alias)
+            return task.using(
+                priority=priority, queue_name=queue_name, backend=self.alias, run_after=run_after
+            )
         except InvalidTask:  # e.g. the queue was since removed from QUEUES
             return task
 

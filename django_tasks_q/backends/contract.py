@@ -214,6 +214,11 @@ def last_minutes(now: datetime, count: int) -> list[datetime]:
 class Listener(Protocol):
     """A store's wake-up channel, running in its own thread until stopped."""
 
+    @property
+    def connection_name(self) -> str:
+        """What the worker's log calls it, e.g. "LISTEN connection"."""
+        ...
+
     def stop(self) -> None: ...
 
 
@@ -227,6 +232,7 @@ class WorkerStore(Protocol):
     database: str  # the DATABASES alias of its tables: the Schedule table, for @periodic
     poll_interval: float  # seconds an idle worker waits between looks
     lease: timedelta  # how long a claim holds without renewal
+    task_modules: tuple[str, ...]  # imported at start, besides each app's "tasks"
     supports_periodic: bool  # whether it keeps @periodic schedules
     # What the worker treats as the store being briefly unreachable: it logs
     # them, backs off and tries again, keeping what it could not record.

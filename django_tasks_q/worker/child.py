@@ -26,9 +26,9 @@ def main(connection: Connection, backend_alias: str) -> None:
     from ..registry import autodiscover, resolve
     from .execution import failed_attempt, run_attempt
 
-    autodiscover()
     # The worker serves only stores (runtaskworker checked): this one is too.
     backend = cast(WorkerStore, task_backends[backend_alias])
+    autodiscover(backend.task_modules)
     # The first message says whether this child can run tasks at all.
     try:
         run_worker_start_hooks()

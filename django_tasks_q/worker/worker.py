@@ -158,7 +158,9 @@ class Worker:
 
     def run(self) -> None:
         """Run until stopped. Raises ``WorkerStartupError`` if a start-up hook fails."""
-        autodiscover()
+        autodiscover(
+            self.backend.task_modules, f"TASKS[{self.backend.alias!r}]['OPTIONS']['task_modules']"
+        )
         if self.pool_kind != "process":  # else each child runs them
             try:
                 run_worker_start_hooks()
@@ -186,12 +188,15 @@ class Worker:
             self.queues, self._wake.set, worker_id=self.worker_id, on_abort=self._abort_requested
         )
         logger.info(
-            "Worker %s started: backend %r, queues %s, %s pool of %d",
+            "Worker %s started: backend %r, queues %s, %s pool of %d; %s",
             self.worker_id,
             self.backend.alias,
             ", ".join(self.queues) if self.queues else "(all)",
             self.pool_kind,
             self.concurrency,
+            f"polling every {self.poll_interval} s"
+            if listener is None
+            else f"wake-ups: {listener.connection_name}",
         )
         try:
             self._loop()

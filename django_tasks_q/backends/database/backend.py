@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from django.core import checks
-from django.db import connections, transaction
+from django.db import OperationalError, ProgrammingError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
 from django.db.models import QuerySet
@@ -26,14 +26,17 @@ from django.tasks.exceptions import TaskResultDoesNotExist
 from django.utils import timezone
 
 from ...checks import Option, boolean
+from ...exceptions import QueueNotMigrated
 from ...task import QTaskResult
 from ..base import (
     CRASH_RETRIES,
     DATABASE,
     LEASE,
     POLL_INTERVAL,
+    TASK_MODULES,
     QueueBackend,
     deadline_after,
+    deferred_to,
     result_ttl,
     time_left,
 )
@@ -45,7 +48,7 @@ from ..contract import (
     QueueStats,
     WorkerEntry,
 )
-from .listeners import PostgresListener
+from .listeners import PostgresListener, psycopg3_installed
 from .result_listener import ResultListener
 from .statements import Ended, Statements, statements_for
 
@@ -68,6 +71,7 @@ RESULT_FIELDS = (
     "enqueued_at",
     "started_at",
     "last_attempted_at",
+    "run_after",  # the result's task's (see deferred_to)
 )
 # A queued task's result has these too (and no return value yet).
 QUEUE_ONLY_FIELDS = ("unique_key", "expires_at")
@@ -85,6 +89,7 @@ class DatabaseBackend(QueueBackend):
         POLL_INTERVAL,
         LEASE,
         CRASH_RETRIES,
+        TASK_MODULES,
         result_ttl(None),
         # PostgreSQL: whether the worker's own claims and records wait for the
         # WAL flush. Off, a database crash can lose the last moments of them,
@@ -108,6 +113,20 @@ class DatabaseBackend(QueueBackend):
     # -- the django.tasks API ---------------------------------------------------
 
     def write(self, batch: EnqueueBatch) -> list[QTaskResult]:
+        try:
+            self._write(batch)
+        except (ProgrammingError, OperationalError) as error:
+            # Told apart here, where it failed: no query per enqueue to look first.
+            if self.statements.is_missing_table(error):
+                raise QueueNotMigrated(
+                    f"The queue's tables are not in database {self.database!r}: "
+                    f"run manage.py migrate --database {self.database}."
+                ) from error
+            raise
+        self.announce(batch.results)
+        return batch.results
+
+    def _write(self, batch: EnqueueBatch) -> None:
         # A chained task is inserted, then made to wait, in one transaction.
         atomic = transaction.atomic(using=self.database) if batch.waits_for else nullcontext()
         with atomic, self.connection.cursor() as cursor:
@@ -128,8 +147,6 @@ class DatabaseBackend(QueueBackend):
                     using=self.database,
                     robust=True,  # if it fails, a worker's sweep does it
                 )
-        self.announce(batch.results)
-        return batch.results
 
     def _insert_unique(self, cursor: CursorWrapper, batch: EnqueueBatch, keys: list[str]) -> None:
         """Queue each call unless a queued task holds its key (``keys``, one per
@@ -182,7 +199,12 @@ class DatabaseBackend(QueueBackend):
 
     def _result(self, row: dict[str, Any], **fields: Any) -> QTaskResult:
         """The API's result for a row of the queue or of the history."""
-        task = self.resolve_task(row.pop("task_path"), row.pop("priority"), row.pop("queue_name"))
+        task = self.resolve_task(
+            row.pop("task_path"),
+            row.pop("priority"),
+            row.pop("queue_name"),
+            deferred_to(row.pop("run_after"), row["enqueued_at"]),
+        )
         row.setdefault("finished_at", None)  # a queued task has not finished
         return self.make_result(task=task, id=str(row.pop("id")), **row, **fields)
 
@@ -377,8 +399,8 @@ class DatabaseBackend(QueueBackend):
         worker_id: str | None = None,
         on_abort: Callable[[], None] | None = None,
     ) -> Listener | None:
-        if self.connection.vendor != "postgresql":
-            return None
+        if self.connection.vendor != "postgresql" or not psycopg3_installed():
+            return None  # the worker polls (check W002 says why, on PostgreSQL)
         params = self.connection.get_connection_params()
         return PostgresListener(params, queues, wake, worker_id, on_abort).start()
 
@@ -424,6 +446,17 @@ class DatabaseBackend(QueueBackend):
                     f"Database {self.database!r} is {vendor}; the database "
                     "backend supports PostgreSQL and SQLite.",
                     id="django_tasks_q.E003",
+                )
+            )
+        if vendor == "postgresql" and not psycopg3_installed():
+            messages.append(
+                checks.Warning(
+                    f"TASKS[{self.alias!r}] is on PostgreSQL without psycopg 3 (import "
+                    "psycopg fails): workers cannot be woken by LISTEN/NOTIFY, so they look "
+                    f"for new tasks every poll_interval ({self.poll_interval} s).",
+                    hint="Install psycopg 3 (pip install 'psycopg[binary]'); Django "
+                    "supports it too.",
+                    id="django_tasks_q.W002",
                 )
             )
         if vendor == "sqlite" and sqlite3.sqlite_version_info < (3, 35):

@@ -18,6 +18,15 @@ from ..listener import Listener, Messages
 from .statements import ABORT_CHANNEL, WAKE_CHANNEL
 
 
+def psycopg3_installed() -> bool:
+    """Whether LISTEN can work: it needs psycopg 3, while Django also runs on psycopg2."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 class PostgresListener(Listener):
     connection_name = "The LISTEN connection"
 

@@ -312,6 +312,11 @@ class PostgresStatements(Statements):
     """
     QUEUED = "SELECT id FROM django_tasks_q_task WHERE id = ANY(%s::uuid[])"
 
+    def is_missing_table(self, error: Exception) -> bool:
+        # 42P01: undefined_table, from psycopg's error under Django's.
+        sqlstate = getattr(error.__cause__, "sqlstate", None)
+        return sqlstate == "42P01" and "django_tasks_q_" in str(error)
+
     def commit_asynchronously(self, cursor: CursorWrapper) -> None:
         cursor.execute("SET LOCAL synchronous_commit TO OFF")
 

@@ -52,6 +52,9 @@ def _error(path: str, message: str) -> str:
 class SQLiteStatements(Statements):
     vendor = "sqlite"
 
+    def is_missing_table(self, error: Exception) -> bool:
+        return str(error).startswith("no such table: django_tasks_q_")
+
     INSERT = _INSERT.format(key_column="", key="")
     INSERT_UNIQUE = f"""
         {_INSERT.format(key_column=", unique_key", key=", json_extract(c.value, '$.unique_key')")}

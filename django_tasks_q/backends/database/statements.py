@@ -182,6 +182,10 @@ class Statements(ABC):
     def __init__(self, connection: Any) -> None:
         self.connection = connection
 
+    @abstractmethod
+    def is_missing_table(self, error: Exception) -> bool:
+        """Whether ``error`` (a statement's) says one of the app's tables does not exist."""
+
     # -- how values are written: as parameters, and inside JSON documents ----------
 
     def param_datetime(self, value: datetime) -> Any:

@@ -25,7 +25,16 @@ from django.utils import timezone
 
 from ...checks import Option, boolean, text
 from ...exceptions import QueueUnavailable
-from ..base import CRASH_RETRIES, DATABASE, LEASE, POLL_INTERVAL, QueueBackend, result_ttl
+from ..base import (
+    CRASH_RETRIES,
+    DATABASE,
+    LEASE,
+    POLL_INTERVAL,
+    TASK_MODULES,
+    QueueBackend,
+    deferred_to,
+    result_ttl,
+)
 from ..contract import (
     ClaimedTask,
     EnqueueBatch,
@@ -88,6 +97,7 @@ class RedisBackend(QueueBackend):
         POLL_INTERVAL,
         LEASE,
         CRASH_RETRIES,
+        TASK_MODULES,
         result_ttl(24 * 60 * 60),
         Option("url", "redis://127.0.0.1:6379/0", text, "django_tasks_q.E007"),
         Option("prefix", "taskq", text),
@@ -122,6 +132,10 @@ class RedisBackend(QueueBackend):
                 redis.exceptions.TryAgainError,
                 DatabaseError,
             )
+
+    @property
+    def tables_database(self) -> str | None:
+        return self.database if self.record_results_in_database else None
 
     @property
     def _ttl(self) -> int:
@@ -188,7 +202,13 @@ class RedisBackend(QueueBackend):
         fields = self.client.hgetall(self.key("task", task_id))
         if not fields:
             raise TaskResultDoesNotExist(result_id)
-        task = self.resolve_task(fields["task_path"], int(fields["priority"]), fields["queue_name"])
+        enqueued_at = _at(fields["enqueued_at"])
+        task = self.resolve_task(
+            fields["task_path"],
+            int(fields["priority"]),
+            fields["queue_name"],
+            deferred_to(_at(fields["run_after"]), enqueued_at),
+        )
         status = fields["status"]
         return_value = fields.get("return_value")
         return self.make_result(
@@ -197,7 +217,7 @@ class RedisBackend(QueueBackend):
             status=status,
             return_value=json.loads(return_value) if return_value else None,
             errors=json.loads(fields["errors"]),
-            enqueued_at=_at(fields["enqueued_at"]),
+            enqueued_at=enqueued_at,
             started_at=_datetime(fields.get("started_at")),
             last_attempted_at=_datetime(fields.get("last_attempted_at")),
             finished_at=_datetime(fields.get("finished_at")),
