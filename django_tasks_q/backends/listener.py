@@ -29,7 +29,7 @@ class Listener(ABC):
     """Dispatches each message: on the abort channel, the id of the worker
     holding the task; on the wake channel, a queue name."""
 
-    # What the log calls the connection, e.g. "The LISTEN connection".
+    # What the log calls the connection, e.g. "LISTEN connection".
     connection_name: ClassVar[str]
 
     def __init__(
@@ -77,7 +77,7 @@ class Listener(ABC):
     def _run(self) -> None:
         # Its errors are connection errors, whose message says it all: the
         # traceback only at DEBUG (the worker's loop logs the store's first).
-        outage = Outage(self.connection_name, logger, first_traceback=False)
+        outage = Outage(f"The {self.connection_name}", logger, first_traceback=False)
         while not self._stopped.is_set():
             try:
                 self._receive(outage)

@@ -28,7 +28,7 @@ def psycopg3_installed() -> bool:
 
 
 class PostgresListener(Listener):
-    connection_name = "The LISTEN connection"
+    connection_name = "LISTEN connection"
 
     def __init__(
         self,

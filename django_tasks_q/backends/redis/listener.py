@@ -20,7 +20,7 @@ from ..listener import Listener, Messages
 
 
 class RedisListener(Listener):
-    connection_name = "The Redis subscription"
+    connection_name = "Redis subscription"
     reconnect_errors = (redis.ConnectionError, redis.TimeoutError)
 
     def __init__(
