@@ -29,11 +29,6 @@ from ...checks import Option, boolean
 from ...exceptions import QueueNotMigrated
 from ...task import QTaskResult
 from ..base import (
-    CRASH_RETRIES,
-    DATABASE,
-    LEASE,
-    POLL_INTERVAL,
-    TASK_MODULES,
     QueueBackend,
     deadline_after,
     deferred_to,
@@ -85,11 +80,7 @@ class DatabaseBackend(QueueBackend):
     supports_after = True
     supports_unique = True
     declared_options = (
-        DATABASE,
-        POLL_INTERVAL,
-        LEASE,
-        CRASH_RETRIES,
-        TASK_MODULES,
+        *QueueBackend.declared_options,  # the options every backend has
         result_ttl(None),
         # PostgreSQL: whether the worker's own claims and records wait for the
         # WAL flush. Off, a database crash can lose the last moments of them,

@@ -26,11 +26,6 @@ from django.utils import timezone
 from ...checks import Option, boolean, text
 from ...exceptions import QueueUnavailable
 from ..base import (
-    CRASH_RETRIES,
-    DATABASE,
-    LEASE,
-    POLL_INTERVAL,
-    TASK_MODULES,
     QueueBackend,
     deferred_to,
     result_ttl,
@@ -93,11 +88,7 @@ class RedisBackend(QueueBackend):
     """The queue in Redis. OPTIONS: see README's "Redis backend"."""
 
     declared_options = (
-        DATABASE,
-        POLL_INTERVAL,
-        LEASE,
-        CRASH_RETRIES,
-        TASK_MODULES,
+        *QueueBackend.declared_options,  # the options every backend has
         result_ttl(24 * 60 * 60),
         Option("url", "redis://127.0.0.1:6379/0", text, "django_tasks_q.E007"),
         Option("prefix", "taskq", text),
