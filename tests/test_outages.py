@@ -82,7 +82,9 @@ def own_redis():
 
 
 def test_a_redis_outage_is_one_line_per_back_off_step(redis_queue_db, start_worker, own_redis):
-    worker = start_worker(redis_queue_db, env={"TASKQ_REDIS_URL": own_redis.url})
+    # A single server of its own, also when the suite runs on a cluster.
+    env = {"TASKQ_REDIS_URL": own_redis.url, "TASKQ_REDIS_CLUSTER_URL": ""}
+    worker = start_worker(redis_queue_db, env=env)
     wait_until(lambda: " started: " in worker.output(), message="the worker to start")
     own_redis.stop()
     steps = "The queue is unavailable"
