@@ -1,5 +1,5 @@
 """``taskq health``: a probe for Kubernetes, systemd or a load balancer, whose
-exit code says what is wrong (the codes are documented in the README)."""
+exit code says what is wrong (the codes are documented in the docs' commands reference)."""
 
 from datetime import datetime
 from enum import IntEnum

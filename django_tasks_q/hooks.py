@@ -38,7 +38,7 @@ def on_worker_start[Hook: Callable[[], Any]](
     """Run ``function()`` once in each worker process before it runs tasks.
 
     Tasks read its return value as ``context.resources[name]`` (``name``
-    defaults to the function's name)::
+    defaults to the function's name):
 
         @on_worker_start
         def model():

@@ -237,7 +237,7 @@ def periodic[T: Task](
     name: str | None = None,
     missed: str = SKIP,
 ) -> Callable[[T], T]:
-    """Run the task below on a schedule: a cron expression, or ``every`` N seconds::
+    """Run the task below on a schedule: a cron expression, or ``every`` N seconds:
 
         @periodic("*/15 * * * *", kwargs={"full": False})
         @periodic("0 3 * * *", timezone="Europe/Paris", name="full-sync", kwargs={"full": True})
@@ -246,7 +246,7 @@ def periodic[T: Task](
 
     Returns the task unchanged. ``name`` (default: the task's dotted path)
     identifies the schedule; give a task's second schedule its own. ``missed``:
-    ``"skip"`` (default) or ``"run_once"``; see ``PeriodicSchedule.due``.
+    ``"skip"`` (default) or ``"run_once"``: what to do with ticks missed while no worker ran.
     """
 
     def register(task: T) -> T:

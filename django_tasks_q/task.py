@@ -87,7 +87,7 @@ class QTaskResult(DjangoTaskResult):  # type: ignore[misc]
 
     def abort(self) -> bool:
         """Stop the task: cancel it if it is waiting; if it is running, ask its
-        worker to stop it (see "Cancelling and aborting" in the README).
+        worker to stop it (see "Cancelling and aborting" in the docs' results guide).
         Returns False if the task had already finished."""
         return queue_backend(self.backend).abort(self.id)
 
@@ -101,7 +101,7 @@ class QTaskResult(DjangoTaskResult):  # type: ignore[misc]
         """Block until the task has finished, refresh this result and return it.
 
         Raises ``TimeoutError`` if it has not finished after ``timeout``
-        seconds (None: wait as long as it takes)::
+        seconds (None: wait as long as it takes):
 
             page = fetch.enqueue(url).wait(timeout=30).return_value
         """
@@ -243,7 +243,7 @@ class QTask[**P, R](DjangoTask):
         """Django's ``using()``, plus this call's ``unique_key`` and ``expires_at``.
 
         ``run_after`` may be a datetime, a timedelta or a number of seconds
-        from the enqueue; ``expires_at`` too (see ``expires_at`` above)::
+        from the enqueue; ``expires_at`` too (the task must start by then):
 
             send_receipt.using(run_after=30, unique_key=f"receipt:{order.pk}").enqueue(order.pk)
         """
@@ -270,7 +270,7 @@ class QTask[**P, R](DjangoTask):
         if there are several); if one does not succeed, it is cancelled.
         ``on="failure"``: it runs as soon as one of them does not succeed,
         with that task's id as its first argument; if they all succeed, it
-        is cancelled as not needed::
+        is cancelled as not needed:
 
             page = fetch.enqueue(url)
             parse.after(page).enqueue(url)  # parse(<fetch's value>, url)
@@ -303,7 +303,7 @@ class QTask[**P, R](DjangoTask):
 
         Each call is a tuple of positional arguments, a dict of keyword
         arguments, or a ``Call(args, kwargs)`` for both. Every call's arguments
-        are checked before anything is queued::
+        are checked before anything is queued:
 
             send_receipt.enqueue_many([(order.pk,) for order in orders])
         """
@@ -375,11 +375,14 @@ def task(
     takes_context: bool = False,
     **options: Any,
 ) -> QTask[..., Any] | Callable[[Callable[..., Any]], QTask[..., Any]]:
-    """Declare a task. Takes Django's ``@task`` arguments and ``QTask``'s options:
+    """Declare a task: Django's ``@task`` with this package's options.
 
-    ``max_retries``, ``retry_backoff``, ``retry_backoff_max``, ``retry_jitter``,
-    ``timeout``, ``store_result``.
-    ``timeout``, ``unique``, ``expires``.
+    It takes Django's arguments (``priority``, ``queue_name``, ``backend``,
+    ``takes_context``) and ``QTask``'s options as keywords: ``max_retries``,
+    ``retry_backoff``, ``retry_backoff_max``, ``retry_jitter``, ``timeout``,
+    ``store_result``, ``unique`` and ``expires``. Use it bare (``@task``) or
+    with arguments (``@task(max_retries=3)``); the task keeps the function's
+    signature for type checkers.
     """
 
     def wrapper(func: Callable[..., Any]) -> QTask[..., Any]:

@@ -74,7 +74,7 @@ QUEUE_ONLY_FIELDS = ("unique_key", "expires_at")
 
 class DatabaseBackend(QueueBackend):
     """The queue in the ``Task`` and ``TaskResult`` tables of the ``database``
-    alias (PostgreSQL or SQLite). OPTIONS: see README's Configuration."""
+    alias (PostgreSQL or SQLite). OPTIONS: see the docs' settings reference."""
 
     supports_periodic = True
     supports_after = True

@@ -91,7 +91,7 @@ def cancel(tasks: QuerySet[Task], *, batch_size: int = BATCH_SIZE) -> int:
 
 def abort(tasks: QuerySet[Task]) -> tuple[int, int]:
     """Stop ``tasks``: cancel those not started, and ask the workers running the
-    others to stop them (they end as CANCELLED; see the README's "Cancelling
+    others to stop them (they end as CANCELLED; see the docs' "Cancelling
     and aborting"). Returns (how many were cancelled, how many asked to stop).
     """
     cancelled = cancel(tasks)

@@ -85,7 +85,7 @@ def _minute(value: datetime) -> int:
 
 
 class RedisBackend(QueueBackend):
-    """The queue in Redis. OPTIONS: see README's "Redis backend"."""
+    """The queue in Redis. OPTIONS: see the docs' settings reference and Redis guide."""
 
     declared_options = (
         *QueueBackend.declared_options,  # the options every backend has
