@@ -14,7 +14,11 @@ from pathlib import Path
 import django
 import pytest
 
-from django_tasks_q import QTask, compat
+from django_tasks_q import QTask, QTaskContext, compat
+from django_tasks_q.testing import run_tasks
+
+from . import tasks
+from .models import Execution
 
 pytestmark = pytest.mark.smoke
 
@@ -79,3 +83,13 @@ def test_the_projects_own_exceptions_catch_ours(queue_db):
         QTask(func=double, backend=queue_db.alias, max_retries=-1)
     with pytest.raises(api.TaskResultDoesNotExist):
         compat.task_backends[queue_db.alias].get_result("nothing-by-this-id")
+
+
+def test_a_task_that_takes_context_gets_ours(queue_db):
+    """QTaskContext is the API's TaskContext, whichever package gives it."""
+    assert issubclass(QTaskContext, importlib.import_module(USERS_API).TaskContext)
+    queued = tasks.record.using(backend=queue_db.alias).enqueue(queue_db.database, "context")
+    [result] = run_tasks(queue_db.alias)
+    assert result.status == compat.TaskResultStatus.SUCCESSFUL
+    ran = Execution.objects.using(queue_db.database).get()
+    assert (ran.label, ran.task_id, ran.attempt) == ("context", queued.id, 1)

@@ -27,6 +27,7 @@ def always_fails():
     raise ValueError("always")
 
 
+@pytest.mark.smoke
 def test_runs_what_is_due_with_the_backends_extensions(queue_db):
     echo = tasks.echo.using(backend=queue_db.alias)
     first = echo.enqueue("a")

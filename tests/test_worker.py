@@ -59,7 +59,6 @@ def test_refresh_follows_a_result_through_the_worker(queue_db, run_worker):
     assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value == 2
 
 
-@pytest.mark.smoke
 def test_async_tasks_receive_context(queue_db, run_worker):
     result = enqueue(queue_db, tasks.async_record, queue_db.database, "async")
     run_worker(queue_db)
