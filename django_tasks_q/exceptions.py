@@ -1,4 +1,4 @@
-from django.tasks.exceptions import InvalidTask, TaskException
+from .compat import InvalidTask, TaskException
 
 
 class InvalidTaskArguments(InvalidTask, TypeError):

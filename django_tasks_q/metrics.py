@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.http import HttpRequest, HttpResponse
-from django.tasks import task_backends
 from django.utils import timezone
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -48,6 +47,7 @@ from prometheus_client.utils import floatToGoString
 
 from .backends.base import QueueBackend, queue_backends
 from .backends.contract import Outcome, QueueFigures
+from .compat import task_backends
 
 # Seconds; the last bucket (+Inf) is added.
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)

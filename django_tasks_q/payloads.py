@@ -11,9 +11,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from django.tasks import Task
-from django.utils.json import normalize_json
-
+from .compat import Task, normalize_json
 from .exceptions import InvalidTaskArguments
 from .task import Call, QTask
 

@@ -11,9 +11,9 @@ from collections.abc import Iterable
 from importlib import import_module
 
 from django.apps import apps
-from django.tasks import Task
 from django.utils.module_loading import autodiscover_modules
 
+from .compat import Task
 from .exceptions import TaskNotRegistered, WorkerStartupError
 from .task import QTask, as_qtask
 

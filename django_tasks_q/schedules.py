@@ -21,9 +21,9 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, NamedTuple
 
 from croniter import CroniterError, croniter
-from django.tasks import Task
 from django.utils import timezone as django_timezone
 
+from .compat import Task
 from .exceptions import InvalidSchedule
 
 SKIP = "skip"

@@ -11,14 +11,18 @@ from typing import TYPE_CHECKING, Any, Concatenate, Literal, Protocol, cast, ove
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, DEFAULT_TASK_QUEUE_NAME, task_backends
-from django.tasks import Task as DjangoTask
-from django.tasks import TaskContext as DjangoTaskContext
-from django.tasks import TaskResult as DjangoTaskResult
-from django.tasks.base import DEFAULT_TASK_PRIORITY
-from django.tasks.exceptions import InvalidTask
 from django.utils import timezone
 
+from .compat import (
+    DEFAULT_TASK_BACKEND_ALIAS,
+    DEFAULT_TASK_PRIORITY,
+    DEFAULT_TASK_QUEUE_NAME,
+    InvalidTask,
+    task_backends,
+)
+from .compat import Task as DjangoTask
+from .compat import TaskContext as DjangoTaskContext
+from .compat import TaskResult as DjangoTaskResult
 from .exceptions import TaskAborted
 
 UNIQUE_KEY_MAX_LENGTH = 255  # Task.unique_key's column

@@ -9,10 +9,9 @@ keys, retries); ``run_tasks()`` keeps the backend the project uses.
 import os
 from collections.abc import Iterable
 
-from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
-
 from .backends.base import QueueBackend
 from .backends.contract import ClaimedTask, Outcome
+from .compat import DEFAULT_TASK_BACKEND_ALIAS, task_backends
 from .exceptions import TaskNotRegistered
 from .registry import resolve
 from .task import QTaskResult

@@ -3,12 +3,13 @@
 import asyncio
 import time
 
-import django.tasks
-
 from django_tasks_q import Retry, task
 
+# Django's own @task: django.tasks.task (django_tasks.task on Django 5.2).
+from django_tasks_q.compat import task as django_task
 
-@django.tasks.task
+
+@django_task
 def add(a: int, b: int) -> int:
     """A plain Django task: no django-tasks-q import needed."""
     return a + b

@@ -1,8 +1,9 @@
 from django.db import transaction
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
-from django.tasks.exceptions import TaskResultDoesNotExist
 from django.views.decorators.http import require_POST
+
+from django_tasks_q.compat import TaskResultDoesNotExist
 
 from . import tasks
 

@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import django
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -15,6 +16,8 @@ from django.test import Client
 from .stores import Backend, DatabaseStore, RedisStore
 
 ROOT = Path(__file__).resolve().parent.parent
+# The README's sample imports django.tasks, as a project on Django 6 does.
+collect_ignore = ["test_testing_sample.py"] if django.VERSION < (6, 0) else []
 REQUIRE_SERVICES = os.environ.get("TASKQ_REQUIRE_SERVICES") == "1"
 
 
@@ -47,6 +50,10 @@ def pytest_configure(config):
         "markers",
         "redis: runs on the Redis backend (set by pytest_collection_modifyitems; "
         ".ci/run runs these again on a Redis Cluster)",
+    )
+    config.addinivalue_line(
+        "markers",
+        "smoke: the subset .ci/run runs on every other Django and Python (pytest -m smoke)",
     )
 
 

@@ -3,9 +3,9 @@ metrics tests need histories that a worker would take a while to produce."""
 
 from datetime import timedelta
 
-from django.tasks import task_backends
 from django.utils import timezone
 
+from django_tasks_q.compat import task_backends
 from django_tasks_q.ids import uuid7
 from django_tasks_q.models import ResultStatus, Task, TaskResult, TaskStatus, Worker
 

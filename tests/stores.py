@@ -13,10 +13,10 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 
 from django.db import connections
-from django.tasks import task_backends
 from django.utils import timezone
 
 from django_tasks_q.backends.redis.library import EnqueueCall
+from django_tasks_q.compat import task_backends
 from django_tasks_q.ids import uuid7
 from django_tasks_q.models import Task, TaskResult, Worker
 

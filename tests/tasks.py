@@ -7,10 +7,10 @@ import threading
 import time
 from pathlib import Path
 
-import django.tasks
 from asgiref.sync import sync_to_async
 
 from django_tasks_q import Retry, on_worker_start, periodic, task
+from django_tasks_q.compat import task as django_task
 
 from .models import Execution
 
@@ -29,9 +29,9 @@ def record(context, db, label):
     return label
 
 
-@django.tasks.task
+@django_task
 def add(a, b):
-    """A plain Django task, no django-tasks-q options."""
+    """A plain Django task (``django.tasks.task``), no django-tasks-q options."""
     return a + b
 
 

@@ -6,9 +6,9 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
-from django.tasks import TaskResultStatus, task_backends
 from django.urls import reverse
 
+from django_tasks_q.compat import TaskResultStatus, task_backends
 from django_tasks_q.models import ResultStatus, Task, TaskResult, TaskStatus
 
 from . import tasks

@@ -2,10 +2,14 @@
 
 import pytest
 from django.db import transaction
-from django.tasks import TaskResultStatus, task_backends
-from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 
 from django_tasks_q.backends.database import chains, operations
+from django_tasks_q.compat import (
+    InvalidTask,
+    TaskResultDoesNotExist,
+    TaskResultStatus,
+    task_backends,
+)
 from django_tasks_q.models import Task, TaskDependency, TaskResult, TaskStatus
 
 from . import tasks

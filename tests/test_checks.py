@@ -7,6 +7,8 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from django_tasks_q.backends.database import DatabaseBackend
 from django_tasks_q.backends.redis import RedisBackend
 
@@ -24,6 +26,7 @@ def check_output(settings_module: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.smoke
 def test_a_project_without_the_app_installed_gets_e001():
     done = check_output("tests.projects.without_app")
     assert done.returncode == 1, done.stdout + done.stderr

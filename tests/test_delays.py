@@ -3,9 +3,9 @@
 from datetime import timedelta
 
 import pytest
-from django.tasks import TaskResultStatus, task_backends
-from django.tasks.exceptions import InvalidTask
 from django.utils import timezone
+
+from django_tasks_q.compat import InvalidTask, TaskResultStatus, task_backends
 
 from . import tasks
 from .conftest import wait_until

@@ -6,17 +6,22 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from asgiref.sync import async_to_sync
 from django.db import transaction
-from django.tasks import Task as DjangoTask
-from django.tasks import TaskResultStatus, task_backends
-from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
-from django.tasks.signals import task_enqueued
 from django.utils import timezone
 
 from django_tasks_q import Call, InvalidTaskArguments, QTask
+from django_tasks_q.compat import (
+    InvalidTask,
+    TaskResultDoesNotExist,
+    TaskResultStatus,
+    task_backends,
+    task_enqueued,
+)
+from django_tasks_q.compat import Task as DjangoTask
 
 from . import tasks
 
 
+@pytest.mark.smoke
 def test_enqueue_writes_a_ready_row(queue_db):
     result = tasks.echo.using(backend=queue_db.alias).enqueue(1, "two", three=[3])
     assert result.status == TaskResultStatus.READY
@@ -42,6 +47,7 @@ def test_ids_are_short_strings_that_sort_by_time(queue_db):
     assert all(uuid.UUID(i).version == 7 for i in ids)
 
 
+@pytest.mark.smoke
 def test_plain_django_task_uses_the_backend(queue_db):
     """An unchanged @django.tasks.task function gets this backend's task class."""
     assert isinstance(tasks.add, QTask)
@@ -148,6 +154,7 @@ def test_priority_and_queue_are_stored(queue_db):
     assert (result.task.priority, result.task.queue_name) == (7, "emails")
 
 
+@pytest.mark.smoke
 def test_task_enqueued_signal(queue_db):
     seen = []
 
@@ -199,6 +206,7 @@ def test_get_result_maps_final_states(queue_db, status, django_status):
             _ = result.return_value
 
 
+@pytest.mark.smoke
 def test_get_result_of_a_row_naming_an_unregistered_task(queue_db):
     now = timezone.now()
     result_id = queue_db.insert_result(
@@ -209,6 +217,7 @@ def test_get_result_of_a_row_naming_an_unregistered_task(queue_db):
     assert result.status == TaskResultStatus.FAILED
 
 
+@pytest.mark.smoke
 def test_aenqueue_and_aget_result(queue_db):
     async def enqueue_and_fetch():
         result = await tasks.async_add.using(backend=queue_db.alias).aenqueue(1, 2)
@@ -219,6 +228,7 @@ def test_aenqueue_and_aget_result(queue_db):
     assert fetched.args == [1, 2]
 
 
+@pytest.mark.smoke
 def test_enqueue_many_writes_every_call_in_one_go(queue_db):
     task = tasks.echo.using(backend=queue_db.alias, priority=3)
     results = task.enqueue_many([(1, 2), {"k": "v"}, Call(args=(3,), kwargs={"x": [4]})])

@@ -1,6 +1,6 @@
 """The executors: the process pool, and the event loop for async tasks."""
 
-from django.tasks import TaskResultStatus, task_backends
+from django_tasks_q.compat import TaskResultStatus, task_backends
 
 from . import tasks
 from .models import Execution

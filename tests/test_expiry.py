@@ -3,12 +3,11 @@
 from datetime import datetime, timedelta
 
 import pytest
-from django.tasks import TaskResultStatus, task_backends
-from django.tasks.exceptions import InvalidTask
 from django.utils import timezone
 
 from django_tasks_q import QTask
 from django_tasks_q.backends.contract import Outcome
+from django_tasks_q.compat import InvalidTask, TaskResultStatus, task_backends
 from django_tasks_q.models import ResultStatus
 
 from . import tasks

@@ -3,8 +3,7 @@ traceback where the error was caught, with the task's id, path and attempt."""
 
 import logging
 
-from django.tasks import task_backends
-
+from django_tasks_q.compat import task_backends
 from django_tasks_q.worker.worker import Worker
 
 from . import tasks

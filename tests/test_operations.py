@@ -6,9 +6,9 @@ import psycopg
 import pytest
 from django.conf import settings
 from django.db import connections
-from django.tasks import TaskResultStatus, task_backends
 
 from django_tasks_q.backends.database import operations
+from django_tasks_q.compat import TaskResultStatus, task_backends
 from django_tasks_q.models import ResultStatus, Task, TaskResult, TaskStatus
 
 from . import tasks

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from django_tasks_q.backends.contract import Outcome
+from django_tasks_q.compat import TASKS_PACKAGE
 from django_tasks_q.metrics import QueueCollector
 from django_tasks_q.models import ResultStatus
 
@@ -291,7 +292,7 @@ def test_metrics(queue_db):
 def test_what_is_not_a_queue_backend_is_left_out(settings, superuser):
     settings.TASKS = {
         **settings.TASKS,
-        "dummy": {"BACKEND": "django.tasks.backends.dummy.DummyBackend"},
+        "dummy": {"BACKEND": f"{TASKS_PACKAGE}.backends.dummy.DummyBackend"},
     }
     response = superuser.get(reverse("admin:django_tasks_q_dashboard_changelist"))
     assert "dummy" not in {section["alias"] for section in response.context["backends"]}

@@ -5,9 +5,9 @@ import signal
 import time
 
 from django.db import transaction
-from django.tasks import TaskResultStatus, task_backends
 
 from django_tasks_q.backends.database import operations
+from django_tasks_q.compat import TaskResultStatus, task_backends
 from django_tasks_q.models import Task, TaskResult
 
 from . import tasks

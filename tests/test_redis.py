@@ -5,12 +5,11 @@ behaviour is tested with every other backend's, in the parametrised suites."""
 import pytest
 from django.conf import settings
 from django.db import transaction
-from django.tasks import TaskResultStatus
-from django.tasks.exceptions import TaskResultDoesNotExist
 
 from django_tasks_q.backends.redis import RedisBackend
 from django_tasks_q.backends.redis import backend as redis_backend
 from django_tasks_q.backends.redis.library import LIBRARY
+from django_tasks_q.compat import TaskResultDoesNotExist, TaskResultStatus
 from django_tasks_q.models import TaskResult
 from django_tasks_q.worker.worker import Worker
 

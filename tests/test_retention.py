@@ -5,9 +5,9 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
-from django.tasks import task_backends
 from django.utils import timezone
 
+from django_tasks_q.compat import task_backends
 from django_tasks_q.models import TaskResult
 
 pytestmark = pytest.mark.database_only  # Redis results expire by their own TTL

@@ -10,11 +10,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.tasks import task as django_task
 from django.urls import reverse
 
 from django_tasks_q import InvalidSchedule, QTask, periodic, schedules, task
 from django_tasks_q.backends.database import operations
+from django_tasks_q.compat import task as django_task
 from django_tasks_q.models import Schedule, Task, TaskResult
 from django_tasks_q.schedules import GRACE, Due, PeriodicSchedule
 from django_tasks_q.worker.scheduler import Scheduler

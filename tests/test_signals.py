@@ -1,8 +1,6 @@
 """Django's task signals, from a worker running in this process."""
 
-from django.tasks import TaskResultStatus, task_backends
-from django.tasks.signals import task_finished, task_started
-
+from django_tasks_q.compat import TaskResultStatus, task_backends, task_finished, task_started
 from django_tasks_q.worker.worker import Worker
 
 from . import tasks

@@ -4,9 +4,9 @@ hook stopping the worker. The hook is ``tests.tasks.test_resource``."""
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
-from django.tasks import task_backends
 
 from django_tasks_q import on_worker_start
+from django_tasks_q.compat import task_backends
 
 from . import tasks
 from .conftest import wait_until

@@ -1,10 +1,9 @@
 """``store_result=False``: the status and errors are kept, the return value is not."""
 
 import pytest
-from django.tasks import TaskResultStatus, task_backends
-from django.tasks.exceptions import InvalidTask
 
 from django_tasks_q import task
+from django_tasks_q.compat import InvalidTask, TaskResultStatus, task_backends
 
 from . import tasks
 

@@ -4,9 +4,9 @@ the worker loads, and enqueueing a task no worker would find warns once."""
 import warnings
 
 import pytest
-from django.tasks import TaskResultStatus, task_backends
 
 from django_tasks_q.backends.database import DatabaseBackend
+from django_tasks_q.compat import TaskResultStatus, task_backends
 from django_tasks_q.exceptions import TaskModuleNotLoaded
 
 from . import jobs, tasks

@@ -4,10 +4,9 @@ in process, through the real backend, inside or outside a test's transaction."""
 from pathlib import Path
 
 import pytest
-from django.tasks import TaskResultStatus
-from django.tasks.signals import task_finished
 
 from django_tasks_q import task
+from django_tasks_q.compat import TASKS_PACKAGE, TaskResultStatus, task_finished
 from django_tasks_q.testing import run_tasks
 
 from . import tasks
@@ -28,6 +27,7 @@ def always_fails():
     raise ValueError("always")
 
 
+@pytest.mark.smoke
 def test_runs_what_is_due_with_the_backends_extensions(queue_db):
     echo = tasks.echo.using(backend=queue_db.alias)
     first = echo.enqueue("a")
@@ -52,6 +52,7 @@ def test_runs_what_is_due_with_the_backends_extensions(queue_db):
     assert run_tasks(queue_db.alias) == []
 
 
+@pytest.mark.smoke
 def test_runs_what_tasks_enqueue_until_the_queue_is_empty(queue_db):
     fan_out.using(backend=queue_db.alias).enqueue(queue_db.alias, ["x", "y"])
     results = run_tasks(queue_db.alias)
@@ -70,6 +71,7 @@ def test_max_tasks_leaves_the_rest_queued(queue_db):
     assert len(run_tasks(queue_db.alias)) == 1
 
 
+@pytest.mark.smoke
 def test_failures_are_retried_by_the_tasks_policy(queue_db):
     always_fails.using(backend=queue_db.alias).enqueue()
     [result] = run_tasks(queue_db.alias)
@@ -104,7 +106,7 @@ def test_tasks_enqueued_in_the_tests_transaction(backend, django_capture_on_comm
 def test_a_backend_of_another_kind_is_refused(settings):
     settings.TASKS = {
         **settings.TASKS,
-        "immediate": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"},
+        "immediate": {"BACKEND": f"{TASKS_PACKAGE}.backends.immediate.ImmediateBackend"},
     }
     with pytest.raises(TypeError, match="ImmediateBackend, not a django-tasks-q backend"):
         run_tasks("immediate")

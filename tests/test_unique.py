@@ -7,12 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.db import connections, transaction
-from django.tasks import TaskResultStatus, task_backends
-from django.tasks.exceptions import InvalidTask
-from django.tasks.signals import task_enqueued
 
 from django_tasks_q import QTask
 from django_tasks_q.backends.database import DatabaseBackend
+from django_tasks_q.compat import InvalidTask, TaskResultStatus, task_backends, task_enqueued
 from django_tasks_q.models import Task
 
 from . import tasks

@@ -5,10 +5,9 @@ import threading
 import pytest
 from asgiref.sync import async_to_sync
 from django.db import connections, transaction
-from django.tasks import TaskResultStatus, task_backends
-from django.tasks.exceptions import TaskResultDoesNotExist
 
 from django_tasks_q.backends.database.result_listener import ResultListener
+from django_tasks_q.compat import TaskResultDoesNotExist, TaskResultStatus, task_backends
 from django_tasks_q.models import Task
 
 from . import tasks

@@ -25,7 +25,7 @@ import django
 django.setup()
 from django.core.management import call_command
 from django.db import connections
-from django.tasks import task_backends
+from django_tasks_q.compat import task_backends
 # Django's PostgreSQL backend, loaded and connected on the driver there is.
 connections["postgres"].ensure_connection()
 sys.modules["psycopg"] = None

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from django.db import connections, transaction
 from django.db.models import Count
-from django.tasks import TaskResultStatus, task_backends
 from django.utils import timezone
 
+from django_tasks_q.compat import TaskResultStatus, task_backends
 from django_tasks_q.worker.worker import Worker
 
 from . import tasks
@@ -29,6 +29,7 @@ def executions(backend, **filters):
     return Execution.objects.using(backend.database).filter(**filters).order_by("id")
 
 
+@pytest.mark.smoke
 def test_sync_and_async_tasks_run_to_results(queue_db, run_worker):
     plain = enqueue(queue_db, tasks.add, 2, 3)
     asynchronous = enqueue(queue_db, tasks.async_add, 4, 5)
@@ -156,6 +157,7 @@ def test_max_tasks_stops_the_worker(queue_db, run_worker):
     assert queue_db.queued_count() == 2
 
 
+@pytest.mark.smoke
 def test_retries_with_backoff_until_success(queue_db, start_worker):
     result = enqueue(queue_db, tasks.fail_until, queue_db.database, 3)
     worker = start_worker(queue_db)

@@ -12,7 +12,6 @@ from django.contrib.admin import helpers
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse
-from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.text import capfirst
@@ -22,6 +21,7 @@ from django.utils.translation import gettext_lazy
 from ..actions import actions_on
 from ..backends.base import QueueBackend
 from ..backends.database import operations
+from ..compat import DEFAULT_TASK_BACKEND_ALIAS, task_backends
 from .changelist import LeanChangeList
 from .display import NOTHING, clipped, pretty_json, timestamp
 from .pagination import EstimatedCountPaginator

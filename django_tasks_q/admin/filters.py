@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any, cast
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.tasks import task_backends
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from ..backends.database import figures
+from ..compat import task_backends
 from ..models import TaskQuerySet
 
 if TYPE_CHECKING:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import QuerySet
+from django.db import connections
+from django.db.models import Func, QuerySet, TextField, Value
 from django.db.models.fields.json import KT
 from django.http import HttpRequest
 from django.urls import reverse
@@ -151,6 +152,16 @@ class TaskAdmin(QueueModelAdmin):
         operations.delete_waiting(queryset)
 
 
+def last_error(queryset: QuerySet[Any], key: str) -> Func:
+    """``key`` of the last of a result's ``errors``, as text. SQLite names the
+    last element of a JSON array ``#-1``, which Django's JSON paths write only
+    from 6.0 on (Django 5.2 writes ``-1``: "JSON path error")."""
+    if connections[queryset.db].vendor == "sqlite":
+        path = Value(f"$[#-1].{key}")
+        return Func("errors", path, function="JSON_EXTRACT", output_field=TextField())
+    return KT(f"errors__-1__{key}")
+
+
 class TaskResultAdmin(QueueModelAdmin):
     # What fits a 1366 px screen (admin.css): the detail page has the rest,
     # the queue is the filter's.
@@ -196,13 +207,10 @@ class TaskResultAdmin(QueueModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         # The error column's: the last error's text, not the whole list of
         # errors with every attempt's traceback.
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                last_error_class=KT("errors__-1__exception_class_path"),
-                last_error_traceback=KT("errors__-1__traceback"),
-            )
+        queryset = super().get_queryset(request)
+        return queryset.annotate(
+            last_error_class=last_error(queryset, "exception_class_path"),
+            last_error_traceback=last_error(queryset, "traceback"),
         )
 
     @admin.display(description=gettext_lazy("error"))

@@ -25,11 +25,6 @@ from django.apps import apps
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import Error as DatabaseError
-from django.tasks import Task, task_backends
-from django.tasks.backends.base import BaseTaskBackend
-from django.tasks.base import TaskError
-from django.tasks.exceptions import InvalidTask
-from django.tasks.signals import task_enqueued
 from django.utils import timezone
 
 from ..checks import (
@@ -42,6 +37,7 @@ from ..checks import (
     positive_seconds,
     read_options,
 )
+from ..compat import BaseTaskBackend, InvalidTask, Task, TaskError, task_backends, task_enqueued
 from ..exceptions import TaskModuleNotLoaded, TaskNotRegistered
 from ..ids import uuid7
 from ..payloads import derived_unique_key, encode_calls

@@ -16,9 +16,9 @@ from enum import nonmember
 from typing import Any, ClassVar, Protocol
 
 from django.db import models
-from django.tasks import Task, TaskResultStatus
 from django.utils.translation import gettext_lazy as _
 
+from ..compat import Task, TaskResultStatus
 from ..task import QTask, QTaskResult
 
 

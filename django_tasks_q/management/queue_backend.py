@@ -1,10 +1,9 @@
 """The backend a management command works on, named by its TASKS alias."""
 
 from django.core.management.base import CommandError
-from django.tasks import task_backends
-from django.tasks.exceptions import InvalidTaskBackend
 
 from ..backends.base import QueueBackend
+from ..compat import InvalidTaskBackend, task_backends
 
 
 def queue_backend(alias: str) -> QueueBackend:

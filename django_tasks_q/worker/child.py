@@ -18,9 +18,8 @@ def main(connection: Connection, backend_alias: str) -> None:
     import django
 
     django.setup()
-    from django.tasks import task_backends
-
     from ..backends.contract import WorkerStore
+    from ..compat import task_backends
     from ..exceptions import TaskNotRegistered, WorkerStartupError
     from ..hooks import run_worker_start_hooks
     from ..registry import autodiscover, resolve

@@ -16,10 +16,10 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db import connections
-from django.tasks.signals import task_finished, task_started
 from django.utils import timezone
 
 from ..backends.contract import ClaimedTask, Outcome, WorkerStore
+from ..compat import task_finished, task_started
 from ..exceptions import Retry, TaskAborted
 from ..hooks import worker_resources
 from ..payloads import error_from, error_line, return_value

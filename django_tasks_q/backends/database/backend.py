@@ -22,10 +22,10 @@ from django.db import OperationalError, ProgrammingError, connections, transacti
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
 from django.db.models import QuerySet
-from django.tasks.exceptions import TaskResultDoesNotExist
 from django.utils import timezone
 
 from ...checks import Option, boolean
+from ...compat import TaskResultDoesNotExist
 from ...exceptions import QueueNotMigrated
 from ...task import QTaskResult
 from ..base import (

@@ -32,9 +32,9 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
 from django.db import connections, transaction
-from django.tasks.exceptions import TaskResultDoesNotExist
 from django.utils import timezone
 
+from ...compat import TaskResultDoesNotExist
 from ...exceptions import DependencyFailed, FallbackNotNeeded
 from ...models import ResultStatus, RunOn, Task, TaskDependency, TaskResult, TaskStatus
 from ..contract import EnqueueBatch

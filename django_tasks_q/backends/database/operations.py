@@ -22,9 +22,9 @@ from typing import Any
 
 from django.db import connections, transaction
 from django.db.models import QuerySet
-from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
 from django.utils import timezone
 
+from ...compat import DEFAULT_TASK_BACKEND_ALIAS, task_backends
 from ...exceptions import TaskNotRegistered
 from ...ids import uuid7
 from ...models import ResultStatus, Schedule, Task, TaskResult, TaskStatus

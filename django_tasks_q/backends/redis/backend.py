@@ -20,10 +20,10 @@ from urllib.parse import urlsplit, urlunsplit
 from django.core import checks
 from django.db import Error as DatabaseError
 from django.db import transaction
-from django.tasks.exceptions import TaskResultDoesNotExist
 from django.utils import timezone
 
 from ...checks import Option, boolean, text
+from ...compat import TaskResultDoesNotExist
 from ...exceptions import QueueUnavailable
 from ..base import (
     QueueBackend,

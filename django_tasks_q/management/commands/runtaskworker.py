@@ -4,12 +4,13 @@ from argparse import ArgumentParser
 from typing import TYPE_CHECKING, Any
 
 from django.core.management.base import BaseCommand, CommandError
-from django.tasks import DEFAULT_TASK_BACKEND_ALIAS
 
 from django_tasks_q.exceptions import WorkerStartupError
 from django_tasks_q.management.migrated import require_migrated
 from django_tasks_q.management.queue_backend import queue_backend as get_queue_backend
 from django_tasks_q.worker.worker import Worker
+
+from ...compat import DEFAULT_TASK_BACKEND_ALIAS
 
 if TYPE_CHECKING:  # prometheus_client is optional
     from django_tasks_q.metrics import WorkerMetrics

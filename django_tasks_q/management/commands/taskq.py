@@ -16,7 +16,6 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import QuerySet
-from django.tasks import DEFAULT_TASK_BACKEND_ALIAS
 from django.utils import timezone
 
 from django_tasks_q.actions import OperatorAction, commands_on
@@ -24,6 +23,8 @@ from django_tasks_q.backends.database import operations
 from django_tasks_q.health import Health, check_health
 from django_tasks_q.management.queue_backend import queue_backend
 from django_tasks_q.models import ResultStatus, Schedule, Task, TaskResult, TaskStatus
+
+from ...compat import DEFAULT_TASK_BACKEND_ALIAS
 
 QUEUE_STATES = ("waiting", "scheduled", "running", "blocked")
 # Subcommands every backend answers; the rest work on TaskResult and Task rows.
