@@ -59,8 +59,9 @@ def test_without_psycopg3_the_check_warns_and_the_worker_polls(postgres_queue_db
     assert done.stdout.splitlines()[:2] == [
         "django_tasks_q.W002 | TASKS['postgres'] is on PostgreSQL without psycopg 3 "
         "(import psycopg fails): workers cannot be woken by LISTEN/NOTIFY, so they look "
-        "for new tasks every poll_interval (0.05 s). | Install psycopg 3 "
-        "(pip install 'psycopg[binary]'); Django supports it too.",
+        "for new tasks every poll_interval (0.05 s). | Install psycopg 3: pip install "
+        "'django-tasks-q[postgres]' (or [postgres-binary], with its own libpq); Django "
+        "supports it too.",
         "listener: None",
     ]
     assert "Traceback" not in done.stderr, done.stderr

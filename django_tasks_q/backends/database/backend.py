@@ -445,8 +445,8 @@ class DatabaseBackend(QueueBackend):
                     f"TASKS[{self.alias!r}] is on PostgreSQL without psycopg 3 (import "
                     "psycopg fails): workers cannot be woken by LISTEN/NOTIFY, so they look "
                     f"for new tasks every poll_interval ({self.poll_interval} s).",
-                    hint="Install psycopg 3 (pip install 'psycopg[binary]'); Django "
-                    "supports it too.",
+                    hint="Install psycopg 3: pip install 'django-tasks-q[postgres]' (or "
+                    "[postgres-binary], with its own libpq); Django supports it too.",
                     id="django_tasks_q.W002",
                 )
             )
