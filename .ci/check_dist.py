@@ -4,12 +4,16 @@ The sdist holds only files git tracks (the package, the tests and the test
 project they build on, the docs, the README and friends), never the
 benchmark's drivers, the lock file or CI's scripts; the wheel holds the
 package (templates, static files, migrations, py.typed included) and its
-metadata, nothing else. Prints one line per problem and exits 1 if any.
+metadata, nothing else. The sdist's tests must find all they import in it:
+pytest collects them from the unpacked sdist, with this checkout off the path
+(the dev venv's editable install puts it there). Prints one line per problem
+and exits 1 if any.
 """
 
 import subprocess
 import sys
 import tarfile
+import tempfile
 import zipfile
 from email.parser import HeaderParser
 from pathlib import Path
@@ -62,6 +66,28 @@ def check_sdist(path: Path) -> list[str]:
     return problems
 
 
+# Run in the unpacked sdist: pytest without this checkout on sys.path.
+COLLECT = f"""
+import os, sys
+sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != {str(ROOT)!r}]
+import pytest
+sys.exit(pytest.main(["-q", "--collect-only", "-n", "0", "-p", "no:cacheprovider"]))
+"""
+
+
+def check_sdist_tests(path: Path) -> list[str]:
+    with tempfile.TemporaryDirectory() as directory, tarfile.open(path) as archive:
+        archive.extractall(directory, filter="data")
+        (unpacked,) = Path(directory).iterdir()
+        collected = subprocess.run(
+            [sys.executable, "-c", COLLECT], cwd=unpacked, capture_output=True, text=True
+        )
+    if collected.returncode == 0:
+        return []
+    output = (collected.stdout + collected.stderr).splitlines()[-20:]  # the error at its end
+    return ["the sdist's tests do not collect from it:", *output]
+
+
 def check_wheel(path: Path) -> list[str]:
     with zipfile.ZipFile(path) as archive:
         names = set(archive.namelist())
@@ -88,7 +114,7 @@ def main(dist: Path) -> int:
     if len(sdists) != 1 or len(wheels) != 1:
         print(f"{dist} should hold one sdist and one wheel: {sdists + wheels}")
         return 1
-    problems = check_sdist(sdists[0]) + check_wheel(wheels[0])
+    problems = check_sdist(sdists[0]) + check_sdist_tests(sdists[0]) + check_wheel(wheels[0])
     for problem in problems:
         print(problem)
     if not problems:
