@@ -27,7 +27,8 @@ SDIST_HOLDS = [
     "docs/",
     "manage.py",
     "bench/report.py",  # tests/test_bench_report.py
-    "README.md",
+    ":(glob)*.md",  # README, CHANGELOG, CONTRIBUTING, SECURITY
+    "mkdocs.yml",
     "LICENSE",
     "pyproject.toml",
 ]
