@@ -6,6 +6,8 @@ from django_tasks_q import task
 def send_receipt(order_id): ...
 """
 
+from importlib.metadata import version
+
 from .exceptions import (
     InvalidSchedule,
     InvalidTaskArguments,
@@ -18,6 +20,8 @@ from .exceptions import (
 from .hooks import on_worker_start
 from .schedules import periodic
 from .task import Call, QTask, QTaskContext, QTaskResult, task
+
+__version__ = version("django-tasks-q")  # pyproject.toml's, as installed
 
 __all__ = [
     "Call",

@@ -34,16 +34,23 @@ from datetime import datetime, timedelta
 
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-    start_http_server,
-)
-from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.utils import floatToGoString
+
+try:
+    from prometheus_client import (
+        CONTENT_TYPE_LATEST,
+        CollectorRegistry,
+        Counter,
+        Histogram,
+        generate_latest,
+        start_http_server,
+    )
+    from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
+    from prometheus_client.utils import floatToGoString
+except ImportError:
+    raise ImportError(
+        'django_tasks_q.metrics needs prometheus-client: pip install "django-tasks-q[prometheus]"',
+        name="prometheus_client",
+    ) from None
 
 from .backends.base import QueueBackend, queue_backends
 from .backends.contract import Outcome, QueueFigures

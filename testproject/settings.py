@@ -1,10 +1,10 @@
 """A small site that uses django-tasks-q: SQLite by default, PostgreSQL when
-DATABASE_URL is set (e.g. postgres://postgres@127.0.0.1:5432/taskq)."""
+DATABASE_URL is set (e.g. postgres://postgres@127.0.0.1:5432/taskq; that takes
+the dev group's dj-database-url and psycopg, while SQLite needs only the
+package's own dependencies: ``uv run --no-dev``)."""
 
 import os
 from pathlib import Path
-
-import dj_database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -58,6 +58,8 @@ SQLITE_OPTIONS = {
 }
 
 if os.environ.get("DATABASE_URL"):
+    import dj_database_url
+
     DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"])}
 else:
     DATABASES = {

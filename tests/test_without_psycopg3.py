@@ -59,8 +59,9 @@ def test_without_psycopg3_the_check_warns_and_the_worker_polls(postgres_queue_db
     assert done.stdout.splitlines()[:2] == [
         "django_tasks_q.W002 | TASKS['postgres'] is on PostgreSQL without psycopg 3 "
         "(import psycopg fails): workers cannot be woken by LISTEN/NOTIFY, so they look "
-        "for new tasks every poll_interval (0.05 s). | Install psycopg 3 "
-        "(pip install 'psycopg[binary]'); Django supports it too.",
+        "for new tasks every poll_interval (0.05 s). | Install psycopg 3: pip install "
+        "'django-tasks-q[postgres]' (or [postgres-binary], with its own libpq); Django "
+        "supports it too.",
         "listener: None",
     ]
     assert "Traceback" not in done.stderr, done.stderr
@@ -73,3 +74,26 @@ def test_with_psycopg3_the_worker_says_it_listens(postgres_queue_db):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "W002" not in done.stdout
     assert "thread pool of 4; wake-ups: LISTEN connection" in done.stderr, done.stderr
+
+
+WAIT_WITHOUT_PSYCOPG3 = """
+import sys
+import django
+django.setup()
+from django.core.management import call_command
+from django.db import connections
+connections["postgres"].ensure_connection()
+sys.modules["psycopg"] = None
+from tests.tasks import echo
+result = echo.using(backend="postgres").enqueue("polled")
+call_command("runtaskworker", "--backend", "postgres", "--burst")
+print(result.wait(timeout=30).status, result.return_value)
+"""
+
+
+def test_without_psycopg3_wait_polls(postgres_queue_db):
+    # wait() on PostgreSQL listens for a notification; that needs psycopg 3.
+    done = run_script(WAIT_WITHOUT_PSYCOPG3)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout == "SUCCESSFUL {'args': ['polled'], 'kwargs': {}}\n"
+    assert "Traceback" not in done.stderr, done.stderr

@@ -324,7 +324,7 @@ class DatabaseBackend(QueueBackend):
                 return total
 
     def wait_for_result(self, result_id: str, timeout: float | None) -> None:
-        if self.connection.vendor != "postgresql":
+        if not self._notifies_results():
             return super().wait_for_result(result_id, timeout)
         task_id, deadline = self._task_id(result_id), deadline_after(timeout)
         listener = ResultListener.for_connection(self.connection)
@@ -336,7 +336,7 @@ class DatabaseBackend(QueueBackend):
                 raise TimeoutError(f"Task {result_id} has not finished yet.")
 
     async def async_wait_for_result(self, result_id: str, timeout: float | None) -> None:
-        if self.connection.vendor != "postgresql":
+        if not self._notifies_results():
             return await super().async_wait_for_result(result_id, timeout)
         task_id, deadline = self._task_id(result_id), deadline_after(timeout)
         listener = ResultListener.for_connection(self.connection)
@@ -355,6 +355,11 @@ class DatabaseBackend(QueueBackend):
             return str(uuid.UUID(str(result_id)))
         except ValueError:
             raise TaskResultDoesNotExist(result_id) from None
+
+    def _notifies_results(self) -> bool:
+        """Whether wait() can be woken by NOTIFY: on PostgreSQL, with psycopg 3
+        (a psycopg2 project polls, as its workers do: check W002)."""
+        return self.connection.vendor == "postgresql" and psycopg3_installed()
 
     def _has_finished(self, result_id: str, left_queue: bool) -> bool:
         """Whether the task has finished as the caller's connection sees it."""
@@ -445,8 +450,8 @@ class DatabaseBackend(QueueBackend):
                     f"TASKS[{self.alias!r}] is on PostgreSQL without psycopg 3 (import "
                     "psycopg fails): workers cannot be woken by LISTEN/NOTIFY, so they look "
                     f"for new tasks every poll_interval ({self.poll_interval} s).",
-                    hint="Install psycopg 3 (pip install 'psycopg[binary]'); Django "
-                    "supports it too.",
+                    hint="Install psycopg 3: pip install 'django-tasks-q[postgres]' (or "
+                    "[postgres-binary], with its own libpq); Django supports it too.",
                     id="django_tasks_q.W002",
                 )
             )

@@ -134,10 +134,8 @@ class Command(BaseCommand):
             return None
         try:
             from django_tasks_q.metrics import WorkerMetrics
-        except ImportError:
-            raise CommandError(
-                '--metrics-port needs prometheus_client: pip install "django-tasks-q[prometheus]".'
-            ) from None
+        except ImportError as error:  # it names the extra to install
+            raise CommandError(f"--metrics-port: {error}.") from None
         metrics = WorkerMetrics(backend)
         try:
             metrics.serve(port)
