@@ -8,6 +8,7 @@ the database backend's tables.
 """
 
 import json
+import math
 import sys
 from argparse import SUPPRESS, ArgumentParser, ArgumentTypeError
 from collections.abc import Sequence
@@ -75,13 +76,14 @@ def days(text: str) -> float:
     further than a datetime can."""
     try:
         value = float(text)
-        datetime.now(UTC) - timedelta(days=value)
     except ValueError:
         raise ArgumentTypeError(f"{text!r} is not a number of days") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise ArgumentTypeError(f"must be a number of days, 0 or more, not {text}")
+    try:
+        datetime.now(UTC) - timedelta(days=value)
     except OverflowError:
         raise ArgumentTypeError(f"{text} days reaches back before the year 1") from None
-    if not value >= 0:  # nan too
-        raise ArgumentTypeError(f"must be a number of days, 0 or more, not {text}")
     return value
 
 
