@@ -74,7 +74,7 @@ def _refuse_bytes(value: Any) -> None:
             )
 
 
-def storable_text(text: str) -> str | None:
+def _unstorable_in(text: str) -> str | None:
     """What in ``text`` JSON in PostgreSQL cannot hold, or None if nothing."""
     if "\x00" in text:
         return "a NUL character"
@@ -87,7 +87,7 @@ def storable_text(text: str) -> str | None:
 
 def _refuse_unstorable_strings(value: Any) -> None:
     for item in _strings_and_containers(value):
-        if isinstance(item, str) and (problem := storable_text(item)):
+        if isinstance(item, str) and (problem := _unstorable_in(item)):
             raise TypeError(
                 f"the string {_short(item)} contains {problem}, which JSON payloads "
                 "may not hold on any store (PostgreSQL's jsonb cannot)"
@@ -103,7 +103,7 @@ def _short(value: str | bytes | bytearray, limit: int = 60) -> str:
 def storable(text: str) -> str:
     """``text`` with NUL and lone surrogates escaped as ``repr`` does, so
     that any store can hold it (an error's message or traceback, say)."""
-    if storable_text(text) is None:
+    if _unstorable_in(text) is None:
         return text
     return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
 
