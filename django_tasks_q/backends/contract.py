@@ -253,7 +253,9 @@ class WorkerStore(Protocol):
     task_modules: tuple[str, ...]  # imported at start, besides each app's "tasks"
     supports_periodic: bool  # whether it keeps @periodic schedules
     # What the worker treats as the store being briefly unreachable: it logs
-    # them, backs off and tries again, keeping what it could not record.
+    # them, backs off and tries again, keeping what it could not record. Any
+    # other error recording a batch is the store refusing an outcome: the
+    # worker records them one by one, failing only the refused ones.
     transient_errors: tuple[type[BaseException], ...]
 
     @abstractmethod
