@@ -468,7 +468,8 @@ class Worker:
     def _record_one_by_one(self, outcomes: list[Outcome]) -> list[Outcome]:
         """Record ``outcomes`` one at a time, so that one the store refuses
         fails its task alone (with an error saying why) and the rest are
-        recorded as they are. The refused ones are replaced in ``outcomes`` by what was stored."""
+        recorded as they are. A refused one is replaced in ``outcomes`` by
+        what was stored instead."""
         recorded: list[Outcome] = []
         for index, outcome in enumerate(outcomes):
             try:
@@ -477,8 +478,8 @@ class Worker:
                 raise
             except Exception as error:  # noqa: BLE001 - the store refused this outcome
                 logger.error(
-                    "Task %s %s: its outcome (%s) could not be stored, so it is "
-                    "recorded as failed: %s",
+                    "Task %s %s: its outcome (%s) could not be stored; recording "
+                    "an OutcomeNotStored error instead: %s",
                     outcome.claimed.id,
                     outcome.claimed.task_path,
                     outcome.status,
