@@ -26,6 +26,11 @@ class WorkerLost(TaskException):
     off from the database), so the attempt is counted as failed."""
 
 
+class OutcomeNotStored(TaskException):
+    """The store refused what an attempt ended with (a value the database
+    cannot hold, say): the task fails with this error, which says why."""
+
+
 class TaskAborted(TaskException):
     """Someone asked the running task to stop (``result.abort()``, the admin's
     Abort, ``taskq abort``). ``context.raise_if_aborted()`` raises it; an

@@ -12,7 +12,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
-from .backends.contract import ResultStatus, RunOn, TaskStatus
+from .backends.contract import WORKER_ID_MAX_LENGTH, ResultStatus, RunOn, TaskStatus
 from .ids import uuid7
 
 __all__ = [
@@ -61,7 +61,7 @@ class Task(models.Model):
     # Every worker that claimed the task, one entry per attempt.
     worker_ids = models.JSONField(default=list)
     # The worker holding the task now, and until when its claim is good.
-    worker_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
+    worker_id = models.CharField(max_length=WORKER_ID_MAX_LENGTH, null=True, blank=True)  # noqa: DJ001
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     # Enqueueing the same key again while this row exists returns this task.
     unique_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
@@ -195,7 +195,7 @@ class Schedule(models.Model):
 class Worker(models.Model):
     """A running ``runtaskworker`` process, kept fresh by its heartbeat."""
 
-    id = models.CharField(max_length=64, primary_key=True)
+    id = models.CharField(max_length=WORKER_ID_MAX_LENGTH, primary_key=True)
     hostname = models.CharField(max_length=255)
     pid = models.PositiveIntegerField()
     backend = models.CharField(max_length=100)

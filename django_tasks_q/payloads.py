@@ -8,7 +8,7 @@ code. Every value is checked at ``enqueue()`` (arguments) or when a task ends
 import hashlib
 import inspect
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .compat import Task, normalize_json
@@ -19,21 +19,91 @@ Arguments = tuple[list[Any], dict[str, Any]]
 
 
 def json_round_trip(value: Any) -> Any:
-    """``value`` as it comes back from JSON, or TypeError saying why it can't."""
-    try:  # Plain JSON already (the usual case): C-speed, no normalising to do.
-        decoded = json.loads(json.dumps(value, allow_nan=False))
-        if decoded == value:
-            return decoded
-    except (TypeError, ValueError):
-        pass
+    """``value`` as it comes back from JSON, or TypeError saying why it can't.
+
+    One rule on every store: JSON that PostgreSQL's ``jsonb`` can hold, so no
+    string may contain NUL (``\\u0000``) or a lone surrogate. Bytes are not
+    JSON: they are refused, not decoded.
+    """
     try:
-        normalised = normalize_json(value)
-        encoded = json.dumps(normalised, allow_nan=False)
-    except (TypeError, ValueError) as error:
-        raise TypeError(str(error)) from None
-    if json.loads(encoded) != normalised:
-        raise TypeError("it changes in a JSON round trip (non-string keys?)")
-    return normalised
+        try:  # Plain JSON already (the usual case): C-speed, no normalising to do.
+            encoded = json.dumps(value, allow_nan=False)
+            decoded = json.loads(encoded)
+            plain = decoded == value
+        except (TypeError, ValueError):
+            plain = False
+        if not plain:
+            _refuse_bytes(value)
+            try:
+                normalised = normalize_json(value)
+                encoded = json.dumps(normalised, allow_nan=False)
+            except (TypeError, ValueError) as error:
+                raise TypeError(str(error)) from None
+            decoded = json.loads(encoded)
+            if decoded != normalised:
+                raise TypeError("it changes in a JSON round trip (non-string keys?)")
+    except RecursionError:
+        raise TypeError("it is nested too deeply to encode") from None
+    # Escaped in the text, NUL and surrogates are cheap to rule out.
+    if "\\u0000" in encoded or "\\ud" in encoded:
+        _refuse_unstorable_strings(decoded)
+    return decoded
+
+
+def _strings_and_containers(value: Any) -> Iterable[Any]:
+    """Every value inside ``value`` (dict keys too), without recursion."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        yield item
+        if isinstance(item, Mapping):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, Sequence) and not isinstance(item, (str, bytes, bytearray)):
+            stack.extend(item)
+
+
+def _refuse_bytes(value: Any) -> None:
+    for item in _strings_and_containers(value):
+        if isinstance(item, (bytes, bytearray)):
+            raise TypeError(
+                f"it contains bytes ({_short(item)}): decode them to a string, "
+                "or encode them (base64, say)"
+            )
+
+
+def _unstorable_in(text: str) -> str | None:
+    """What in ``text`` JSON in PostgreSQL cannot hold, or None if nothing."""
+    if "\x00" in text:
+        return "a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "a lone surrogate"
+    return None
+
+
+def _refuse_unstorable_strings(value: Any) -> None:
+    for item in _strings_and_containers(value):
+        if isinstance(item, str) and (problem := _unstorable_in(item)):
+            raise TypeError(
+                f"the string {_short(item)} contains {problem}, which JSON payloads "
+                "may not hold on any store (PostgreSQL's jsonb cannot)"
+            )
+
+
+def _short(value: str | bytes | bytearray, limit: int = 60) -> str:
+    """``value``'s repr (every odd character escaped), cut to about ``limit``."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}...'"
+
+
+def storable(text: str) -> str:
+    """``text`` with NUL and lone surrogates escaped as ``repr`` does, so
+    that any store can hold it (an error's message or traceback, say)."""
+    if _unstorable_in(text) is None:
+        return text
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _positional_names(task: Task, count: int) -> list[str]:
@@ -129,7 +199,7 @@ def error_line(error: BaseException) -> str:
     name = (
         cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
     )
-    return f"{name}: {error}" if str(error) else name
+    return storable(f"{name}: {error}" if str(error) else name)
 
 
 def error_from(exception: BaseException, traceback: str) -> dict[str, str]:
@@ -137,5 +207,5 @@ def error_from(exception: BaseException, traceback: str) -> dict[str, str]:
     cls = type(exception)
     return {
         "exception_class_path": f"{cls.__module__}.{cls.__qualname__}",
-        "traceback": traceback,
+        "traceback": storable(traceback),
     }

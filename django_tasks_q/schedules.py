@@ -13,7 +13,6 @@ database. Workers keep each schedule's state in the ``Schedule`` table and
 enqueue every tick exactly once (``worker/scheduler.py``).
 """
 
-import json
 import zoneinfo
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from django.utils import timezone as django_timezone
 
 from .compat import Task
 from .exceptions import InvalidSchedule
+from .payloads import json_round_trip
 
 SKIP = "skip"
 RUN_ONCE = "run_once"
@@ -126,14 +126,15 @@ class PeriodicSchedule:
     ) -> tuple[list[Any], dict[str, Any]]:
         positional, named = list(args), dict(kwargs)
         arguments = [positional, named]
-        try:
-            if json.loads(json.dumps(arguments, allow_nan=False)) == arguments:
+        try:  # JSON as enqueue() takes it, and already plain: as it will be stored
+            if json_round_trip(arguments) == arguments:
                 return positional, named
-        except (TypeError, ValueError):
-            pass
+            problem = "it changes in a JSON round trip"
+        except TypeError as error:
+            problem = str(error)
         raise InvalidSchedule(
             f"Schedule {self.name!r}: args and kwargs must be plain JSON "
-            f"(str, int, float, bool, None, list, dict with string keys): {arguments!r}"
+            f"(str, int, float, bool, None, list, dict with string keys): {problem}."
         )
 
     def _timezone(self, name: str | tzinfo | None) -> tzinfo:

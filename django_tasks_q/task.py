@@ -6,7 +6,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, Protocol, cast, overload
 
 from asgiref.sync import sync_to_async
@@ -31,13 +31,19 @@ UNIQUE_KEY_MAX_LENGTH = 255  # Task.unique_key's column
 def as_delay(value: object) -> timedelta | None:
     """``value`` (a timedelta, or a number of seconds) as a timedelta; None
     when it is neither (a datetime, say)."""
-    if isinstance(value, timedelta):
-        return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if not math.isfinite(value):
             raise InvalidTask(f"{value} is not a number of seconds.")
-        return timedelta(seconds=value)
-    return None
+    elif not isinstance(value, timedelta):
+        return None
+    try:  # it must end at a time a datetime can hold
+        delay = value if isinstance(value, timedelta) else timedelta(seconds=value)
+        datetime.now(UTC) + delay
+    except OverflowError:
+        raise InvalidTask(
+            f"{value!r} is too long a delay: it would end outside the years 1 to 9999."
+        ) from None
+    return delay
 
 
 # after(on=...) -> the run_on stored with the waiting task (models.RunOn).

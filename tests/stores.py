@@ -90,12 +90,16 @@ class DatabaseStore(Backend):
         """Move a queued task's deadline, as if time had passed."""
         Task.objects.using(self.database).filter(pk=task_id).update(expires_at=expires_at)
 
-    def insert_task(self, task_path: str, args: list) -> str:
+    def insert_task(self, task_path: str, args: list, queue: str = "default") -> str:
         now = timezone.now()
         row = Task.objects.using(self.database).create(
-            task_path=task_path, queue_name="default", args=args, run_after=now, enqueued_at=now
+            task_path=task_path, queue_name=queue, args=args, run_after=now, enqueued_at=now
         )
         return str(row.id)
+
+    def set_errors(self, task_id: str, errors) -> None:
+        """Overwrite a queued task's errors, as someone editing the row could."""
+        Task.objects.using(self.database).filter(pk=task_id).update(errors=errors)
 
     def insert_result(self, *, status, finished_at, task_path, args=(), return_value=None) -> str:
         row = TaskResult.objects.using(self.database).create(
@@ -253,12 +257,16 @@ class RedisStore(Backend):
         # XX: only a READY task is in the sweep's set.
         self.client.zadd(self.queue_backend.key("expiring"), {task_id: _us(expires_at)}, xx=True)
 
-    def insert_task(self, task_path: str, args: list) -> str:
+    def set_errors(self, task_id: str, errors) -> None:
+        """Overwrite a queued task's errors, as someone editing the hash could."""
+        self.client.hset(self.queue_backend.key("task", task_id), "errors", json.dumps(errors))
+
+    def insert_task(self, task_path: str, args: list, queue: str = "default") -> str:
         # Through the store's own enqueue function, as a rogue writer could.
         task_id, now = str(uuid7()), _us(timezone.now())
         self.queue_backend.functions.enqueue(
             task_path=task_path,
-            queue="default",
+            queue=queue,
             priority=0,
             max_attempts=1,
             enqueued_at=now,

@@ -78,6 +78,30 @@ def unserialisable_return():
     return {1, 2, 3}
 
 
+@task
+def poison(kind):
+    """End with what a store may not hold: a NUL or a lone surrogate."""
+    if kind == "raise":
+        raise ValueError("bad\x00byte")
+    return {"nul": "a\x00b", "surrogate": "x\ud800y"}[kind]
+
+
+class CustomBaseException(BaseException):
+    pass
+
+
+@task
+async def async_raise_base(name):
+    """Raise a BaseException that is not an Exception, from a coroutine."""
+    await asyncio.sleep(0)
+    raise {
+        "GeneratorExit": GeneratorExit,
+        "KeyboardInterrupt": KeyboardInterrupt,
+        "SystemExit": SystemExit,
+        "custom": CustomBaseException,
+    }[name](f"{name} from a task")
+
+
 @task(takes_context=True)
 def wait_for_file(context, db, path, timeout=60):
     """Run until ``path`` exists: lets a test hold a task in the RUNNING state."""

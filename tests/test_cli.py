@@ -4,6 +4,10 @@ every backend, are tested with the other backends' figures in
 test_queue_figures.py."""
 
 import json
+import os
+import re
+import subprocess
+import sys
 from datetime import timedelta
 from io import StringIO
 
@@ -12,6 +16,7 @@ from django.core.management import CommandError, call_command
 
 from django_tasks_q.models import ResultStatus, Task, TaskResult, TaskStatus
 
+from .conftest import ROOT
 from .factories import make_result, make_task
 
 # About the SQL tables: the database backends only.
@@ -95,6 +100,32 @@ def test_prune(queue_db):
     assert list(history(queue_db)) == [recent]
     with pytest.raises(CommandError, match="--older-than"):
         taskq(queue_db, "prune", "--older-than", "-1")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["list", "--limit", "-1"], "argument --limit: must be 0 or more, not -1"),
+        (["list", "--limit", "x"], "argument --limit: 'x' is not a whole number"),
+        (["prune", "--older-than", "nan"], "argument --older-than: must be a number of days, "),
+        (["prune", "--older-than=-inf"], "argument --older-than: must be a number of days, "),
+        (["prune", "--older-than", "1e9"], "argument --older-than: 1e9 days reaches back before"),
+    ],
+)
+def test_numbers_out_of_range_are_usage_errors(queue_db, args, message):
+    with pytest.raises(CommandError, match=re.escape(message)):
+        taskq(queue_db, *args)
+
+
+def test_a_usage_error_is_one_line_on_the_command_line(queue_db):
+    command = [sys.executable, "-m", "django", "taskq", "list", "--limit", "-1"]
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1].endswith(
+        "error: argument --limit: must be 0 or more, not -1"
+    )
+    assert "Traceback" not in done.stderr
 
 
 def test_unknown_backend_is_an_error(queue_db):

@@ -52,6 +52,9 @@ def test_a_delayed_task_runs_once_due(queue_db, start_worker):
         (timedelta(seconds=-1), "must not be a negative delay"),
         ("soon", "a datetime, a timedelta or a number of seconds"),
         (True, "a datetime, a timedelta or a number of seconds"),
+        (1e12, "too long a delay: it would end outside the years 1 to 9999"),
+        (timedelta(days=999_999_999), "too long a delay"),
+        (1e300, "too long a delay"),
     ],
 )
 def test_bad_delays_are_refused(run_after, message):

@@ -21,6 +21,14 @@ from django_tasks_q.compat import Task as DjangoTask
 from . import tasks
 
 
+def _nested(depth):
+    """A list in a list ... ``depth`` deep."""
+    value = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 @pytest.mark.smoke
 def test_enqueue_writes_a_ready_row(queue_db):
     result = tasks.echo.using(backend=queue_db.alias).enqueue(1, "two", three=[3])
@@ -97,6 +105,11 @@ def test_committed_transaction_keeps_the_task(queue_db):
         ((1, {1: "int key"}), {}, "argument *args[1] (position 1)"),
         ((float("nan"),), {}, "argument *args[0] (position 0)"),
         ((), {"blob": b"\xff\xfe"}, "argument 'blob'"),
+        ((), {"blob": b"ascii"}, "argument 'blob' is not JSON-serialisable: it contains bytes"),
+        (("a\x00b",), {}, "argument *args[0] (position 0) is not JSON-serialisable: the string"),
+        ((), {"k": {"x\ud800": 1}}, "'x\\ud800' contains a lone surrogate"),
+        ((), {"k": ["ok", "a\x00b"]}, "'a\\x00b' contains a NUL character"),
+        ((_nested(10_000),), {}, "argument *args[0] (position 0) is not JSON-serialisable: it is"),
     ],
 )
 def test_unserialisable_arguments_fail_at_enqueue_naming_the_argument(

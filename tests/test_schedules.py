@@ -212,6 +212,7 @@ def test_two_schedules_with_one_name_are_refused(registry):
         ({"every": 60, "missed": "catch_up"}, "missed must be 'skip' or 'run_once'"),
         ({"every": 60, "args": (NOON,)}, "plain JSON"),
         ({"every": 60, "kwargs": {1: "one"}}, "plain JSON"),
+        ({"every": 60, "args": ("a\x00b",)}, "plain JSON .*contains a NUL character"),
         ({"every": 60, "name": "x" * 201}, "1-200 characters"),
     ],
 )

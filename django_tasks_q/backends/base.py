@@ -16,7 +16,7 @@ import time
 import warnings
 from abc import abstractmethod
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -24,7 +24,7 @@ import django
 from django.apps import apps
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
-from django.db import Error as DatabaseError
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from ..checks import (
@@ -51,6 +51,7 @@ from .contract import (
     TaskStatus,
     WorkerStore,
     django_status,
+    stored_errors,
 )
 
 # The options every backend has (contract.WorkerStore says what they are for).
@@ -68,6 +69,9 @@ def result_ttl(default: float | None) -> Option:
     """How long a finished task's result is kept; None: for ever."""
     return Option("result_ttl", default, duration_or_none, "django_tasks_q.E008")
 
+
+# The database errors that may pass if tried again; see transient_errors.
+TRANSIENT_DATABASE_ERRORS = (OperationalError, InterfaceError)
 
 # Where a warning about the caller's code is not reported from.
 PACKAGE_DIRECTORY = os.path.dirname(os.path.dirname(__file__))
@@ -100,6 +104,16 @@ def deferred_to(run_after: datetime, enqueued_at: datetime) -> datetime | None:
     return run_after if run_after > enqueued_at else None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnregisteredTask(QTask[..., None]):
+    """The stand-in for a row's task that this process does not know (removed
+    in a deploy, say): never validated against QUEUES or the path's shape,
+    since it is never enqueued, only shown in a result."""
+
+    def __post_init__(self) -> None:
+        pass
+
+
 def _unregistered_task(task_path: str) -> QTask:
     """A stand-in for results whose task this process does not know."""
 
@@ -108,7 +122,7 @@ def _unregistered_task(task_path: str) -> QTask:
 
     unregistered.__module__, _, unregistered.__qualname__ = task_path.rpartition(".")
     unregistered.__name__ = unregistered.__qualname__
-    return QTask(func=unregistered)
+    return UnregisteredTask(func=unregistered)
 
 
 def queue_backends() -> dict[str, "QueueBackend"]:
@@ -132,7 +146,10 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
     supports_periodic = False
     supports_after = False  # whether tasks can wait for others: QTask.after()
     supports_unique = False  # whether tasks can have unique keys
-    transient_errors: tuple[type[BaseException], ...] = (DatabaseError,)
+    # What a worker waits out and tries again: a lost or refused connection, a
+    # lock timeout, a serialization failure or deadlock (OperationalError).
+    # Any other error (DataError, IntegrityError, ...) would fail again.
+    transient_errors: tuple[type[BaseException], ...] = TRANSIENT_DATABASE_ERRORS
     # The backend's OPTIONS; each becomes an attribute of the same name.
     declared_options: ClassVar[tuple[Option, ...]] = (
         DATABASE,
@@ -413,7 +430,7 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
                     exception_class_path=e["exception_class_path"],
                     traceback=e["traceback"],
                 )
-                for e in errors
+                for e in stored_errors(list(errors))
             ],
             **fields,
         )

@@ -78,6 +78,24 @@ class RunOn(models.TextChoices):
 
 # -- what the worker and a store hand each other ------------------------------------
 
+# The longest worker id a store holds (the Worker table's key, a Task's worker_id).
+WORKER_ID_MAX_LENGTH = 64
+
+
+def stored_errors(value: Any) -> list[dict[str, str]]:
+    """A task's errors as read from its store: a list of
+    ``{"exception_class_path", "traceback"}``. Anything else there (a row
+    edited by hand) is left out, rather than failing the worker or the result."""
+    if not isinstance(value, list):
+        return []
+    return [
+        error
+        for error in value
+        if isinstance(error, dict)
+        and isinstance(error.get("exception_class_path"), str)
+        and isinstance(error.get("traceback"), str)
+    ]
+
 
 @dataclass(slots=True)
 class ClaimedTask:
@@ -235,7 +253,9 @@ class WorkerStore(Protocol):
     task_modules: tuple[str, ...]  # imported at start, besides each app's "tasks"
     supports_periodic: bool  # whether it keeps @periodic schedules
     # What the worker treats as the store being briefly unreachable: it logs
-    # them, backs off and tries again, keeping what it could not record.
+    # them, backs off and tries again, keeping what it could not record. Any
+    # other error recording a batch is the store refusing an outcome: the
+    # worker records them one by one, failing only the refused ones.
     transient_errors: tuple[type[BaseException], ...]
 
     @abstractmethod

@@ -6,10 +6,11 @@ asyncio loop awaits ``arun_attempt``; ``testing.run_tasks`` calls
 ``run_attempt`` in a test's own process.
 """
 
+import asyncio
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from traceback import format_exception
 from typing import Any
@@ -20,7 +21,7 @@ from django.utils import timezone
 
 from ..backends.contract import ClaimedTask, Outcome, WorkerStore
 from ..compat import task_finished, task_started
-from ..exceptions import Retry, TaskAborted
+from ..exceptions import OutcomeNotStored, Retry, TaskAborted
 from ..hooks import worker_resources
 from ..payloads import error_from, error_line, return_value
 from ..task import QTask, QTaskContext
@@ -144,7 +145,12 @@ async def arun_attempt(
     try:
         args = _start(backend, claimed, task, aborting)
         return _succeeded(claimed, task, await task.acall(*args, **claimed.kwargs), started)
-    except Exception as error:  # noqa: BLE001 - not CancelledError: a timeout cancels
+    except asyncio.CancelledError:  # a timeout or an abort: the loop says which
+        raise
+    except BaseException as error:  # noqa: BLE001 - a task's failure is data, as in run_attempt
+        # Even SystemExit or KeyboardInterrupt: raised by a task, they end
+        # that task, not the loop's thread (a real Ctrl-C reaches the worker
+        # as a signal in its main thread).
         return failed_attempt(claimed, task, error, started)
     finally:
         await sync_to_async(close_old_connections)()
@@ -229,3 +235,25 @@ def cancelled_when_aborted(outcome: Outcome) -> Outcome:
     if outcome.status in ("FAILED", Outcome.RETRY):
         outcome.status, outcome.retry_at = "CANCELLED", None
     return outcome
+
+
+def unstorable_outcome(outcome: Outcome, refusal: Exception) -> Outcome:
+    """What to record instead of an ``outcome`` the store refused: no return
+    value, and an error saying why it could not be stored. A success becomes
+    a failure; a retry, a cancel or a failure stays one."""
+    ended = (
+        f"it raised {outcome.error_line}"
+        if outcome.error_line
+        else f"it ended {outcome.status.lower()}"
+    )
+    error = OutcomeNotStored(
+        f"The outcome of this attempt could not be stored ({ended}); "
+        f"the store said: {error_line(refusal)}"
+    )
+    return replace(
+        outcome,
+        status="FAILED" if outcome.status == "SUCCESSFUL" else outcome.status,
+        return_value=None,
+        error=error_from(error, error_line(error)),
+        error_line=error_line(error),
+    )

@@ -30,14 +30,22 @@ from django.db import close_old_connections
 from django.utils import timezone
 from django.utils.crypto import get_random_string
 
-from ..backends.contract import ClaimedTask, Outcome, WorkerStore
+from ..backends.contract import WORKER_ID_MAX_LENGTH, ClaimedTask, Outcome, WorkerStore
 from ..backoff import Outage
 from ..exceptions import TaskNotRegistered, WorkerStartupError
 from ..hooks import run_worker_start_hooks
+from ..payloads import error_line
 from ..registry import autodiscover, resolve
 from ..schedules import declared_schedules
 from .asyncio_loop import AsyncioLoop
-from .execution import Job, aborted_attempt, cancelled_when_aborted, failed_attempt, send_finished
+from .execution import (
+    Job,
+    aborted_attempt,
+    cancelled_when_aborted,
+    failed_attempt,
+    send_finished,
+    unstorable_outcome,
+)
 from .pool import Executor, Pool
 from .processes import ProcessPool
 from .scheduler import Scheduler
@@ -95,6 +103,15 @@ class Wakeup:
         return True
 
 
+def check_worker_id(worker_id: str) -> None:
+    """ValueError if the store cannot hold ``worker_id``: every claim would fail."""
+    if len(worker_id) > WORKER_ID_MAX_LENGTH:
+        raise ValueError(
+            f"The worker id {worker_id[:20]!r}... is {len(worker_id)} characters long; "
+            f"at most {WORKER_ID_MAX_LENGTH} fit in the queue: give a shorter --worker-id."
+        )
+
+
 def default_worker_id() -> str:
     return f"{socket.gethostname()[:40]}-{os.getpid()}-{get_random_string(6)}"
 
@@ -125,6 +142,7 @@ class Worker:
         self.poll_interval = poll_interval or backend.poll_interval
         self.shutdown_timeout = shutdown_timeout
         self.worker_id = worker_id or default_worker_id()
+        check_worker_id(self.worker_id)
         self.pool_kind = pool
         self.max_tasks_per_child = max_tasks_per_child
         # A burst worker drains the queue and exits: it leaves schedules to
@@ -424,9 +442,18 @@ class Worker:
         """Record what is pending and claim up to ``limit`` tasks, in one go."""
         outcomes = self._pending[:FLUSH_BATCH]
         try:
-            recorded, claimed = self.backend.record_and_claim(
-                outcomes, self.queues, limit, self.worker_id
-            )
+            try:
+                recorded, claimed = self.backend.record_and_claim(
+                    outcomes, self.queues, limit, self.worker_id
+                )
+            except self.backend.transient_errors:
+                raise
+            except Exception:
+                if not outcomes:
+                    raise  # a claim that would fail again: the worker cannot work
+                # Not the store being away: an outcome it cannot hold (a value
+                # the database refuses, say), which would fail again and again.
+                recorded, claimed = self._record_one_by_one(outcomes), []
         except self.backend.transient_errors as error:
             self._retry_in = self._outage.failed(error)
             close_old_connections()
@@ -437,6 +464,31 @@ class Worker:
         self._report(outcomes, recorded)
         self._claimed_total += len(claimed)
         return claimed
+
+    def _record_one_by_one(self, outcomes: list[Outcome]) -> list[Outcome]:
+        """Record ``outcomes`` one at a time, so that one the store refuses
+        fails its task alone (with an error saying why) and the rest are
+        recorded as they are. A refused one is replaced in ``outcomes`` by
+        what was stored instead."""
+        recorded: list[Outcome] = []
+        for index, outcome in enumerate(outcomes):
+            try:
+                done, _ = self.backend.record_and_claim([outcome], None, 0, self.worker_id)
+            except self.backend.transient_errors:
+                raise
+            except Exception as error:  # noqa: BLE001 - the store refused this outcome
+                logger.error(
+                    "Task %s %s: its outcome (%s) could not be stored; recording "
+                    "an OutcomeNotStored error instead: %s",
+                    outcome.claimed.id,
+                    outcome.claimed.task_path,
+                    outcome.status,
+                    error_line(error),
+                )
+                outcomes[index] = outcome = unstorable_outcome(outcome, error)
+                done, _ = self.backend.record_and_claim([outcome], None, 0, self.worker_id)
+            recorded += done
+        return recorded
 
     def _start(self, claimed: ClaimedTask) -> None:
         try:

@@ -24,7 +24,14 @@ from typing import Any, ClassVar
 from django.db.backends.utils import CursorWrapper
 from django.utils.dateparse import parse_datetime
 
-from ..contract import ClaimedTask, EnqueueBatch, Outcome, ResultStatus, TaskStatus
+from ..contract import (
+    ClaimedTask,
+    EnqueueBatch,
+    Outcome,
+    ResultStatus,
+    TaskStatus,
+    stored_errors,
+)
 
 # A finished task's row in the history, in this order.
 HISTORY_COLUMNS = (
@@ -125,7 +132,7 @@ def _claimed(row: Sequence[Any], now: datetime) -> ClaimedTask:
         kwargs=_json(row[5]),
         attempts=row[6],
         max_attempts=row[7],
-        errors=_json(row[8]),
+        errors=stored_errors(_json(row[8])),
         worker_ids=_json(row[9]),
         enqueued_at=_datetime(row[10]),
         started_at=_datetime(row[11]),

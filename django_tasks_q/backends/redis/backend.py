@@ -26,6 +26,7 @@ from ...checks import Option, boolean, text
 from ...compat import TaskResultDoesNotExist
 from ...exceptions import QueueUnavailable
 from ..base import (
+    TRANSIENT_DATABASE_ERRORS,
     QueueBackend,
     deferred_to,
     result_ttl,
@@ -38,6 +39,7 @@ from ..contract import (
     ResultStatus,
     WorkerEntry,
     last_minutes,
+    stored_errors,
 )
 
 # Without the redis package the backend still imports: check() reports it.
@@ -121,7 +123,7 @@ class RedisBackend(QueueBackend):
                 redis.exceptions.ReadOnlyError,
                 redis.exceptions.ClusterDownError,
                 redis.exceptions.TryAgainError,
-                DatabaseError,
+                *TRANSIENT_DATABASE_ERRORS,
             )
 
     @property
@@ -267,7 +269,7 @@ class RedisBackend(QueueBackend):
             kwargs=json.loads(fields["kwargs"]),
             attempts=int(fields["attempts"]),
             max_attempts=int(fields["max_attempts"]),
-            errors=json.loads(fields["errors"]),
+            errors=stored_errors(json.loads(fields["errors"])),
             worker_ids=json.loads(fields["worker_ids"]),
             enqueued_at=_at(fields["enqueued_at"]),
             started_at=_at(fields["started_at"]),

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django_tasks_q.exceptions import WorkerStartupError
 from django_tasks_q.management.migrated import require_migrated
 from django_tasks_q.management.queue_backend import queue_backend as get_queue_backend
-from django_tasks_q.worker.worker import Worker
+from django_tasks_q.worker.worker import Worker, check_worker_id
 
 from ...compat import DEFAULT_TASK_BACKEND_ALIAS
 
@@ -107,6 +107,11 @@ class Command(BaseCommand):
             options["pool"] != "process" or options["max_tasks_per_child"] < 1
         ):
             raise CommandError("--max-tasks-per-child needs --pool process and a number >= 1.")
+        if options["worker_id"] is not None:
+            try:
+                check_worker_id(options["worker_id"])
+            except ValueError as error:
+                raise CommandError(error) from None
         require_migrated(queue_backend)
         self._configure_logging(options["verbosity"])
         metrics = self._serve_metrics(backend, options["metrics_port"])

@@ -8,10 +8,11 @@ the database backend's tables.
 """
 
 import json
+import math
 import sys
-from argparse import SUPPRESS, ArgumentParser
+from argparse import SUPPRESS, ArgumentParser, ArgumentTypeError
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
@@ -58,6 +59,33 @@ def age(seconds: float | None) -> str:
 
 def when(value: datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") if value else None
+
+
+def whole_number(text: str) -> int:
+    """An argument that is a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
+def days(text: str) -> float:
+    """An argument that is a number of days, 0 or more, reaching back no
+    further than a datetime can."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ArgumentTypeError(f"{text!r} is not a number of days") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise ArgumentTypeError(f"must be a number of days, 0 or more, not {text}")
+    try:
+        datetime.now(UTC) - timedelta(days=value)
+    except OverflowError:
+        raise ArgumentTypeError(f"{text} days reaches back before the year 1") from None
+    return value
 
 
 def add_common_options(parser: ArgumentParser, *, defaults: bool) -> None:
@@ -118,7 +146,9 @@ class Command(BaseCommand):
             "the queue; or successful, failed, cancelled or expired (the history). "
             "Default: the whole queue.",
         )
-        listing.add_argument("--limit", type=int, default=50, help="At most this many (50).")
+        listing.add_argument(
+            "--limit", type=whole_number, default=50, help="At most this many (50)."
+        )
 
         for name, action in TASK_ACTIONS.items():
             sub = add_command(name, action.command_help)
@@ -139,7 +169,7 @@ class Command(BaseCommand):
         prune = add_command("prune", "Delete old results, in batches.")
         prune.add_argument(
             "--older-than",
-            type=float,
+            type=days,
             metavar="DAYS",
             help="Delete results that finished more than DAYS days ago (default: "
             "the backend's result_ttl option).",
@@ -372,8 +402,6 @@ class Command(BaseCommand):
             if ttl is None:
                 raise CommandError("Give --older-than, or set the backend's result_ttl option.")
             older_than = ttl.total_seconds() / 86400
-        if older_than < 0:
-            raise CommandError("--older-than must be a number of days, 0 or more.")
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1.")
         count = operations.prune(
