@@ -232,6 +232,7 @@ class WorkerStore(Protocol):
     database: str  # the DATABASES alias of its tables: the Schedule table, for @periodic
     poll_interval: float  # seconds an idle worker waits between looks
     lease: timedelta  # how long a claim holds without renewal
+    crash_retries: int  # re-runs after crashes not counted against max_retries
     task_modules: tuple[str, ...]  # imported at start, besides each app's "tasks"
     supports_periodic: bool  # whether it keeps @periodic schedules
     # What the worker treats as the store being briefly unreachable: it logs

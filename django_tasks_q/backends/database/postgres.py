@@ -209,9 +209,9 @@ class PostgresStatements(Statements):
     RETRY = """
         UPDATE django_tasks_q_task AS t
         SET status = 'READY', run_after = o.run_after, errors = o.errors,
-            worker_id = NULL, lease_expires_at = NULL
+            max_attempts = o.max_attempts, worker_id = NULL, lease_expires_at = NULL
         FROM jsonb_to_recordset(%(outcomes)s::jsonb)
-            AS o(id uuid, run_after timestamptz, errors jsonb)
+            AS o(id uuid, run_after timestamptz, errors jsonb, max_attempts int)
         WHERE t.id = o.id AND t.worker_id = %(worker)s
         RETURNING t.id
     """

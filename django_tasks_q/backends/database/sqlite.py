@@ -162,6 +162,7 @@ class SQLiteStatements(Statements):
         UPDATE django_tasks_q_task
         SET status = 'READY', run_after = json_extract(o.value, '$.run_after'),
             errors = json_extract(o.value, '$.errors'),
+            max_attempts = json_extract(o.value, '$.max_attempts'),
             worker_id = NULL, lease_expires_at = NULL
         FROM json_each(%(outcomes)s) AS o
         WHERE django_tasks_q_task.id = json_extract(o.value, '$.id')

@@ -319,6 +319,8 @@ class Statements(ABC):
                     "id": self.json_id(o.claimed.id),
                     "run_after": self.json_datetime(o.retry_at),
                     "errors": self.json_value(o.errors),
+                    # Grown by one if the attempt crashed and was rescued.
+                    "max_attempts": o.claimed.max_attempts,
                 }
             )
         cursor.execute(self.RETRY, {"outcomes": json.dumps(document), "worker": worker_id})

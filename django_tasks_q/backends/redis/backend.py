@@ -289,14 +289,16 @@ class RedisBackend(QueueBackend):
         return [o for o in outcomes if o.claimed.id in recorded]
 
     @staticmethod
-    def _outcome_fields(outcome: Outcome) -> tuple[str, str, str, str, int]:
+    def _outcome_fields(outcome: Outcome) -> tuple[str, str, str, str, int, int]:
         """An outcome as the record function takes it: a retry has no return
         value, and its time is when to run again."""
         if outcome.retry_at is not None:  # status RETRY
             at, return_value = outcome.retry_at, ""
         else:
             at, return_value = outcome.finished_at, json.dumps(outcome.return_value)
-        return outcome.claimed.id, outcome.status, return_value, json.dumps(outcome.errors), _us(at)
+        errors = json.dumps(outcome.errors)
+        claimed = outcome.claimed
+        return claimed.id, outcome.status, return_value, errors, _us(at), claimed.max_attempts
 
     def release(self, task_ids, worker_id) -> None:
         self.functions.release(worker_id=worker_id, now=_us(timezone.now()), task_ids=task_ids)

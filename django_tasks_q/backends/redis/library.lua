@@ -240,21 +240,23 @@ register('claim', function(P, args)
 end)
 
 -- ARGV: worker_id, now, result_ttl, outbox ("1" to copy results to the
--- database), then (id, status, return_value, errors, at) per outcome: ``at``
--- is finished_at, or for status RETRY the new run_after. Only tasks the
+-- database), then (id, status, return_value, errors, at, max_attempts) per
+-- outcome: ``at`` is finished_at, or for status RETRY the new run_after, when
+-- max_attempts is written too (a crash rescue grows it). Only tasks the
 -- worker still holds are recorded: one whose lease ran out belongs to its
 -- new holder. Returns the ids recorded.
 register('record', function(P, args)
   local worker, now, ttl, outbox = args[1], args[2], args[3], args[4]
   local recorded, tally = {}, {}
-  for i = 5, #args, 5 do
+  for i = 5, #args, 6 do
     local id, status, at = args[i], args[i + 1], args[i + 4]
     local key = P .. ':task:' .. id
     local task = redis.call('HMGET', key, 'worker_id', 'queue_name', 'priority', 'expires_at')
     if task[1] == worker then
       redis.call('ZREM', P .. ':running', id)
       if status == 'RETRY' then
-        redis.call('HSET', key, 'status', 'READY', 'run_after', at, 'errors', args[i + 3])
+        redis.call('HSET', key, 'status', 'READY', 'run_after', at, 'errors', args[i + 3],
+          'max_attempts', args[i + 5])
         redis.call('HDEL', key, 'worker_id', 'lease_until')
         queue_task(P, task[2], task[3], at, id, now, task[4])
       else

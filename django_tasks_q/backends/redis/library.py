@@ -16,7 +16,7 @@ from redis.cluster import RedisCluster
 
 # The library's name, and the prefix of its functions' names. Bump it when a
 # function's arguments or what it writes change: see library.lua.
-LIBRARY = "taskq_5"
+LIBRARY = "taskq_6"
 SOURCE = (
     f"#!lua name={LIBRARY}\nlocal LIBRARY = '{LIBRARY}'\n"
     + (Path(__file__).parent / "library.lua").read_text()
@@ -142,10 +142,10 @@ class Library:
         now: int,
         result_ttl: int,
         outbox: bool,
-        outcomes: Sequence[tuple[str, str, str, str, int]],
+        outcomes: Sequence[tuple[str, str, str, str, int, int]],
     ) -> list[str]:
         """Store outcomes, each (id, status, return value JSON, errors JSON,
-        finished_at or for RETRY the new run_after): only of tasks
+        finished_at or for RETRY the new run_after, max_attempts): only of tasks
         ``worker_id`` still holds, whose ids it returns."""
         fields = [field for outcome in outcomes for field in outcome]
         return self._call("record", worker_id, now, result_ttl, int(outbox), *fields)
