@@ -6,6 +6,7 @@ on the same port; PostgreSQL is shared and may not be stopped, so there the
 worker reaches it through a TCP proxy of the test's own, which drops every
 connection and refuses new ones, then comes back."""
 
+import re
 import socket
 import subprocess
 import threading
@@ -213,7 +214,9 @@ def test_a_postgres_outage_is_one_line_per_back_off_step(postgres_queue_db, star
     output = worker.output()
     assert "retrying in 0.5 s" in output and "retrying in 4.0 s" in output
     lines = [line for line in output.splitlines() if steps in line]
-    assert all("OperationalError" in line for line in lines)  # the reason, on each step's line
+    # The reason, on each step's one line (psycopg's own message spans three).
+    assert all("OperationalError" in line for line in lines)
+    assert all(re.search(r"; retrying in [\d.]+ s$", line) for line in lines)
     assert logged_tracebacks(output) <= 1
     assert "The LISTEN connection reconnected after" in output
     assert [backend.get_result(r.id).return_value for r in (during, after)] == [4, 6]
