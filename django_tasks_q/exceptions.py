@@ -22,8 +22,10 @@ class Retry(Exception):
 
 
 class WorkerLost(TaskException):
-    """The worker running an attempt stopped renewing its lease (killed, or cut
-    off from the database), so the attempt is counted as failed."""
+    """The attempt crashed: the worker running it stopped renewing its lease
+    (killed, or cut off from the store), or the process-pool child running it
+    died. Re-run up to the backend's ``crash_retries`` times without using the
+    task's own retries; after that, counted as a failed attempt."""
 
 
 class OutcomeNotStored(TaskException):

@@ -194,12 +194,14 @@ def return_value(task: QTask, value: Any) -> Any:
 
 
 def error_line(error: BaseException) -> str:
-    """The error as a traceback's last line says it: its type, then its message."""
+    """The error as a traceback's last line says it: its type, then its
+    message, on one line (psycopg's messages span three)."""
     cls = type(error)
     name = (
         cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
     )
-    return storable(f"{name}: {error}" if str(error) else name)
+    message = " ".join(str(error).split())
+    return storable(f"{name}: {message}" if message else name)
 
 
 def error_from(exception: BaseException, traceback: str) -> dict[str, str]:

@@ -163,6 +163,15 @@ def kill_worker_on(context, db, attempts):
     return context.attempt
 
 
+@task(takes_context=True)
+def kill_worker_then_retry(context, db):
+    """Kill its process on the first attempt; on the next, ask for a retry it does not have."""
+    _record(db, "started", context)
+    if context.attempt == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise Retry(delay=0, reason="asked to retry")
+
+
 @task(takes_context=True, timeout=30)
 async def async_barrier(context, db, parties):
     """Finishes only once ``parties`` of these run at the same time."""

@@ -49,19 +49,64 @@ def test_process_pool_timeout_kills_the_child_and_retries(queue_db, run_worker):
     assert result_of(queue_db, after).return_value == 2
 
 
-def test_a_crashed_child_fails_the_attempt_and_is_replaced(queue_db, run_worker):
+WORKER_LOST = "django_tasks_q.exceptions.WorkerLost"
+
+
+def test_a_crashed_child_is_a_crash_not_the_tasks_failure(queue_db, run_worker):
+    """A child that dies (here exit code 3, as a segfault would) is replaced,
+    and its task runs again within crash_retries (2) without using its own
+    retries (max_retries=1), then once more on them: four attempts."""
     result = enqueue(queue_db, tasks.crash, 3)
     after = enqueue(queue_db, tasks.add, 2, 2)
     run_worker(queue_db, "--pool", "process", "--concurrency", "1")
 
     fresh = result_of(queue_db, result)
     assert fresh.status == TaskResultStatus.FAILED
-    assert fresh.attempts == 2  # max_retries=1
-    assert {e.exception_class_path for e in fresh.errors} == {
-        "django_tasks_q.worker.processes.ChildProcessDied"
-    }
-    assert "exit code 3" in fresh.errors[0].traceback
+    assert fresh.attempts == 4
+    assert [e.exception_class_path for e in fresh.errors] == [WORKER_LOST] * 4
+    assert "the process running it exited (exit code 3) during attempt 1" in (
+        fresh.errors[0].traceback
+    )
+    assert "crash_retries are used up" in fresh.errors[2].traceback
     assert result_of(queue_db, after).return_value == 4
+
+
+def test_a_child_killed_by_sigkill_runs_its_task_again(queue_db, run_worker):
+    # max_retries=0: the rescue does not use the task's retries.
+    result = enqueue(queue_db, tasks.kill_worker_on, queue_db.database, [1])
+    run_worker(queue_db, "--pool", "process", "--concurrency", "1")
+
+    fresh = result_of(queue_db, result)
+    assert fresh.status == TaskResultStatus.SUCCESSFUL and fresh.return_value == 2
+    assert fresh.attempts == 2
+    assert [e.exception_class_path for e in fresh.errors] == [WORKER_LOST]
+    assert "killed by SIGKILL during attempt 1" in fresh.errors[0].traceback
+
+
+def test_a_task_that_keeps_killing_its_child_is_stopped(queue_db, run_worker):
+    result = enqueue(queue_db, tasks.kill_worker_on, queue_db.database, list(range(1, 10)))
+    run_worker(queue_db, "--pool", "process", "--concurrency", "1")
+
+    fresh = result_of(queue_db, result)
+    assert fresh.status == TaskResultStatus.FAILED
+    # The first attempt and crash_retries=2 rescues; max_retries=0 adds none.
+    assert fresh.attempts == 3
+    assert [e.exception_class_path for e in fresh.errors] == [WORKER_LOST] * 3
+    assert "has crashed 3 times" in fresh.errors[-1].traceback
+
+
+def test_no_retries_left_names_the_tasks_own_max_retries_after_a_crash(queue_db, run_worker):
+    result = enqueue(queue_db, tasks.kill_worker_then_retry, queue_db.database)
+    run_worker(queue_db, "--pool", "process", "--concurrency", "1")
+
+    fresh = result_of(queue_db, result)
+    assert fresh.status == TaskResultStatus.FAILED
+    assert [e.exception_class_path for e in fresh.errors] == [
+        WORKER_LOST,
+        "django_tasks_q.exceptions.Retry",
+    ]
+    # The rescue grew max_attempts to 2; the task's max_retries is still 0.
+    assert "no retries left (max_retries=0)" in fresh.errors[1].traceback
 
 
 def test_children_are_replaced_after_max_tasks_per_child(queue_db, run_worker):

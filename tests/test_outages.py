@@ -2,14 +2,19 @@
 one traceback, and says when it is back; enqueue() raises QueueUnavailable.
 
 The outage is a Redis server of the test's own, shut down and started again
-on the same port (PostgreSQL is shared and may not be stopped); the worker's
-loop handles every store's ``transient_errors`` the same way."""
+on the same port; PostgreSQL is shared and may not be stopped, so there the
+worker reaches it through a TCP proxy of the test's own, which drops every
+connection and refuses new ones, then comes back."""
 
+import re
 import socket
 import subprocess
+import threading
 
 import pytest
 import redis
+from django.db import connections
+from django.tasks import task_backends
 
 from django_tasks_q.backends.redis import RedisBackend
 from django_tasks_q.exceptions import QueueUnavailable
@@ -65,6 +70,68 @@ class OwnRedis:
             return False
 
 
+class TcpProxy:
+    """Forwards a port of its own to a server; ``stop()`` is the outage."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.port = free_port()
+        self._target = (host, port)
+        self._listener: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+
+    def start(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen()
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def stop(self) -> None:
+        """Drop every connection, and refuse new ones until ``start()``."""
+        assert self._listener is not None
+        with self._lock:
+            doomed, self._sockets = {self._listener, *self._sockets}, set()
+        for sock in doomed:
+            _close(sock)
+        self._listener = None
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:  # stop() closed it
+                return
+            try:
+                server = socket.create_connection(self._target)
+            except OSError:
+                _close(client)
+                continue
+            with self._lock:
+                self._sockets |= {client, server}
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    for sock in (source, sink):
+        _close(sock)
+
+
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in accept() or recv()
+    except OSError:
+        pass
+    sock.close()
+
+
 def logged_tracebacks(output: str) -> int:
     """How many tracebacks were logged, one for each chain of exceptions."""
     chained = output.count("During handling of the above exception") + output.count(
@@ -114,3 +181,42 @@ def test_enqueue_raises_queue_unavailable_naming_the_server(settings):
     message = str(raised.value)
     assert f"redis://127.0.0.1:{port}/0" in message and "secret" not in message
     assert isinstance(raised.value.__cause__, redis.ConnectionError)
+
+
+def test_a_postgres_outage_is_one_line_per_back_off_step(postgres_queue_db, start_worker):
+    queue_db = postgres_queue_db
+    database = connections[queue_db.database].settings_dict
+    proxy = TcpProxy(database["HOST"] or "127.0.0.1", int(database["PORT"] or 5432))
+    proxy.start()
+    # The worker's settings read the URL; its database name comes from the test run.
+    url = f"postgres://{database['USER']}@127.0.0.1:{proxy.port}/{database['NAME']}"
+    worker = start_worker(queue_db, env={"TASKQ_POSTGRES_URL": url})
+    backend = task_backends[queue_db.alias]
+
+    def finished(result):
+        return lambda: backend.get_result(result.id).is_finished
+
+    before = tasks.add.using(backend=queue_db.alias).enqueue(1, 1)
+    wait_until(finished(before), message="the worker to run a task through the proxy")
+    proxy.stop()
+    steps = "The queue is unavailable"
+    wait_until(lambda: worker.output().count(steps) >= 4, message="four back-off steps")
+    during = tasks.add.using(backend=queue_db.alias).enqueue(2, 2)
+    proxy.start()
+    wait_until(lambda: "The queue reconnected after" in worker.output(), message="reconnection")
+    after = tasks.add.using(backend=queue_db.alias).enqueue(3, 3)
+    for result in (during, after):
+        wait_until(finished(result), message="the tasks enqueued during and after the outage")
+    worker.signal()
+    assert worker.wait() == 0
+    proxy.stop()
+
+    output = worker.output()
+    assert "retrying in 0.5 s" in output and "retrying in 4.0 s" in output
+    lines = [line for line in output.splitlines() if steps in line]
+    # The reason, on each step's one line (psycopg's own message spans three).
+    assert all("OperationalError" in line for line in lines)
+    assert all(re.search(r"; retrying in [\d.]+ s$", line) for line in lines)
+    assert logged_tracebacks(output) <= 1
+    assert "The LISTEN connection reconnected after" in output
+    assert [backend.get_result(r.id).return_value for r in (during, after)] == [4, 6]

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from ..backends.contract import ClaimedTask, Outcome, WorkerStore
 from ..compat import task_finished, task_started
-from ..exceptions import OutcomeNotStored, Retry, TaskAborted
+from ..exceptions import OutcomeNotStored, Retry, TaskAborted, WorkerLost
 from ..hooks import worker_resources
 from ..payloads import error_from, error_line, return_value
 from ..task import QTask, QTaskContext
@@ -177,8 +177,9 @@ def failed_attempt(
     """
     now = timezone.now()
     retrying = task if task is not None and claimed.attempts < claimed.max_attempts else None
-    if isinstance(error, Retry) and retrying is None:
-        error.add_note(f"The task has no retries left (max_retries={claimed.max_attempts - 1}).")
+    if isinstance(error, Retry) and retrying is None and task is not None:
+        # The task's own figure: max_attempts also grows with crash rescues.
+        error.add_note(f"The task has no retries left (max_retries={task.max_retries}).")
     if not isinstance(error, TaskAborted):  # asked for: the worker logs the request
         _log_traceback(claimed, error, final=retrying is None)
     outcome = Outcome(
@@ -220,6 +221,34 @@ def timed_out_attempt(job: Job, what_happened: str) -> Outcome:
         f"{job.claimed.task_path} ran longer than its timeout of {job.timeout} s; {what_happened}."
     )
     return failed_attempt(job.claimed, job.task, error, job.started)
+
+
+# How the stores and the process pool mark a crashed attempt in a task's errors.
+WORKER_LOST = f"{WorkerLost.__module__}.{WorkerLost.__qualname__}"
+
+
+def crashed_attempt(job: Job, crash_retries: int, what_happened: str) -> Outcome:
+    """The process running the attempt died before reporting on it (SIGKILL,
+    the OOM killer, a segfault): a crash, under the same policy as a worker
+    whose lease ran out (the stores' recovery). While the task has crashed
+    fewer than ``crash_retries`` times, it runs again at once without using
+    its own retries (max_attempts grows by one, as in recovery); after that a
+    crash is an ordinary failure, which only the task's retries can cover."""
+    claimed = job.claimed
+    crashes = sum(e.get("exception_class_path") == WORKER_LOST for e in claimed.errors)
+    error = WorkerLost(f"{what_happened} during attempt {claimed.attempts}")
+    rescued = crashes < crash_retries
+    if rescued:
+        claimed.max_attempts += 1  # written back with the retry
+    else:
+        error.add_note(
+            f"The task has crashed {crashes + 1} times; the {crash_retries} re-run(s) "
+            "of crash_retries are used up, so this crash counts against its max_retries."
+        )
+    outcome = failed_attempt(claimed, job.task, error, job.started)
+    if rescued:
+        outcome.retry_at = outcome.finished_at  # at once: the crash was not the task's doing
+    return outcome
 
 
 def aborted_attempt(job: Job, what_happened: str) -> Outcome:

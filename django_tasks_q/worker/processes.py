@@ -3,9 +3,10 @@ timeouts.
 
 A supervisor thread per slot hands its child one task at a time over a pipe
 and waits for the outcome. A child that overruns the task's timeout is killed
-and replaced; one that dies (a crash, the OOM killer) fails that attempt and
-is replaced; one that has run ``max_tasks_per_child`` tasks is retired, which
-bounds the memory a leaky task can take. An aborted task's child is killed
+and replaced; one that dies (a segfault, the OOM killer) is a crash, handled
+as the stores handle a lost worker (``crashed_attempt``: re-run within
+``crash_retries``), and is replaced; one that has run ``max_tasks_per_child``
+tasks is retired, which bounds the memory a leaky task can take. An aborted task's child is killed
 and replaced, as on a timeout.
 
 A child runs the worker start-up hooks before it takes a task; if one fails,
@@ -19,6 +20,7 @@ ignore SIGINT/SIGTERM: the worker decides when they stop.
 import logging
 import multiprocessing
 import queue
+import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,14 +30,10 @@ from multiprocessing.context import SpawnProcess
 from ..backends.contract import Outcome, WorkerStore
 from ..exceptions import WorkerStartupError
 from . import child
-from .execution import Job, aborted_attempt, failed_attempt, timed_out_attempt
+from .execution import Job, aborted_attempt, crashed_attempt, timed_out_attempt
 from .pool import OnDone
 
 logger = logging.getLogger("django_tasks_q.worker")
-
-
-class ChildProcessDied(Exception):
-    """The child process running the attempt exited before reporting on it."""
 
 
 @dataclass(slots=True)
@@ -148,8 +146,9 @@ class _Slot:
         if job.aborting.is_set():
             return aborted_attempt(job, "its process was killed")
         if died:
-            error = ChildProcessDied(f"The process running the task exited (exit code {code}).")
-            return failed_attempt(job.claimed, job.task, error, job.started)
+            return crashed_attempt(
+                job, self._pool.backend.crash_retries, f"the process running it {_ended(code)}"
+            )
         return timed_out_attempt(job, "its process was killed")
 
     def abort(self, job: Job) -> None:
@@ -163,6 +162,13 @@ class _Slot:
             running.process.join(timeout=0.5)
             if running.process.is_alive():
                 running.process.kill()
+
+
+def _ended(code: int | None) -> str:
+    """How a child process ended, from its exit code."""
+    if code is not None and code < 0:
+        return f"was killed by {signal.Signals(-code).name}"
+    return f"exited (exit code {code})"
 
 
 class ProcessPool:
