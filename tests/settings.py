@@ -100,9 +100,7 @@ if not POSTGRES_UNAVAILABLE:
 # through it, set up as the README says. Its backend (PGBOUNCER_TASKS) is in
 # TASKS only where the PgBouncer tests put it (and in their workers), so the
 # other tests do not meet the same queue under a second alias.
-PGBOUNCER_URL = os.environ.get(
-    "TASKQ_PGBOUNCER_URL", "postgres://postgres@127.0.0.1:6432/taskq"
-)
+PGBOUNCER_URL = os.environ.get("TASKQ_PGBOUNCER_URL", "postgres://postgres@127.0.0.1:6432/taskq")
 
 
 def _pgbouncer_unavailable() -> str:

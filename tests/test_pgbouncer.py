@@ -3,6 +3,7 @@
 pooled session cannot hold, goes through the ``listen_database`` option's
 direct connection."""
 
+import threading
 import time
 
 import psycopg
@@ -13,6 +14,7 @@ from django.db import connections
 from django.tasks import TaskResultStatus, task_backends
 
 from django_tasks_q.backends.database import DatabaseBackend
+from django_tasks_q.models import Task
 
 from . import tasks
 from .conftest import unavailable, wait_until
@@ -57,9 +59,7 @@ def test_enqueue_claim_and_record_through_pgbouncer(pgbouncer_db, start_worker):
     assert "Error" not in worker.output(), worker.output()
 
 
-def test_an_idle_worker_is_woken_through_the_direct_listen_connection(
-    pgbouncer_db, start_worker
-):
+def test_an_idle_worker_is_woken_through_the_direct_listen_connection(pgbouncer_db, start_worker):
     # Poll and heartbeat so rarely that only the notification can explain a pickup.
     worker = start_worker(
         pgbouncer_db, "--poll-interval", "600", env={**WORKER_ENV, "TASKQ_TEST_LEASE": "2400"}
@@ -78,15 +78,33 @@ def test_an_idle_worker_is_woken_through_the_direct_listen_connection(
 
 
 def test_wait_is_woken_through_the_direct_listen_connection(
-    pgbouncer_db, start_worker, monkeypatch
+    pgbouncer_db, start_worker, tmp_path, monkeypatch
 ):
-    backend = task_backends["pgbouncer"]
+    backend, release = task_backends["pgbouncer"], tmp_path / "release"
+    result = tasks.wait_for_file.using(backend="pgbouncer").enqueue("pgbouncer", str(release))
+    start_worker(pgbouncer_db, env=WORKER_ENV)
+    wait_until(lambda: backend.get_result(result.id).status == TaskResultStatus.RUNNING)
     # Look again so rarely that only the notification can end the wait in time.
     monkeypatch.setattr(backend, "poll_interval", 600)
-    start_worker(pgbouncer_db, env=WORKER_ENV)
-    result = tasks.add.using(backend="pgbouncer").enqueue(2, 3)
-    backend.wait_for_result(result.id, timeout=60)
-    assert backend.get_result(result.id).return_value == 5
+    returned = threading.Event()
+
+    def waiter():
+        try:
+            backend.wait_for_result(result.id, 60)  # TimeoutError after 60 s
+            returned.set()
+        finally:
+            connections.close_all()
+
+    waited = threading.Thread(target=waiter, daemon=True)
+    waited.start()
+    wait_until(
+        lambda: Task.objects.using("postgres").get(pk=result.id).has_dependents,
+        message="the waiter to mark the task",
+    )
+    release.touch()
+    waited.join()
+    assert returned.is_set()
+    assert backend.get_result(result.id).return_value == "released"
 
 
 def test_listen_database_must_name_a_postgresql_database():
