@@ -108,6 +108,27 @@ def database_alias(value: Any) -> str:
     return value
 
 
+def direct_postgres_alias(value: Any) -> str | None:
+    """None, or the alias of a PostgreSQL database in DATABASES (for LISTEN:
+    one that connects directly, not through a pooler in transaction mode)."""
+    from django.db import connections
+
+    if value is None:
+        return None
+    if (
+        not isinstance(value, str)
+        or value not in settings.DATABASES
+        or connections[value].vendor != "postgresql"
+    ):
+        postgres = [
+            alias for alias in settings.DATABASES if connections[alias].vendor == "postgresql"
+        ]
+        raise BadValue(
+            f"None or the alias of a PostgreSQL database in DATABASES ({', '.join(postgres)})"
+        )
+    return value
+
+
 def read_options(
     alias: str, given: Mapping[str, Any], declared: Iterable[Option]
 ) -> tuple[dict[str, Any], list[checks.CheckMessage]]:

@@ -3,9 +3,11 @@
 Every behaviour test runs once per backend alias in TASKS: "default" (SQLite),
 "postgres" (TASKQ_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432/taskq)
 and "redis" (TASKQ_REDIS_URL, default redis://127.0.0.1:6379/5; the tests
-flush that logical database). With TASKQ_REDIS_CLUSTER_URL (a node of a Redis
-Cluster, e.g. redis://127.0.0.1:7001/0) "redis" is that cluster instead, with
-the "cluster" option. A worker subprocess is pointed at the test databases by
+flush that logical database); tests/test_pgbouncer.py adds "pgbouncer"
+(TASKQ_PGBOUNCER_URL, default postgres://postgres@127.0.0.1:6432/taskq).
+With TASKQ_REDIS_CLUSTER_URL (a node of a Redis Cluster, e.g.
+redis://127.0.0.1:7001/0) "redis" is that cluster instead, with the
+"cluster" option. A worker subprocess is pointed at the test databases by
 TASKQ_DB_NAMES.
 """
 
@@ -91,6 +93,53 @@ if not POSTGRES_UNAVAILABLE:
         **TASKS["default"],
         "OPTIONS": {**TASKS["default"]["OPTIONS"], "database": "postgres"},
     }
+
+
+# PgBouncer in transaction pooling mode (TASKQ_PGBOUNCER_URL) in front of the
+# same PostgreSQL server: "pgbouncer" is the "postgres" test database reached
+# through it, set up as the README says. Its backend (PGBOUNCER_TASKS) is in
+# TASKS only where the PgBouncer tests put it (and in their workers), so the
+# other tests do not meet the same queue under a second alias.
+PGBOUNCER_URL = os.environ.get("TASKQ_PGBOUNCER_URL", "postgres://postgres@127.0.0.1:6432/taskq")
+
+
+def _pgbouncer_unavailable() -> str:
+    """Why PgBouncer can't be used, or "" when it can."""
+    if POSTGRES_UNAVAILABLE:
+        return POSTGRES_UNAVAILABLE
+    config = dj_database_url.parse(PGBOUNCER_URL)
+    try:
+        psycopg.connect(
+            host=config["HOST"],
+            port=config["PORT"] or 6432,
+            user=config["USER"],
+            password=config["PASSWORD"],
+            dbname="postgres",
+            connect_timeout=3,
+        ).close()
+    except psycopg.Error as error:
+        return f"PgBouncer at {PGBOUNCER_URL} does not answer: {error}".strip()
+    return ""
+
+
+PGBOUNCER_UNAVAILABLE = _pgbouncer_unavailable()
+if not PGBOUNCER_UNAVAILABLE:
+    DATABASES["pgbouncer"] = {
+        **dj_database_url.parse(PGBOUNCER_URL),
+        "DISABLE_SERVER_SIDE_CURSORS": True,
+        "OPTIONS": {"prepare_threshold": None},
+        "TEST": {"MIRROR": "postgres"},
+    }
+    PGBOUNCER_TASKS = {
+        **TASKS["default"],
+        "OPTIONS": {
+            **TASKS["default"]["OPTIONS"],
+            "database": "pgbouncer",
+            "listen_database": "postgres",
+        },
+    }
+    if os.environ.get("TASKQ_TEST_PGBOUNCER"):  # the PgBouncer tests' workers
+        TASKS["pgbouncer"] = PGBOUNCER_TASKS
 
 
 def _redis_unavailable() -> str:

@@ -24,7 +24,7 @@ from django.db.backends.utils import CursorWrapper
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from ...checks import Option, boolean
+from ...checks import Option, boolean, direct_postgres_alias
 from ...compat import TaskResultDoesNotExist
 from ...exceptions import QueueNotMigrated
 from ...task import QTaskResult
@@ -86,8 +86,13 @@ class DatabaseBackend(QueueBackend):
         # WAL flush. Off, a database crash can lose the last moments of them,
         # and those tasks then run again: never lost, as at-least-once allows.
         Option("synchronous_commit", True, boolean),
+        # PostgreSQL: the database alias LISTEN connects with (wake-ups,
+        # abort requests, wait()), when ``database`` goes through a pooler
+        # in transaction mode (PgBouncer), where LISTEN hears nothing.
+        Option("listen_database", None, direct_postgres_alias),
     )
     synchronous_commit: bool
+    listen_database: str | None
 
     @property
     def queue_tables(self) -> str:
@@ -96,6 +101,11 @@ class DatabaseBackend(QueueBackend):
     @property
     def connection(self) -> BaseDatabaseWrapper:
         return connections[self.database]
+
+    @property
+    def listen_connection(self) -> BaseDatabaseWrapper:
+        """Whose parameters LISTEN connects with: it needs a session of its own."""
+        return connections[self.listen_database or self.database]
 
     @cached_property
     def statements(self) -> Statements:
@@ -327,7 +337,7 @@ class DatabaseBackend(QueueBackend):
         if not self._notifies_results():
             return super().wait_for_result(result_id, timeout)
         task_id, deadline = self._task_id(result_id), deadline_after(timeout)
-        listener = ResultListener.for_connection(self.connection)
+        listener = ResultListener.for_connection(self.listen_connection)
         while True:
             left_queue = listener.wait(task_id, time_left(deadline), self.poll_interval)
             if self._has_finished(result_id, left_queue):
@@ -339,7 +349,7 @@ class DatabaseBackend(QueueBackend):
         if not self._notifies_results():
             return await super().async_wait_for_result(result_id, timeout)
         task_id, deadline = self._task_id(result_id), deadline_after(timeout)
-        listener = ResultListener.for_connection(self.connection)
+        listener = ResultListener.for_connection(self.listen_connection)
         while True:
             # The listener's wait holds no Django connection: any thread will do.
             left_queue = await sync_to_async(listener.wait, thread_sensitive=False)(
@@ -397,7 +407,7 @@ class DatabaseBackend(QueueBackend):
     ) -> Listener | None:
         if self.connection.vendor != "postgresql" or not psycopg3_installed():
             return None  # the worker polls (check W002 says why, on PostgreSQL)
-        params = self.connection.get_connection_params()
+        params = self.listen_connection.get_connection_params()
         return PostgresListener(params, queues, wake, worker_id, on_abort).start()
 
     # -- how the queue is doing: see figures.py ------------------------------------
