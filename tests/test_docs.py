@@ -79,12 +79,23 @@ def page_id(page: Path) -> str:
     return str(page.relative_to(ROOT))
 
 
-def check_tasks_setting(tasks: dict, where: Block) -> None:
+DATABASE_OPTIONS = ("database", "listen_database")
+
+
+def check_tasks_setting(tasks: dict, databases: dict | None, where: Block) -> None:
+    """Check TASKS' OPTIONS as ``manage.py check`` would. Options naming a
+    database alias are checked against the page's own DATABASES when it
+    defines one (these settings are not the test project's)."""
     for alias, params in tasks.items():
         backend = import_string(params["BACKEND"])
         if not hasattr(backend, "declared_options"):
             continue  # one of Django's own backends
-        _, messages = read_options(alias, params.get("OPTIONS", {}), backend.declared_options)
+        options = dict(params.get("OPTIONS", {}))
+        if databases is not None:
+            for name in DATABASE_OPTIONS:
+                if options.get(name) is not None:
+                    assert options.pop(name) in databases, f"{where}: {name} not in DATABASES"
+        _, messages = read_options(alias, options, backend.declared_options)
         assert not messages, f"{where}: TASKS[{alias!r}]: {messages}"
 
 
@@ -109,7 +120,8 @@ def test_python_samples_run(page: Path) -> None:
             except Exception as error:
                 raise AssertionError(f"the sample at {block} raised {error!r}") from error
             if isinstance(module.__dict__.get("TASKS"), dict):
-                check_tasks_setting(module.__dict__.pop("TASKS"), block)
+                databases = module.__dict__.get("DATABASES")
+                check_tasks_setting(module.__dict__.pop("TASKS"), databases, block)
     finally:
         del sys.modules[name]
 

@@ -14,9 +14,9 @@ import threading
 import pytest
 import redis
 from django.db import connections
-from django.tasks import task_backends
 
 from django_tasks_q.backends.redis import RedisBackend
+from django_tasks_q.compat import task_backends
 from django_tasks_q.exceptions import QueueUnavailable
 
 from . import tasks

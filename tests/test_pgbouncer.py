@@ -11,9 +11,9 @@ import pytest
 from django.conf import settings
 from django.core import checks
 from django.db import connections
-from django.tasks import TaskResultStatus, task_backends
 
 from django_tasks_q.backends.database import DatabaseBackend
+from django_tasks_q.compat import TaskResultStatus, task_backends
 from django_tasks_q.models import Task
 
 from . import tasks
