@@ -2,8 +2,8 @@
 
 The sdist holds only files git tracks (the package, the tests and the test
 project they build on, the docs, the README and friends), never the
-benchmark's drivers, the lock file or CI's scripts; the wheel holds the
-package (templates, static files, migrations, py.typed included) and its
+benchmark's drivers (but the soak, which a test runs, and what it imports),
+the lock file or CI's scripts; the wheel holds the package (templates, static files, migrations, py.typed included) and its
 metadata, nothing else. The sdist's tests must find all they import in it:
 pytest collects them from the unpacked sdist, with this checkout off the path
 (the dev venv's editable install puts it there). Prints one line per problem
@@ -27,12 +27,28 @@ SDIST_HOLDS = [
     "docs/",
     "manage.py",
     "bench/report.py",  # tests/test_bench_report.py
+    "bench/soak/",  # tests/test_soak.py, with what it imports:
+    "bench/sites/__init__.py",
+    "bench/sites/soak/",
+    "bench/drivers/__init__.py",
+    "bench/drivers/common.py",
     ":(glob)*.md",  # README, CHANGELOG, CONTRIBUTING, SECURITY
     "mkdocs.yml",
     "LICENSE",
     "pyproject.toml",
 ]
-SDIST_LEAVES_OUT = ["bench/drivers/", "bench/sites/", "bench/__main__.py", ".ci/", "uv.lock"]
+# The benchmark's drivers and sites (but the soak's), its runner, CI, the lock.
+SDIST_LEAVES_OUT = [
+    "bench/drivers/taskq.py",
+    "bench/drivers/pgq",
+    "bench/drivers/huey",
+    "bench/drivers/django_tasks_db.py",
+    "bench/sites/taskq/",
+    "bench/sites/djtasksdb/",
+    "bench/__main__.py",
+    ".ci/",
+    "uv.lock",
+]
 WHEEL_METADATA = {
     "License-Expression": ["BSD-3-Clause"],
     "License-File": ["LICENSE"],
