@@ -3,11 +3,11 @@
 The sdist holds only files git tracks (the package, the tests and the test
 project they build on, the docs, the README and friends), never the
 benchmark's drivers (but the soak, which a test runs, and what it imports),
-the lock file or CI's scripts; the wheel holds the package (templates, static files, migrations, py.typed included) and its
-metadata, nothing else. The sdist's tests must find all they import in it:
-pytest collects them from the unpacked sdist, with this checkout off the path
-(the dev venv's editable install puts it there). Prints one line per problem
-and exits 1 if any.
+the lock file or CI's scripts; the wheel holds the package (templates, static
+files, migrations, py.typed included) and its metadata, nothing else. The
+sdist's tests must find all they import in it: pytest collects them from the
+unpacked sdist, with this checkout off the path (the dev venv's editable
+install puts it there). Prints one line per problem and exits 1 if any.
 """
 
 import subprocess
