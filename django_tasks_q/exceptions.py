@@ -49,6 +49,13 @@ class TaskExpired(TaskException):
     run: recorded in its result's errors, with status EXPIRED."""
 
 
+# The errors a task gets when the store or the worker, not the task, ends an
+# attempt, as its errors name them (``exception_class_path``): the stores'
+# statements write them, and the worker counts a task's crashes by them.
+WORKER_LOST = f"{WorkerLost.__module__}.{WorkerLost.__qualname__}"
+TASK_EXPIRED = f"{TaskExpired.__module__}.{TaskExpired.__qualname__}"
+
+
 class InvalidSchedule(InvalidTask):
     """A periodic task's declaration is wrong: raised where it is declared."""
 

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from ..backends.contract import ClaimedTask, Outcome, WorkerStore
 from ..compat import task_finished, task_started
-from ..exceptions import OutcomeNotStored, Retry, TaskAborted, WorkerLost
+from ..exceptions import WORKER_LOST, OutcomeNotStored, Retry, TaskAborted, WorkerLost
 from ..hooks import worker_resources
 from ..payloads import error_from, error_line, return_value
 from ..task import QTask, QTaskContext
@@ -221,10 +221,6 @@ def timed_out_attempt(job: Job, what_happened: str) -> Outcome:
         f"{job.claimed.task_path} ran longer than its timeout of {job.timeout} s; {what_happened}."
     )
     return failed_attempt(job.claimed, job.task, error, job.started)
-
-
-# How the stores and the process pool mark a crashed attempt in a task's errors.
-WORKER_LOST = f"{WorkerLost.__module__}.{WorkerLost.__qualname__}"
 
 
 def crashed_attempt(job: Job, crash_retries: int, what_happened: str) -> Outcome:

@@ -13,16 +13,15 @@ from typing import Any
 
 from django.db.backends.utils import CursorWrapper
 
+from ...exceptions import TASK_EXPIRED, WORKER_LOST
 from .statements import (
     ABORT_CHANNEL,
     CLAIMED_COLUMNS,
     HISTORY_COLUMNS,
     QUEUED_COLUMNS,
     REQUEUE_FROM,
-    TASK_EXPIRED,
     UNSUCCESSFUL,
     WAKE_CHANNEL,
-    WORKER_LOST,
     Ended,
     Statements,
     _task_id,

@@ -16,14 +16,13 @@ from typing import Any
 
 from django.db.backends.utils import CursorWrapper
 
+from ...exceptions import TASK_EXPIRED, WORKER_LOST
 from .statements import (
     CLAIMED_COLUMNS,
     HISTORY_COLUMNS,
     QUEUED_COLUMNS,
     REQUEUE_FROM,
-    TASK_EXPIRED,
     UNSUCCESSFUL,
-    WORKER_LOST,
     Ended,
     Statements,
     _task_id,

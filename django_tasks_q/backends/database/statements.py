@@ -65,10 +65,6 @@ REQUEUE_FROM = """
     FROM {source}
 """
 
-# The errors an attempt gets when the store, not the task, ends it; each
-# vendor builds the JSON object around these.
-WORKER_LOST = "django_tasks_q.exceptions.WorkerLost"
-TASK_EXPIRED = "django_tasks_q.exceptions.TaskExpired"
 
 # Wake-ups: a queue's name when tasks become due in it; a worker's id when
 # someone asks to abort a task it holds (PostgreSQL's NOTIFY; see listeners.py).
