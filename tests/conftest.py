@@ -42,6 +42,18 @@ def redis_store() -> Backend:
     return store
 
 
+def run_without(module: str, script: str) -> subprocess.CompletedProcess:
+    """``script`` in a fresh interpreter where ``import <module>`` fails, as
+    when the extra that brings it is not installed."""
+    return subprocess.run(
+        [sys.executable, "-c", f"import sys\nsys.modules[{module!r}] = None\n{script}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "database_only: about the SQL tables; runs on the database backends only"

@@ -69,24 +69,24 @@ if os.environ.get("TASKQ_TEST_TASK_MODULES"):  # the task_modules tests' workers
     TASKS["default"]["OPTIONS"]["task_modules"] = [os.environ["TASKQ_TEST_TASK_MODULES"]]
 
 
-def _postgres_unavailable() -> str:
-    """Why PostgreSQL can't be used, or "" when it can."""
-    config = dj_database_url.parse(POSTGRES_URL)
+def _unavailable(server: str, url: str, default_port: int) -> str:
+    """Why the PostgreSQL server (or pooler) at ``url`` can't be used, or "" when it can."""
+    config = dj_database_url.parse(url)
     try:
         psycopg.connect(
             host=config["HOST"],
-            port=config["PORT"] or 5432,
+            port=config["PORT"] or default_port,
             user=config["USER"],
             password=config["PASSWORD"],
             dbname="postgres",
             connect_timeout=3,
         ).close()
     except psycopg.Error as error:
-        return f"PostgreSQL at {POSTGRES_URL} does not answer: {error}".strip()
+        return f"{server} at {url} does not answer: {error}".strip()
     return ""
 
 
-POSTGRES_UNAVAILABLE = _postgres_unavailable()
+POSTGRES_UNAVAILABLE = _unavailable("PostgreSQL", POSTGRES_URL, 5432)
 if not POSTGRES_UNAVAILABLE:
     DATABASES["postgres"] = dj_database_url.parse(POSTGRES_URL)
     TASKS["postgres"] = {
@@ -103,26 +103,7 @@ if not POSTGRES_UNAVAILABLE:
 PGBOUNCER_URL = os.environ.get("TASKQ_PGBOUNCER_URL", "postgres://postgres@127.0.0.1:6432/taskq")
 
 
-def _pgbouncer_unavailable() -> str:
-    """Why PgBouncer can't be used, or "" when it can."""
-    if POSTGRES_UNAVAILABLE:
-        return POSTGRES_UNAVAILABLE
-    config = dj_database_url.parse(PGBOUNCER_URL)
-    try:
-        psycopg.connect(
-            host=config["HOST"],
-            port=config["PORT"] or 6432,
-            user=config["USER"],
-            password=config["PASSWORD"],
-            dbname="postgres",
-            connect_timeout=3,
-        ).close()
-    except psycopg.Error as error:
-        return f"PgBouncer at {PGBOUNCER_URL} does not answer: {error}".strip()
-    return ""
-
-
-PGBOUNCER_UNAVAILABLE = _pgbouncer_unavailable()
+PGBOUNCER_UNAVAILABLE = POSTGRES_UNAVAILABLE or _unavailable("PgBouncer", PGBOUNCER_URL, 6432)
 if not PGBOUNCER_UNAVAILABLE:
     DATABASES["pgbouncer"] = {
         **dj_database_url.parse(PGBOUNCER_URL),

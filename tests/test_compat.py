@@ -6,8 +6,6 @@ simulated.
 """
 
 import importlib
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from django_tasks_q import QTask, QTaskContext, compat
 from django_tasks_q.testing import run_tasks
 
 from . import tasks
+from .conftest import run_without
 from .models import Execution
 
 pytestmark = pytest.mark.smoke
@@ -26,8 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 USERS_API = "django.tasks" if django.VERSION >= (6, 0) else "django_tasks"
 
 WITHOUT_THE_BACKPORT = """
-import sys
-sys.modules["django_tasks"] = None  # as if the django52 extra were not installed
 import django
 if django.VERSION >= (6, 0):
     django.VERSION = (5, 2, 0, "final", 0)  # this Django has django.tasks: pretend it is 5.2
@@ -40,13 +37,7 @@ def double(n: int) -> int:
 
 
 def test_on_django_5_2_without_the_backport_the_error_names_the_extra():
-    done = subprocess.run(
-        [sys.executable, "-c", WITHOUT_THE_BACKPORT],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_without("django_tasks", WITHOUT_THE_BACKPORT)  # no django52 extra
     assert done.returncode == 1
     assert done.stderr.splitlines()[-1] == (
         "django.core.exceptions.ImproperlyConfigured: django-tasks-q on Django 5.2 needs "

@@ -1,14 +1,10 @@
 """The package as a user without the optional extras installs it."""
 
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from .conftest import ROOT, run_without
 
 WITHOUT_PSYCOPG = """
-import sys
-sys.modules["psycopg"] = None  # as if the [postgres] extra were not installed
 import os
 os.environ["DJANGO_SETTINGS_MODULE"] = "testproject.settings"
 os.environ.pop("DATABASE_URL", None)
@@ -23,27 +19,9 @@ print("imported without psycopg")
 
 
 def test_sqlite_needs_no_psycopg():
-    done = subprocess.run(
-        [sys.executable, "-c", WITHOUT_PSYCOPG],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_without("psycopg", WITHOUT_PSYCOPG)
     assert done.returncode == 0, done.stderr
     assert "imported without psycopg" in done.stdout
-
-
-def run_without(module: str, script: str) -> subprocess.CompletedProcess:
-    """``script`` in a fresh interpreter where ``import <module>`` fails, as
-    when the extra that brings it is not installed."""
-    return subprocess.run(
-        [sys.executable, "-c", f"import sys\nsys.modules[{module!r}] = None\n{script}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def project(queue: dict, database: Path, *commands: list[str]) -> str:
