@@ -86,7 +86,13 @@ def _unavailable(server: str, url: str, default_port: int) -> str:
     return ""
 
 
-POSTGRES_UNAVAILABLE = _unavailable("PostgreSQL", POSTGRES_URL, 5432)
+# A worker subprocess uses the databases its test run created (TASKQ_DB_NAMES):
+# the run checked they answer, and a test may start a worker before they do.
+RUN_DATABASES: dict[str, str] = json.loads(os.environ.get("TASKQ_DB_NAMES", "{}"))
+
+POSTGRES_UNAVAILABLE = (
+    "" if "postgres" in RUN_DATABASES else _unavailable("PostgreSQL", POSTGRES_URL, 5432)
+)
 if not POSTGRES_UNAVAILABLE:
     DATABASES["postgres"] = dj_database_url.parse(POSTGRES_URL)
     TASKS["postgres"] = {
@@ -147,5 +153,5 @@ if not REDIS_UNAVAILABLE:
     }
 
 # In a worker subprocess: use the databases the test run created.
-for alias, name in json.loads(os.environ.get("TASKQ_DB_NAMES", "{}")).items():
+for alias, name in RUN_DATABASES.items():
     DATABASES[alias]["NAME"] = name

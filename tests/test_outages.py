@@ -220,3 +220,29 @@ def test_a_postgres_outage_is_one_line_per_back_off_step(postgres_queue_db, star
     assert logged_tracebacks(output) <= 1
     assert "The LISTEN connection reconnected after" in output
     assert [backend.get_result(r.id).return_value for r in (during, after)] == [4, 6]
+
+
+def test_a_worker_started_before_postgres_answers_waits_for_it(postgres_queue_db, start_worker):
+    # As Compose and Kubernetes start it: the database is not up yet.
+    queue_db = postgres_queue_db
+    database = connections[queue_db.database].settings_dict
+    proxy = TcpProxy(database["HOST"] or "127.0.0.1", int(database["PORT"] or 5432))
+    url = f"postgres://{database['USER']}@127.0.0.1:{proxy.port}/{database['NAME']}"
+    worker = start_worker(queue_db, env={"TASKQ_POSTGRES_URL": url})
+    steps = f"Database {queue_db.database!r} is unavailable"
+    wait_until(lambda: worker.output().count(steps) >= 3, message="three back-off steps")
+    proxy.start()
+    wait_until(lambda: " started: " in worker.output(), message="the worker to start")
+    result = tasks.add.using(backend=queue_db.alias).enqueue(2, 3)
+    backend = task_backends[queue_db.alias]
+    wait_until(lambda: backend.get_result(result.id).is_finished, message="the task to run")
+    worker.signal()
+    assert worker.wait() == 0
+    proxy.stop()
+
+    output = worker.output()
+    lines = [line for line in output.splitlines() if steps in line]
+    assert all(re.search(r"OperationalError.*; retrying in [\d.]+ s$", line) for line in lines)
+    assert f"Database {queue_db.database!r} reconnected after" in output
+    assert logged_tracebacks(output) == 0
+    assert backend.get_result(result.id).return_value == 5

@@ -112,8 +112,8 @@ class Command(BaseCommand):
                 check_worker_id(options["worker_id"])
             except ValueError as error:
                 raise CommandError(error) from None
-        require_migrated(queue_backend)
         self._configure_logging(options["verbosity"])
+        require_migrated(queue_backend)
         metrics = self._serve_metrics(backend, options["metrics_port"])
         worker = Worker(
             queue_backend,
