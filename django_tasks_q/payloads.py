@@ -13,6 +13,7 @@ from typing import Any
 
 from .compat import Task, normalize_json
 from .exceptions import InvalidTaskArguments
+from .storable import storable, unstorable_in
 from .task import Call, QTask
 
 Arguments = tuple[list[Any], dict[str, Any]]
@@ -72,20 +73,9 @@ def _refuse_bytes(value: Any) -> None:
             )
 
 
-def _unstorable_in(text: str) -> str | None:
-    """What in ``text`` JSON in PostgreSQL cannot hold, or None if nothing."""
-    if "\x00" in text:
-        return "a NUL character"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "a lone surrogate"
-    return None
-
-
 def _refuse_unstorable_strings(value: Any) -> None:
     for item in _strings_and_containers(value):
-        if isinstance(item, str) and (problem := _unstorable_in(item)):
+        if isinstance(item, str) and (problem := unstorable_in(item)):
             raise TypeError(
                 f"the string {_short(item)} contains {problem}, which JSON payloads "
                 "may not hold on any store (PostgreSQL's jsonb cannot)"
@@ -96,14 +86,6 @@ def _short(value: str | bytes | bytearray, limit: int = 60) -> str:
     """``value``'s repr (every odd character escaped), cut to about ``limit``."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}...'"
-
-
-def storable(text: str) -> str:
-    """``text`` with NUL and lone surrogates escaped as ``repr`` does, so
-    that any store can hold it (an error's message or traceback, say)."""
-    if _unstorable_in(text) is None:
-        return text
-    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _positional_names(task: Task, count: int) -> list[str]:

@@ -24,6 +24,7 @@ from .compat import Task as DjangoTask
 from .compat import TaskContext as DjangoTaskContext
 from .compat import TaskResult as DjangoTaskResult
 from .exceptions import TaskAborted
+from .storable import unstorable_in
 
 UNIQUE_KEY_MAX_LENGTH = 255  # Task.unique_key's column
 
@@ -212,11 +213,15 @@ class QTask[**P, R](DjangoTask):
                 "give each call a unique_key instead."
             )
         key = self.unique_key
-        if key is not None and not (isinstance(key, str) and 0 < len(key) <= UNIQUE_KEY_MAX_LENGTH):
+        if key is None:
+            return
+        if not (isinstance(key, str) and 0 < len(key) <= UNIQUE_KEY_MAX_LENGTH):
             raise InvalidTask(
                 f"unique_key must be a non-empty string of at most "
                 f"{UNIQUE_KEY_MAX_LENGTH} characters, not {key!r}."
             )
+        if problem := unstorable_in(key):
+            raise InvalidTask(f"unique_key {key!r} contains {problem}, which no store can hold.")
 
     def _check_expiry(self) -> None:
         if self.expires is not None:

@@ -180,6 +180,8 @@ def test_concurrent_enqueues_of_one_key_queue_it_once(queue_db, attempt):
         ({"unique_key": 42}, "unique_key must be a non-empty string"),
         ({"unique_key": ""}, "unique_key must be a non-empty string"),
         ({"unique_key": "k" * 256}, "at most 255 characters"),
+        ({"unique_key": "order\x00"}, "contains a NUL character, which no store can hold"),
+        ({"unique_key": "order\ud800"}, "contains a lone surrogate, which no store can hold"),
     ],
 )
 def test_bad_keys_are_refused(options, message):
