@@ -102,3 +102,13 @@ def test_enqueue_says_to_migrate(scratch_database):
         "The queue's tables are not in database 'default': "
         "run manage.py migrate --database default.\n"
     ), done.stderr
+
+
+@pytest.mark.parametrize("subcommand", ["status", "list"])
+def test_taskq_says_to_migrate(scratch_database, subcommand):
+    done = run(scratch_database, "-m", "django", "taskq", subcommand)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stderr == (
+        f"CommandError: TASKS['default']: the database 'default' lacks django_tasks_q "
+        f"migration(s) {MIGRATIONS}: run manage.py migrate --database default.\n"
+    )

@@ -16,12 +16,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from django_tasks_q.actions import OperatorAction, commands_on
 from django_tasks_q.backends.database import operations
 from django_tasks_q.health import Health, check_health
+from django_tasks_q.management.migrated import unapplied_migrations
 from django_tasks_q.management.queue_backend import queue_backend
 from django_tasks_q.models import ResultStatus, Schedule, Task, TaskResult, TaskStatus
 
@@ -230,14 +232,34 @@ class Command(BaseCommand):
             )
         self.as_json = options["json"] or options["indent"] is not None
         self.indent = options["indent"]
+        store_errors: tuple[type[BaseException], ...] = (
+            DatabaseError,
+            *self.queue_backend.transient_errors,
+        )
         try:
             if declared := TASK_ACTIONS.get(subcommand):
                 manager = declared.model._default_manager
                 self.act(declared, self.selection(manager.using(self.using), **options))
             else:
                 getattr(self, f"do_{subcommand}")(**options)
-        except self.queue_backend.transient_errors as error:
-            raise CommandError(f"TASKS[{backend!r}]: {type(error).__name__}: {error}") from None
+        except store_errors as error:
+            raise CommandError(f"TASKS[{backend!r}]: {self.store_error(error)}") from None
+
+    def store_error(self, error: BaseException) -> str:
+        """One line for an error of the store: what to do, when it is a
+        forgotten ``migrate``; else the error itself."""
+        database = self.queue_backend.tables_database
+        if database is not None and isinstance(error, DatabaseError):
+            try:
+                missing = unapplied_migrations(database)
+            except DatabaseError:
+                missing = []  # the database itself is away: say what it said
+            if missing:
+                return (
+                    f"the database {database!r} lacks django_tasks_q migration(s) "
+                    f"{', '.join(missing)}: run manage.py migrate --database {database}."
+                )
+        return f"{type(error).__name__}: {' '.join(str(error).split())}"
 
     def emit(
         self,
