@@ -6,6 +6,7 @@ on the same port; PostgreSQL is shared and may not be stopped, so there the
 worker reaches it through a TCP proxy of the test's own, which drops every
 connection and refuses new ones, then comes back."""
 
+import logging
 import re
 import socket
 import subprocess
@@ -15,9 +16,11 @@ import pytest
 import redis
 from django.db import connections
 
+from django_tasks_q import backoff
 from django_tasks_q.backends.redis import RedisBackend
 from django_tasks_q.compat import task_backends
 from django_tasks_q.exceptions import QueueUnavailable
+from django_tasks_q.worker.worker import Worker
 
 from . import tasks
 from .conftest import wait_until
@@ -246,3 +249,20 @@ def test_a_worker_started_before_postgres_answers_waits_for_it(postgres_queue_db
     assert f"Database {queue_db.database!r} reconnected after" in output
     assert logged_tracebacks(output) == 0
     assert backend.get_result(result.id).return_value == 5
+
+
+def test_a_stop_cuts_a_back_off_step_short(monkeypatch, settings, caplog):
+    # Every step 10 minutes long: only a stop that ends the wait lets the worker go.
+    monkeypatch.setattr(backoff, "FIRST", 600.0)
+    monkeypatch.setattr(backoff, "MOST", 600.0)
+    params = {**settings.TASKS["default"], "BACKEND": "django_tasks_q.backends.redis.RedisBackend"}
+    params["OPTIONS"] = {"url": f"redis://127.0.0.1:{free_port()}/0"}  # nobody listens there
+    worker = Worker(RedisBackend("down", params), concurrency=1)
+    caplog.set_level(logging.INFO, logger="django_tasks_q")
+    running = threading.Thread(target=worker.run, daemon=True)
+    running.start()
+    wait_until(lambda: "retrying in 600.0 s" in caplog.text, message="a back-off step")
+    worker.stop()
+    running.join(timeout=60)  # catches a hang only: the step would last 600 s
+    assert not running.is_alive()
+    assert f"Worker {worker.worker_id} stopped" in caplog.text

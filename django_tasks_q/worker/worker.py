@@ -631,7 +631,15 @@ class Worker:
         return True
 
     def _sleep(self, seconds: float) -> None:
+        """Wait out a back-off step. A stop cuts it short: asked for during
+        the wait, it ends it (an outage's step may be 30 s); while stopping,
+        the wait ends by the stop's deadline; a second signal ends any."""
+        stopping = self._stop_at is not None
         deadline = time.monotonic() + seconds
+        if self._stop_at is not None:
+            deadline = min(deadline, self._stop_at)
         while not self._stop_now and (left := deadline - time.monotonic()) > 0:
+            if self._stop_at is not None and not stopping:
+                return
             self._wake.wait(left)
             self._wake.clear()
