@@ -67,6 +67,11 @@ def pytest_configure(config):
         "markers",
         "smoke: the subset .ci/run runs on every other Django and Python (pytest -m smoke)",
     )
+    config.addinivalue_line(
+        "markers",
+        "own_redis_server: a Redis test whose worker uses a redis-server of the test's own, "
+        "never the suite's; .ci/run's Redis Cluster leg leaves it out",
+    )
 
 
 @pytest.fixture(params=["sqlite", "postgres", "redis"])

@@ -151,6 +151,7 @@ def own_redis():
     server.stop()
 
 
+@pytest.mark.own_redis_server  # no cluster in it: the cluster leg would run it again for nothing
 def test_a_redis_outage_is_one_line_per_back_off_step(redis_queue_db, start_worker, own_redis):
     # A single server of its own, also when the suite runs on a cluster.
     env = {"TASKQ_REDIS_URL": own_redis.url, "TASKQ_REDIS_CLUSTER_URL": ""}
