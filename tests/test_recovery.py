@@ -124,6 +124,44 @@ def test_a_task_that_keeps_killing_its_workers_is_stopped(queue_db, start_worker
     ] * 3
 
 
+def test_tasks_claimed_ahead_that_never_started_go_back_untouched(queue_db, start_worker, tmp_path):
+    """A worker claims short tasks ahead of its free slots. Killed, it leaves
+    those it never started to go back with no attempt counted and no
+    WorkerLost (#17.4), even without retries or crash retries; the one it
+    was running counts as it did."""
+    db, alias = queue_db.database, queue_db.alias
+    # Short tasks first, so that the worker claims far ahead of its one slot.
+    quick = tasks.record.using(priority=10, backend=alias).enqueue_many(
+        [(db, f"quick{i}") for i in range(10)]
+    )
+    blocker = tasks.wait_for_file.using(priority=5, backend=alias).enqueue(
+        db, str(tmp_path / "never")
+    )
+    later = tasks.record.using(backend=alias).enqueue_many([(db, f"later{i}") for i in range(20)])
+    doomed = start_worker(queue_db, "--concurrency", "1", "--worker-id", "doomed", env=SHORT_LEASE)
+    wait_until(started(queue_db, 1), message="the blocking task to start")
+    wait_until(lambda: queue_db.running_count() >= 2, message="tasks claimed ahead of it")
+    doomed.process.send_signal(signal.SIGKILL)
+    doomed.wait()
+
+    no_crash_retries = {**SHORT_LEASE, "TASKQ_TEST_CRASH_RETRIES": "0"}
+    rescuer = start_worker(queue_db, "--worker-id", "rescuer", env=no_crash_retries)
+    total = len(quick) + 1 + len(later)
+    wait_until(lambda: queue_db.finished_count() == total, message="every task to finish")
+    rescuer.signal()
+    assert rescuer.wait() == 0
+
+    backend = task_backends[alias]
+    ran = backend.get_result(blocker.id)
+    assert ran.status == TaskResultStatus.FAILED and ran.attempts == 1
+    assert [e.exception_class_path for e in ran.errors] == ["django_tasks_q.exceptions.WorkerLost"]
+    rescued = [backend.get_result(r.id) for r in later]
+    # Some were claimed ahead by the doomed worker, some never claimed: all alike now.
+    assert [(r.status, r.attempts, r.errors, r.worker_ids) for r in rescued] == [
+        (TaskResultStatus.SUCCESSFUL, 1, [], ["rescuer"])
+    ] * len(later)
+
+
 def test_worker_registry_while_running(queue_db, start_worker):
     worker = start_worker(queue_db, "--queue", "emails", "--concurrency", "3", "--worker-id", "w1")
     entry = wait_until(lambda: queue_db.workers().get("w1"), message="the worker to register")

@@ -10,7 +10,10 @@ Two numbers shape the batches:
 * claims go ahead of the free slots by up to PREFETCH_SECONDS of work per
   slot, judged by how long recent tasks took: many short tasks are claimed in
   one statement, while long tasks are claimed one per free slot, so they are
-  not held back from other workers;
+  not held back from other workers. Tasks claimed ahead wait here, not in an
+  executor, and are started in the store as a slot takes them (in the
+  exchange that records and claims): if the worker is killed, those it never
+  started go back with nothing counted (statements.py, "Claimed ahead");
 * an outcome waits at most FLUSH_INTERVAL for others to be recorded with it.
 """
 
@@ -21,6 +24,7 @@ import signal
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from inspect import iscoroutinefunction
 from types import FrameType
@@ -153,6 +157,8 @@ class Worker:
         self._wake = Wakeup()
         self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self._in_flight: dict[str, Job] = {}  # claimed: running or waiting for a slot
+        self._ahead: dict[str, Job] = {}  # those claimed ahead, not handed to an executor yet
+        self._busy: Counter[Executor] = Counter()  # jobs handed to each executor, not done
         self._pending: list[Outcome] = []  # outcomes not yet recorded
         self._pending_since = 0.0  # when the oldest pending outcome came in
         self._mean_duration: float | None = None  # of recent attempts, in seconds
@@ -275,15 +281,17 @@ class Worker:
                 if self._stopping(self._stop_at):
                     return
                 continue
+            start = self._startable()
             limit = self._claim_limit()
-            if limit or self._flush_due():
-                claimed = self._exchange(limit)
+            if limit or start or self._flush_due():
+                claimed = self._exchange(limit, start)
                 if claimed is None:  # the store is unavailable
                     self._sleep(self._retry_in)
                     continue
+                fresh = sum(task.id not in self._ahead for task in claimed)
                 for task in claimed:
                     self._start(task)
-                if claimed and len(claimed) == limit:
+                if fresh and fresh == limit:
                     continue  # there may be more: claim again at once
                 # Fewer than asked for: the queue is empty for now, and a
                 # notification or a finished task wakes the loop.
@@ -335,6 +343,23 @@ class Worker:
         if self.max_tasks is not None:
             limit = min(limit, self.max_tasks - self._claimed_total)
         return max(limit, 0)
+
+    def _startable(self) -> list[str]:
+        """The tasks claimed ahead that free slots can take now, in claim order."""
+        start: list[str] = []
+        taken: Counter[Executor] = Counter()
+        for task_id, job in self._ahead.items():
+            executor = self._executor_for(job)
+            if self._busy[executor] + taken[executor] < self.concurrency:
+                taken[executor] += 1
+                start.append(task_id)
+        return start
+
+    def _run_now(self, start: list[str]) -> int:
+        """How many tasks a claim should start at once: the pool's free slots
+        once ``start`` has its share (the rest are claimed ahead)."""
+        starting = sum(self._executor_for(self._ahead[task_id]) is self.pool for task_id in start)
+        return max(self.concurrency - self._busy[self.pool] - starting, 0)
 
     def _flush_due(self) -> bool:
         if not self._pending:
@@ -438,13 +463,21 @@ class Worker:
 
     # -- claiming and recording ----------------------------------------------------
 
-    def _exchange(self, limit: int) -> list[ClaimedTask] | None:
-        """Record what is pending and claim up to ``limit`` tasks, in one go."""
+    def _exchange(self, limit: int, start: list[str] | None = None) -> list[ClaimedTask] | None:
+        """Record what is pending, start the tasks ``start`` claimed ahead and
+        claim up to ``limit`` tasks, in one go. Returns those of ``start`` the
+        store started, then those claimed."""
         outcomes = self._pending[:FLUSH_BATCH]
+        start = start or []
         try:
             try:
                 recorded, claimed = self.backend.record_and_claim(
-                    outcomes, self.queues, limit, self.worker_id
+                    outcomes,
+                    self.queues,
+                    limit,
+                    self.worker_id,
+                    start=start,
+                    run_now=self._run_now(start),
                 )
             except self.backend.transient_errors:
                 raise
@@ -453,9 +486,16 @@ class Worker:
                     raise  # a claim that would fail again: the worker cannot work
                 # Not the store being away: an outcome it cannot hold (a value
                 # the database refuses, say), which would fail again and again.
-                # Record them one at a time, then claim as planned.
+                # Record them one at a time, then start and claim as planned.
                 recorded = self._record_one_by_one(outcomes)
-                _, claimed = self.backend.record_and_claim([], self.queues, limit, self.worker_id)
+                _, claimed = self.backend.record_and_claim(
+                    [],
+                    self.queues,
+                    limit,
+                    self.worker_id,
+                    start=start,
+                    run_now=self._run_now(start),
+                )
         except self.backend.transient_errors as error:
             self._retry_in = self._outage.failed(error)
             close_old_connections()
@@ -464,7 +504,16 @@ class Worker:
         self._pending = self._pending[len(outcomes) :]
         self._pending_since = time.monotonic()
         self._report(outcomes, recorded)
-        self._claimed_total += len(claimed)
+        started = {task.id for task in claimed}
+        for task_id in start:
+            if task_id not in started:  # its lease ran out: another worker has it
+                logger.warning(
+                    "Task %s %s: its lease was lost before it started; another worker has it now",
+                    task_id,
+                    self._ahead[task_id].claimed.task_path,
+                )
+                self._forget(task_id)
+        self._claimed_total += sum(task.id not in self._ahead for task in claimed)
         return claimed
 
     def _record_one_by_one(self, outcomes: list[Outcome]) -> list[Outcome]:
@@ -493,6 +542,11 @@ class Worker:
         return recorded
 
     def _start(self, claimed: ClaimedTask) -> None:
+        """Take a task the store handed over: started (run it) or claimed ahead (keep it)."""
+        if (job := self._ahead.pop(claimed.id, None)) is not None:
+            job.claimed = claimed  # as the store started it
+            self._submit(job)
+            return
         try:
             task = resolve(claimed.task_path)
         except TaskNotRegistered as error:
@@ -501,7 +555,22 @@ class Worker:
             return
         job = Job(claimed, task, timeout=task.timeout)
         self._in_flight[claimed.id] = job
-        self._executor_for(job).submit(job)
+        if claimed.ahead:
+            self._ahead[claimed.id] = job
+        else:
+            self._submit(job)
+
+    def _submit(self, job: Job) -> None:
+        executor = self._executor_for(job)
+        self._busy[executor] += 1
+        executor.submit(job)
+
+    def _forget(self, task_id: str) -> Job | None:
+        """Drop a task from those held; the job, if it was held."""
+        job = self._in_flight.pop(task_id, None)
+        if job is not None and self._ahead.pop(task_id, None) is None:
+            self._busy[self._executor_for(job)] -= 1
+        return job
 
     def _executor_for(self, job: Job) -> Executor:
         if self.asyncio is not None and iscoroutinefunction(job.task.func):
@@ -525,7 +594,7 @@ class Worker:
                 outcome = self._done.get_nowait()
             except queue.Empty:
                 break
-            if (job := self._in_flight.pop(outcome.claimed.id, None)) is not None:
+            if (job := self._forget(outcome.claimed.id)) is not None:
                 if job.aborting.is_set():
                     outcome = cancelled_when_aborted(outcome)
                 self._add_pending(outcome)
@@ -562,7 +631,7 @@ class Worker:
             job.aborting.set()
             logger.info("Task %s %s: abort requested", task_id, job.claimed.task_path)
             if job.hand_back():  # claimed ahead, not started: it never will be
-                del self._in_flight[task_id]
+                self._forget(task_id)
                 self._add_pending(aborted_attempt(job, "it had not started"))
             else:
                 self._executor_for(job).abort(job)
@@ -626,7 +695,7 @@ class Worker:
             close_old_connections()
             return False
         for key in ids:
-            del self._in_flight[key]
+            self._forget(key)
         logger.info("Handed back %d unfinished task(s)", len(ids))
         return True
 

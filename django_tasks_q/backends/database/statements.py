@@ -46,8 +46,20 @@ QUEUED_COLUMNS = (
 # What a claim hands back, in this order.
 CLAIMED_COLUMNS = (
     "id, task_path, queue_name, priority, args, kwargs, attempts, max_attempts, "
-    "errors, worker_ids, enqueued_at, started_at, run_after"
+    "errors, worker_ids, enqueued_at, started_at, run_after, claimed_ahead"
 )
+
+# Claimed ahead. A worker claims more tasks than it has free slots (see
+# worker.py), so that short tasks are not held up by a round trip each; if
+# it is killed, only the store remains to tell which of its tasks ran. So a
+# claim starts an attempt (counts it, names the worker, sets the times) only
+# for the tasks that go to a free slot at once; the rest are held with
+# claimed_ahead set and nothing counted. The worker starts those (START) in
+# the exchange that already records outcomes and claims, just before it hands
+# them to a slot, never after: a task that kills its worker is always counted.
+# Recovery and release put claimed-ahead tasks back as they were, with no
+# attempt and no WorkerLost error. The cost: a slot freed while tasks wait
+# claimed ahead starts its next one after that exchange's round trip.
 # Tasks that have not started: what cancel() may take out of the queue.
 NOT_STARTED = str(TaskStatus.NOT_STARTED)
 # Results an operator may put back in the queue.
@@ -134,6 +146,7 @@ def _claimed(row: Sequence[Any], now: datetime) -> ClaimedTask:
         started_at=_datetime(row[11]),
         last_attempted_at=now,
         run_after=_datetime(row[12]),
+        ahead=bool(row[13]),
     )
 
 
@@ -172,6 +185,7 @@ class Statements(ABC):
     ABANDONED: ClassVar[str]
     EXPIRED: ClassVar[str]
     RECOVER: ClassVar[str]
+    START: ClassVar[str]
     RETRY: ClassVar[str]
     RELEASE: ClassVar[str]
     RENEW: ClassVar[str]
@@ -280,9 +294,11 @@ class Statements(ABC):
         now: datetime,
         lease_until: datetime,
         *,
+        run_now: int,
         alone: bool = False,
     ) -> list[ClaimedTask]:
-        """Claim up to ``limit`` ready tasks of ``queues`` (None: every queue).
+        """Claim up to ``limit`` ready tasks of ``queues`` (None: every queue),
+        starting the first ``run_now`` of them; the rest are claimed ahead.
         ``alone``: the statement is its own transaction, so it may commit
         without waiting for the disk."""
         if (claim := self.claim_statement(cursor, queues, alone)) is None:
@@ -291,10 +307,24 @@ class Statements(ABC):
         params.update(
             now=self.param_datetime(now),
             limit=limit,
+            run_now=run_now,
             worker=worker_id,
             lease_until=self.param_datetime(lease_until),
         )
         cursor.execute(statement, params)
+        return [_claimed(row, now) for row in sorted(cursor.fetchall(), key=_claim_order)]
+
+    def start(
+        self, cursor: CursorWrapper, task_ids: list[str], worker_id: str, now: datetime
+    ) -> list[ClaimedTask]:
+        """Start the tasks ``worker_id`` claimed ahead among ``task_ids``;
+        returns them, started, in claim order."""
+        params = {
+            "ids": self.param_ids(task_ids),
+            "worker": worker_id,
+            "now": self.param_datetime(now),
+        }
+        cursor.execute(self.START, params)
         return [_claimed(row, now) for row in sorted(cursor.fetchall(), key=_claim_order)]
 
     def finish(self, cursor: CursorWrapper, outcomes: list[Outcome], worker_id: str) -> Ended:
@@ -358,7 +388,8 @@ class Statements(ABC):
         """Tasks whose worker stopped renewing its lease: the attempt failed
         with WorkerLost. With crash retries (not counted against the task's
         own) or attempts left they are ready again; without, they are ended
-        as FAILED. Returns how many were requeued, and those ended."""
+        as FAILED. Those claimed ahead never started: they are ready again
+        as they were. Returns how many were requeued, and those ended."""
         params = {"now": self.param_datetime(now), "crash_retries": crash_retries}
         cursor.execute(self.RECOVER, params)
         requeued = self.counted(cursor)

@@ -243,21 +243,21 @@ class RedisBackend(QueueBackend):
 
     # -- the worker's store -----------------------------------------------------
 
-    def record_and_claim(self, outcomes, queues, limit, worker_id):
+    def record_and_claim(self, outcomes, queues, limit, worker_id, *, start=(), run_now=None):
         recorded = self._record(outcomes, worker_id) if outcomes else []
-        claimed = self._claim(queues, limit, worker_id) if limit > 0 else []
-        return recorded, claimed
-
-    def _claim(self, queues: list[str] | None, limit: int, worker_id: str) -> list[ClaimedTask]:
+        if limit <= 0 and not start:
+            return recorded, []
         now = timezone.now()
         claimed = self.functions.claim(
             now=_us(now),
             lease_until=_us(now + self.lease),
-            limit=limit,
+            limit=max(limit, 0),
             worker_id=worker_id,
             queues=queues or (),
+            start=start,
+            run_now=limit if run_now is None else run_now,
         )
-        return [self._claimed(task_id, fields, now) for task_id, fields in claimed]
+        return recorded, [self._claimed(task_id, fields, now) for task_id, fields in claimed]
 
     def _claimed(self, task_id: str, fields: "Fields", now: datetime) -> ClaimedTask:
         return ClaimedTask(
@@ -272,9 +272,10 @@ class RedisBackend(QueueBackend):
             errors=stored_errors(json.loads(fields["errors"])),
             worker_ids=json.loads(fields["worker_ids"]),
             enqueued_at=_at(fields["enqueued_at"]),
-            started_at=_at(fields["started_at"]),
+            started_at=_datetime(fields.get("started_at")),
             last_attempted_at=now,
             run_after=_at(fields["run_after"]),
+            ahead=fields.get("ahead") == "1",
         )
 
     def _record(self, outcomes: list[Outcome], worker_id: str) -> list[Outcome]:

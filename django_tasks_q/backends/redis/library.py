@@ -126,11 +126,23 @@ class Library:
         self._with_functions(send)
 
     def claim(
-        self, *, now: int, lease_until: int, limit: int, worker_id: str, queues: Sequence[str]
+        self,
+        *,
+        now: int,
+        lease_until: int,
+        limit: int,
+        worker_id: str,
+        queues: Sequence[str],
+        start: Sequence[str],
+        run_now: int,
     ) -> list[tuple[str, Fields]]:
-        """Up to ``limit`` ready tasks of ``queues`` (none: every queue), now
-        held by ``worker_id``: (id, the task's hash) in claim order."""
-        flat = self._call("claim", now, lease_until, limit, worker_id, *queues)
+        """Start the tasks ``start`` that ``worker_id`` claimed ahead, then
+        claim up to ``limit`` ready tasks of ``queues`` (none: every queue),
+        the first ``run_now`` started, the rest claimed ahead: (id, the task's
+        hash) per task started or claimed, in that order."""
+        flat = self._call(
+            "claim", now, lease_until, limit, worker_id, run_now, len(start), *start, *queues
+        )
         return [
             (task_id, _hash(fields)) for task_id, fields in zip(flat[::2], flat[1::2], strict=True)
         ]
