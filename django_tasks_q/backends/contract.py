@@ -116,8 +116,8 @@ class ClaimedTask:
     last_attempted_at: datetime
     run_after: datetime  # when this attempt was due: its queue wait is from here
     # Claimed ahead of a free slot: the store counts no attempt until the
-    # worker starts it (record_and_claim's ``start``), which hands it back as
-    # started. If the worker dies first, the task goes back as it was.
+    # worker starts it and says so (record_and_claim's ``started``). If the
+    # worker dies first, the task goes back as it was.
     ahead: bool = False
 
 
@@ -271,16 +271,16 @@ class WorkerStore(Protocol):
         limit: int,
         worker_id: str,
         *,
-        start: Sequence[str] = (),
+        started: Sequence[ClaimedTask] = (),
         run_now: int | None = None,
     ) -> tuple[list[Outcome], list[ClaimedTask]]:
-        """Store ``outcomes`` (returning those of tasks ``worker_id`` still
-        held), start the tasks ``start`` (which it claimed ahead), then take up
-        to ``limit`` ready tasks from ``queues`` (None: any queue) for
-        ``worker_id``, of which the first ``run_now`` (None: all) start at once
-        and the rest are claimed ahead. Returns the outcomes recorded, and the
-        tasks of ``start`` still held, started, followed by those claimed. One
-        call, so a store can do it all at once."""
+        """Count the attempts ``started`` (tasks ``worker_id`` claimed ahead
+        and has since started, as its ClaimedTasks say), store ``outcomes``
+        (returning those of tasks ``worker_id`` still held), then take up to
+        ``limit`` ready tasks from ``queues`` (None: any queue) for
+        ``worker_id``, of which the first ``run_now`` (None: all) start at
+        once and the rest are claimed ahead. One call, so a store can do it
+        all at once."""
 
     @abstractmethod
     def release(self, task_ids: list[str], worker_id: str) -> None:

@@ -14,4 +14,9 @@ class Migration(migrations.Migration):
             name="claimed_ahead",
             field=models.BooleanField(db_default=False),
         ),
+        migrations.AddField(
+            model_name="task",
+            name="lost_ahead",
+            field=models.BooleanField(db_default=False),
+        ),
     ]

@@ -11,10 +11,12 @@ Two numbers shape the batches:
   slot, judged by how long recent tasks took: many short tasks are claimed in
   one statement, while long tasks are claimed one per free slot, so they are
   not held back from other workers. Tasks claimed ahead wait here, not in an
-  executor, and are started in the store as a slot takes them (in the
-  exchange that records and claims): if the worker is killed, those it never
-  started go back with nothing counted (statements.py, "Claimed ahead");
-* an outcome waits at most FLUSH_INTERVAL for others to be recorded with it.
+  executor, with no attempt counted in the store: if the worker is killed,
+  they go back as they were (statements.py, "Claimed ahead"). A slot that
+  frees takes the next one at once; the store counts that attempt in the
+  next exchange, which records outcomes and claims anyway;
+* an outcome, or such a start, waits at most FLUSH_INTERVAL for others to be
+  recorded with it.
 """
 
 import logging
@@ -26,6 +28,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from inspect import iscoroutinefunction
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -60,7 +63,7 @@ if TYPE_CHECKING:  # prometheus_client is optional: only --metrics-port imports 
 
 logger = logging.getLogger("django_tasks_q.worker")
 
-FLUSH_INTERVAL = 0.005  # seconds an outcome may wait to be recorded with others
+FLUSH_INTERVAL = 0.005  # seconds an outcome or a start may wait to be recorded with others
 FLUSH_BATCH = 500  # outcomes recorded at once at most
 PREFETCH_SECONDS = 0.05  # work claimed ahead per slot, by recent task durations
 MAX_PREFETCH = 100  # tasks claimed ahead per slot at most
@@ -160,7 +163,8 @@ class Worker:
         self._ahead: dict[str, Job] = {}  # those claimed ahead, not handed to an executor yet
         self._busy: Counter[Executor] = Counter()  # jobs handed to each executor, not done
         self._pending: list[Outcome] = []  # outcomes not yet recorded
-        self._pending_since = 0.0  # when the oldest pending outcome came in
+        self._unmarked: list[ClaimedTask] = []  # started from ahead, not yet told to the store
+        self._pending_since = 0.0  # when the oldest pending outcome or start came in
         self._mean_duration: float | None = None  # of recent attempts, in seconds
         self._claimed_total = 0
         self._stop_at: float | None = None  # set by the first signal
@@ -281,17 +285,16 @@ class Worker:
                 if self._stopping(self._stop_at):
                     return
                 continue
-            start = self._startable()
+            self._start_ahead()
             limit = self._claim_limit()
-            if limit or start or self._flush_due():
-                claimed = self._exchange(limit, start)
+            if limit or self._flush_due():
+                claimed = self._exchange(limit)
                 if claimed is None:  # the store is unavailable
                     self._sleep(self._retry_in)
                     continue
-                fresh = sum(task.id not in self._ahead for task in claimed)
                 for task in claimed:
-                    self._start(task)
-                if fresh and fresh == limit:
+                    self._take(task)
+                if claimed and len(claimed) == limit:
                     continue  # there may be more: claim again at once
                 # Fewer than asked for: the queue is empty for now, and a
                 # notification or a finished task wakes the loop.
@@ -313,7 +316,7 @@ class Worker:
                 len(self._in_flight),
             )
             return True
-        if self._pending and self._exchange(0) is None:
+        if (self._pending or self._unmarked) and self._exchange(0) is None:
             if give_up:
                 logger.error(
                     "Exiting with %d outcome(s) unrecorded: those tasks run "
@@ -344,25 +347,37 @@ class Worker:
             limit = min(limit, self.max_tasks - self._claimed_total)
         return max(limit, 0)
 
-    def _startable(self) -> list[str]:
-        """The tasks claimed ahead that free slots can take now, in claim order."""
-        start: list[str] = []
-        taken: Counter[Executor] = Counter()
-        for task_id, job in self._ahead.items():
+    def _start_ahead(self) -> None:
+        """Hand tasks claimed ahead to the slots free now, in claim order. Each
+        starts at once, as the store would start it; the store is told in the
+        next exchange (``_unmarked``)."""
+        for task_id, job in list(self._ahead.items()):
             executor = self._executor_for(job)
-            if self._busy[executor] + taken[executor] < self.concurrency:
-                taken[executor] += 1
-                start.append(task_id)
-        return start
+            if self._busy[executor] >= self.concurrency:
+                continue
+            del self._ahead[task_id]
+            now = timezone.now()
+            claimed = job.claimed
+            job.claimed = replace(
+                claimed,
+                attempts=claimed.attempts + 1,
+                worker_ids=[*claimed.worker_ids, self.worker_id],
+                started_at=claimed.started_at or now,
+                last_attempted_at=now,
+                ahead=False,
+            )
+            if not self._pending and not self._unmarked:
+                self._pending_since = time.monotonic()
+            self._unmarked.append(job.claimed)
+            self._submit(job)
 
-    def _run_now(self, start: list[str]) -> int:
+    def _run_now(self) -> int:
         """How many tasks a claim should start at once: the pool's free slots
-        once ``start`` has its share (the rest are claimed ahead)."""
-        starting = sum(self._executor_for(self._ahead[task_id]) is self.pool for task_id in start)
-        return max(self.concurrency - self._busy[self.pool] - starting, 0)
+        (the rest are claimed ahead)."""
+        return max(self.concurrency - self._busy[self.pool], 0)
 
     def _flush_due(self) -> bool:
-        if not self._pending:
+        if not self._pending and not self._unmarked:
             return False
         return (
             len(self._pending) >= FLUSH_BATCH
@@ -377,7 +392,7 @@ class Worker:
         deadlines = [self._next_heartbeat, self.pool.next_deadline(), self._stop_at]
         if self._scheduler and self._stop_at is None:  # a stopping worker ticks nothing
             deadlines.append(self._next_schedule_check)
-        if self._pending:
+        if self._pending or self._unmarked:
             deadlines.append(self._pending_since + FLUSH_INTERVAL)
         wait = min([self.poll_interval] + [d - time.monotonic() for d in deadlines if d])
         return max(wait, 0.0)
@@ -463,12 +478,11 @@ class Worker:
 
     # -- claiming and recording ----------------------------------------------------
 
-    def _exchange(self, limit: int, start: list[str] | None = None) -> list[ClaimedTask] | None:
-        """Record what is pending, start the tasks ``start`` claimed ahead and
-        claim up to ``limit`` tasks, in one go. Returns those of ``start`` the
-        store started, then those claimed."""
+    def _exchange(self, limit: int) -> list[ClaimedTask] | None:
+        """Tell the store of the tasks started from ahead, record what is
+        pending and claim up to ``limit`` tasks, in one go. Returns those claimed."""
         outcomes = self._pending[:FLUSH_BATCH]
-        start = start or []
+        started = self._unmarked
         try:
             try:
                 recorded, claimed = self.backend.record_and_claim(
@@ -476,8 +490,8 @@ class Worker:
                     self.queues,
                     limit,
                     self.worker_id,
-                    start=start,
-                    run_now=self._run_now(start),
+                    started=started,
+                    run_now=self._run_now(),
                 )
             except self.backend.transient_errors:
                 raise
@@ -486,34 +500,25 @@ class Worker:
                     raise  # a claim that would fail again: the worker cannot work
                 # Not the store being away: an outcome it cannot hold (a value
                 # the database refuses, say), which would fail again and again.
-                # Record them one at a time, then start and claim as planned.
+                # Count the starts first (the outcomes may be of those
+                # attempts), record the outcomes one at a time, then claim.
+                if started:
+                    self.backend.record_and_claim([], None, 0, self.worker_id, started=started)
+                self._unmarked = []
                 recorded = self._record_one_by_one(outcomes)
                 _, claimed = self.backend.record_and_claim(
-                    [],
-                    self.queues,
-                    limit,
-                    self.worker_id,
-                    start=start,
-                    run_now=self._run_now(start),
+                    [], self.queues, limit, self.worker_id, run_now=self._run_now()
                 )
         except self.backend.transient_errors as error:
             self._retry_in = self._outage.failed(error)
             close_old_connections()
             return None
         self._outage.reached()
+        self._unmarked = []
         self._pending = self._pending[len(outcomes) :]
         self._pending_since = time.monotonic()
         self._report(outcomes, recorded)
-        started = {task.id for task in claimed}
-        for task_id in start:
-            if task_id not in started:  # its lease ran out: another worker has it
-                logger.warning(
-                    "Task %s %s: its lease was lost before it started; another worker has it now",
-                    task_id,
-                    self._ahead[task_id].claimed.task_path,
-                )
-                self._forget(task_id)
-        self._claimed_total += sum(task.id not in self._ahead for task in claimed)
+        self._claimed_total += len(claimed)
         return claimed
 
     def _record_one_by_one(self, outcomes: list[Outcome]) -> list[Outcome]:
@@ -541,12 +546,8 @@ class Worker:
             recorded += done
         return recorded
 
-    def _start(self, claimed: ClaimedTask) -> None:
+    def _take(self, claimed: ClaimedTask) -> None:
         """Take a task the store handed over: started (run it) or claimed ahead (keep it)."""
-        if (job := self._ahead.pop(claimed.id, None)) is not None:
-            job.claimed = claimed  # as the store started it
-            self._submit(job)
-            return
         try:
             task = resolve(claimed.task_path)
         except TaskNotRegistered as error:
@@ -583,7 +584,7 @@ class Worker:
         self._wake.set()
 
     def _add_pending(self, outcome: Outcome) -> None:
-        if not self._pending:
+        if not self._pending and not self._unmarked:
             self._pending_since = time.monotonic()
         self._pending.append(outcome)
 
@@ -696,6 +697,8 @@ class Worker:
             return False
         for key in ids:
             self._forget(key)
+        # Released as not started, whether counted or not: nothing left to tell.
+        self._unmarked = [task for task in self._unmarked if task.id not in ids]
         logger.info("Handed back %d unfinished task(s)", len(ids))
         return True
 

@@ -240,11 +240,11 @@ class DatabaseBackend(QueueBackend):
         limit: int,
         worker_id: str,
         *,
-        start: Sequence[str] = (),
+        started: Sequence[ClaimedTask] = (),
         run_now: int | None = None,
     ) -> tuple[list[Outcome], list[ClaimedTask]]:
-        """Record ``outcomes``, start ``start`` and claim up to ``limit`` more,
-        with one commit."""
+        """Count the attempts ``started``, record ``outcomes`` and claim up to
+        ``limit`` more, with one commit."""
         finished = [o for o in outcomes if o.status != Outcome.RETRY]
         retried = [o for o in outcomes if o.status == Outcome.RETRY]
         recorded: set[str] = set()
@@ -255,21 +255,21 @@ class DatabaseBackend(QueueBackend):
         # latency feels, and it need not wait for the WAL flush; not so inside
         # a caller's transaction, whose commit must stay as durable as it was.
         # Recording needs a transaction (the move to the history, then chains).
-        alone = not outcomes and not start and not self.connection.in_atomic_block
+        alone = not outcomes and not started and not self.connection.in_atomic_block
         atomic = nullcontext() if alone else transaction.atomic(using=self.database)
         with atomic, self.connection.cursor() as cursor:
-            if outcomes and not self.synchronous_commit:
+            if (outcomes or started) and not self.synchronous_commit:
                 self.statements.commit_asynchronously(cursor)
+            if started:  # first: the outcomes may be of these very attempts
+                self.statements.start(cursor, list(started), worker_id)
             if finished:
                 ended = self.statements.finish(cursor, finished, worker_id)
                 recorded |= ended.ids
                 self._pass_on(ended)
             if retried:
                 recorded |= self.statements.retry(cursor, retried, worker_id)
-            if start:
-                claimed = self.statements.start(cursor, list(start), worker_id, now)
             if limit > 0:
-                claimed += self.statements.claim(
+                claimed = self.statements.claim(
                     cursor,
                     queues,
                     limit,

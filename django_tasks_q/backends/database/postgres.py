@@ -89,9 +89,9 @@ class PostgresStatements(Statements):
         WITH RECURSIVE {{served}}, claimable AS (
             SELECT picked.id,
                    row_number() OVER (ORDER BY picked.priority DESC, picked.run_after, picked.id)
-                       > %(run_now)s AS ahead
+                       > %(run_now)s AND NOT picked.lost_ahead AS ahead
             FROM served, LATERAL (
-                SELECT id, priority, run_after FROM django_tasks_q_task
+                SELECT id, priority, run_after, lost_ahead FROM django_tasks_q_task
                 WHERE status = 'READY' AND queue_name = served.name
                   AND run_after <= %(now)s
                   AND (expires_at IS NULL OR expires_at > %(now)s)
@@ -118,16 +118,17 @@ class PostgresStatements(Statements):
         WHERE t.id = claimable.id
         RETURNING {", ".join(f"t.{c}" for c in CLAIMED_COLUMNS.split(", "))}
     """
-    # The worker starts tasks it claimed ahead: as the claim starts the others.
-    START = f"""
+    # The worker has started tasks it claimed ahead, each at its own time:
+    # as the claim starts the others (see statements.py, "Claimed ahead").
+    START = """
         UPDATE django_tasks_q_task AS t
         SET claimed_ahead = false,
             attempts = t.attempts + 1,
             worker_ids = t.worker_ids || to_jsonb(%(worker)s::text),
-            started_at = COALESCE(t.started_at, %(now)s),
-            last_attempted_at = %(now)s
-        WHERE t.id = ANY(%(ids)s::uuid[]) AND t.worker_id = %(worker)s AND t.claimed_ahead
-        RETURNING {", ".join(f"t.{c}" for c in CLAIMED_COLUMNS.split(", "))}
+            started_at = COALESCE(t.started_at, s.at),
+            last_attempted_at = s.at
+        FROM jsonb_to_recordset(%(started)s::jsonb) AS s(id uuid, at timestamptz)
+        WHERE t.id = s.id AND t.worker_id = %(worker)s AND t.claimed_ahead
     """
     # The queues a claim serves: those the worker names, or every queue with
     # ready tasks, read off the index (a probe per queue, not a pass over rows).
@@ -192,7 +193,7 @@ class PostgresStatements(Statements):
         ), recovered AS (
             UPDATE django_tasks_q_task AS t
             SET status = 'READY', worker_id = NULL, lease_expires_at = NULL,
-                claimed_ahead = false,
+                claimed_ahead = false, lost_ahead = t.lost_ahead OR t.claimed_ahead,
                 errors = CASE WHEN t.claimed_ahead THEN t.errors
                               ELSE t.errors || jsonb_build_array({LOST_ERROR}) END,
                 max_attempts = t.max_attempts + (lost.rescued AND NOT t.claimed_ahead)::int

@@ -76,29 +76,29 @@ class SQLiteStatements(Statements):
             lease_expires_at = %(lease_until)s
         FROM (
             SELECT id, row_number() OVER (ORDER BY priority DESC, run_after, id)
-                       > %(run_now)s AS ahead
+                       > %(run_now)s AND NOT lost_ahead AS ahead
             FROM ({{heads}}) ORDER BY priority DESC, run_after, id LIMIT %(limit)s
         ) AS c
         WHERE django_tasks_q_task.id = c.id
         RETURNING {CLAIMED_COLUMNS}
     """
-    START = f"""
+    START = """
         UPDATE django_tasks_q_task
         SET claimed_ahead = false,
             attempts = attempts + 1,
             worker_ids = json_insert(worker_ids, '$[#]', %(worker)s),
-            started_at = COALESCE(started_at, %(now)s),
-            last_attempted_at = %(now)s
-        WHERE id IN (SELECT value FROM json_each(%(ids)s)) AND worker_id = %(worker)s
-          AND claimed_ahead
-        RETURNING {CLAIMED_COLUMNS}
+            started_at = COALESCE(started_at, json_extract(s.value, '$.at')),
+            last_attempted_at = json_extract(s.value, '$.at')
+        FROM json_each(%(started)s) AS s
+        WHERE django_tasks_q_task.id = json_extract(s.value, '$.id')
+          AND worker_id = %(worker)s AND claimed_ahead
     """
     # The first ``limit`` ready rows of one queue, in claim order, read off the
     # index taskq_task_ready with no sort (SQLite has no LATERAL: one of these
     # per served queue, joined by UNION ALL).
     HEAD = """
         SELECT * FROM (
-            SELECT id, priority, run_after FROM django_tasks_q_task
+            SELECT id, priority, run_after, lost_ahead FROM django_tasks_q_task
             WHERE status = 'READY' AND queue_name = %(queue_{index})s
               AND run_after <= %(now)s
               AND (expires_at IS NULL OR expires_at > %(now)s)
@@ -154,7 +154,7 @@ class SQLiteStatements(Statements):
     RECOVER = f"""
         UPDATE django_tasks_q_task
         SET status = 'READY', worker_id = NULL, lease_expires_at = NULL,
-            claimed_ahead = false,
+            claimed_ahead = false, lost_ahead = lost_ahead OR claimed_ahead,
             errors = CASE WHEN claimed_ahead THEN errors
                           ELSE json_insert(errors, '$[#]', {LOST_ERROR}) END,
             max_attempts = max_attempts + (NOT claimed_ahead AND {RESCUED})

@@ -54,12 +54,16 @@ CLAIMED_COLUMNS = (
 # it is killed, only the store remains to tell which of its tasks ran. So a
 # claim starts an attempt (counts it, names the worker, sets the times) only
 # for the tasks that go to a free slot at once; the rest are held with
-# claimed_ahead set and nothing counted. The worker starts those (START) in
-# the exchange that already records outcomes and claims, just before it hands
-# them to a slot, never after: a task that kills its worker is always counted.
-# Recovery and release put claimed-ahead tasks back as they were, with no
-# attempt and no WorkerLost error. The cost: a slot freed while tasks wait
-# claimed ahead starts its next one after that exchange's round trip.
+# claimed_ahead set and nothing counted. When a slot frees, the worker starts
+# one of those at once and tells the store (START) in its next exchange, which
+# records outcomes and claims anyway, before that exchange's outcomes (they
+# may be of the very tasks it starts). Recovery and release put claimed-ahead
+# tasks back as they were, with no attempt and no WorkerLost error.
+# The window: a worker killed between a start and its exchange leaves a task
+# that ran but looks never started. So a task recovered while claimed ahead
+# is marked lost_ahead, and every later claim starts it: it goes back
+# uncounted once at most, and a task that kills its workers is counted as
+# any crash from its second loss on.
 # Tasks that have not started: what cancel() may take out of the queue.
 NOT_STARTED = str(TaskStatus.NOT_STARTED)
 # Results an operator may put back in the queue.
@@ -314,18 +318,14 @@ class Statements(ABC):
         cursor.execute(statement, params)
         return [_claimed(row, now) for row in sorted(cursor.fetchall(), key=_claim_order)]
 
-    def start(
-        self, cursor: CursorWrapper, task_ids: list[str], worker_id: str, now: datetime
-    ) -> list[ClaimedTask]:
-        """Start the tasks ``worker_id`` claimed ahead among ``task_ids``;
-        returns them, started, in claim order."""
-        params = {
-            "ids": self.param_ids(task_ids),
-            "worker": worker_id,
-            "now": self.param_datetime(now),
-        }
-        cursor.execute(self.START, params)
-        return [_claimed(row, now) for row in sorted(cursor.fetchall(), key=_claim_order)]
+    def start(self, cursor: CursorWrapper, started: list[ClaimedTask], worker_id: str) -> None:
+        """Count the attempts the worker started, of tasks it claimed ahead:
+        each at its ``last_attempted_at``."""
+        document = [
+            {"id": self.json_id(task.id), "at": self.json_datetime(task.last_attempted_at)}
+            for task in started
+        ]
+        cursor.execute(self.START, {"started": json.dumps(document), "worker": worker_id})
 
     def finish(self, cursor: CursorWrapper, outcomes: list[Outcome], worker_id: str) -> Ended:
         """Move the tasks of ``outcomes`` to the history, those ``worker_id``

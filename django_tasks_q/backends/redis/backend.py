@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from importlib.util import find_spec
@@ -243,18 +244,17 @@ class RedisBackend(QueueBackend):
 
     # -- the worker's store -----------------------------------------------------
 
-    def record_and_claim(self, outcomes, queues, limit, worker_id, *, start=(), run_now=None):
-        recorded = self._record(outcomes, worker_id) if outcomes else []
-        if limit <= 0 and not start:
+    def record_and_claim(self, outcomes, queues, limit, worker_id, *, started=(), run_now=None):
+        recorded = self._record(outcomes, started, worker_id) if outcomes or started else []
+        if limit <= 0:
             return recorded, []
         now = timezone.now()
         claimed = self.functions.claim(
             now=_us(now),
             lease_until=_us(now + self.lease),
-            limit=max(limit, 0),
+            limit=limit,
             worker_id=worker_id,
             queues=queues or (),
-            start=start,
             run_now=limit if run_now is None else run_now,
         )
         return recorded, [self._claimed(task_id, fields, now) for task_id, fields in claimed]
@@ -278,13 +278,16 @@ class RedisBackend(QueueBackend):
             ahead=fields.get("ahead") == "1",
         )
 
-    def _record(self, outcomes: list[Outcome], worker_id: str) -> list[Outcome]:
+    def _record(
+        self, outcomes: list[Outcome], started: Sequence[ClaimedTask], worker_id: str
+    ) -> list[Outcome]:
         recorded = set(
             self.functions.record(
                 worker_id=worker_id,
                 now=_us(timezone.now()),
                 result_ttl=self._ttl,
                 outbox=self.record_results_in_database,
+                started=[(task.id, _us(task.last_attempted_at)) for task in started],
                 outcomes=[self._outcome_fields(o) for o in outcomes],
             )
         )

@@ -207,31 +207,16 @@ local function claim_one(P, key, id, now, lease_until, worker, task, ahead)
   return redis.call('HGETALL', key)
 end
 
--- ARGV: now, lease_until, limit, worker_id, run_now, n, then n ids of tasks
--- the worker claimed ahead and starts now, then queue names (none: every
--- queue). Returns (id, HGETALL of its hash) per task started of those n
--- (those the worker still holds), then per task claimed, in claim order; the
--- first run_now claimed start, the rest are claimed ahead.
+-- ARGV: now, lease_until, limit, worker_id, run_now, queue names (none:
+-- every queue). Returns (id, HGETALL of its hash) per claimed task, in claim
+-- order; the first run_now start, the rest are claimed ahead (but a task once
+-- lost while claimed ahead always starts: see statements.py, "Claimed ahead").
 register('claim', function(P, args)
   local now, lease_until, limit, worker = args[1], args[2], tonumber(args[3]), args[4]
-  local run_now, starting = tonumber(args[5]), tonumber(args[6])
-  local claimed = {}
-  for i = 7, 6 + starting do
-    local id = args[i]
-    local key = P .. ':task:' .. id
-    local task = redis.call('HMGET', key, 'worker_id', 'ahead', 'started_at', 'worker_ids')
-    if task[1] == worker and task[2] == '1' then
-      start_attempt(key, now, worker, {task[3], task[4]})
-      claimed[#claimed + 1] = id
-      claimed[#claimed + 1] = redis.call('HGETALL', key)
-    end
-  end
+  local run_now = tonumber(args[5])
   local queues = {}
-  for i = 7 + starting, #args do
+  for i = 6, #args do
     queues[#queues + 1] = args[i]
-  end
-  if limit == 0 then
-    return claimed
   end
   if #queues == 0 then
     queues = redis.call('SMEMBERS', P .. ':queues')
@@ -252,19 +237,20 @@ register('claim', function(P, args)
     end
   end
   table.sort(candidates, function(a, b) return a[1] < b[1] end)
-  local taken = 0
+  local claimed, taken = {}, 0
   for i = 1, math.min(limit, #candidates) do
     local m, ready = candidates[i][1], candidates[i][2]
     local id = id_of(m)
     local key = P .. ':task:' .. id
     redis.call('ZREM', ready, m)
-    local task = redis.call('HMGET', key, 'status', 'expires_at', 'started_at', 'worker_ids')
+    local task = redis.call('HMGET', key, 'status', 'expires_at', 'started_at', 'worker_ids',
+      'lost_ahead')
     -- A task evicted under memory pressure (see maxmemory-policy) is gone;
     -- one past its deadline is never started: expire records it.
     if task[1] and not (task[2] and tonumber(task[2]) <= tonumber(now)) then
       claimed[#claimed + 1] = id
       claimed[#claimed + 1] = claim_one(P, key, id, now, lease_until, worker, task,
-        taken >= run_now)
+        taken >= run_now and task[5] ~= '1')
       taken = taken + 1
     end
   end
@@ -272,15 +258,25 @@ register('claim', function(P, args)
 end)
 
 -- ARGV: worker_id, now, result_ttl, outbox ("1" to copy results to the
--- database), then (id, status, return_value, errors, at, max_attempts) per
--- outcome: ``at`` is finished_at, or for status RETRY the new run_after, when
--- max_attempts is written too (a crash rescue grows it). Only tasks the
--- worker still holds are recorded: one whose lease ran out belongs to its
--- new holder. Returns the ids recorded.
+-- database), n, then (id, at) per task the worker claimed ahead and started
+-- at ``at`` since (n of them: their attempts are counted first, as the
+-- claim counts the others), then (id, status, return_value, errors, at,
+-- max_attempts) per outcome: ``at`` is finished_at, or for status RETRY the
+-- new run_after, when max_attempts is written too (a crash rescue grows it).
+-- Only tasks the worker still holds are started or recorded: one whose lease
+-- ran out belongs to its new holder. Returns the ids recorded.
 register('record', function(P, args)
   local worker, now, ttl, outbox = args[1], args[2], args[3], args[4]
+  local starts = 6 + 2 * tonumber(args[5])
+  for i = 6, starts - 1, 2 do
+    local key = P .. ':task:' .. args[i]
+    local task = redis.call('HMGET', key, 'worker_id', 'ahead', 'started_at', 'worker_ids')
+    if task[1] == worker and task[2] == '1' then
+      start_attempt(key, args[i + 1], worker, {task[3], task[4]})
+    end
+  end
   local recorded, tally = {}, {}
-  for i = 5, #args, 6 do
+  for i = starts, #args, 6 do
     local id, status, at = args[i], args[i + 1], args[i + 4]
     local key = P .. ':task:' .. id
     local task = redis.call('HMGET', key, 'worker_id', 'queue_name', 'priority', 'expires_at')
@@ -360,7 +356,7 @@ end)
 -- retries left (fewer WorkerLost errors than crash_retries: such a rescue
 -- does not use up its own retries, so max_attempts grows by one) or attempts
 -- left; else it fails. A task claimed ahead never started: it is ready
--- again as it was. Workers silent since ``forget_before`` leave the
+-- again as it was, marked lost_ahead (its next claims start it). Workers silent since ``forget_before`` leave the
 -- registry. Returns the number of tasks recovered.
 register('recover', function(P, args)
   local now, ttl, outbox, forget_before = args[1], args[2], args[3], args[4]
@@ -374,7 +370,7 @@ register('recover', function(P, args)
     local task = redis.call('HMGET', key, 'worker_id', 'attempts', 'max_attempts', 'errors',
       'queue_name', 'priority', 'run_after', 'expires_at', 'ahead')
     if task[1] and task[9] == '1' then
-      redis.call('HSET', key, 'status', 'READY')
+      redis.call('HSET', key, 'status', 'READY', 'lost_ahead', '1')
       redis.call('HDEL', key, 'worker_id', 'lease_until', 'ahead')
       queue_task(P, task[5], task[6], task[7], id, now, task[8])
       queues[task[5]] = true
