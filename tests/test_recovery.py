@@ -134,15 +134,14 @@ def test_tasks_claimed_ahead_that_never_started_go_back_untouched(queue_db, star
     was running, started and counted in the store, is a crash as before."""
     db, alias = queue_db.database, queue_db.alias
     backend = task_backends[alias]
-    # Short tasks first, so that the worker claims far ahead of its one slot
-    # and starts the blocking one from there.
-    quick = tasks.record.using(priority=10, backend=alias).enqueue_many(
-        [(db, f"quick{i}") for i in range(10)]
-    )
+    # Tasks that take no time first, so that the worker claims far ahead of
+    # its one slot (by their duration, however loaded the machine) and starts
+    # the blocking one from there.
+    quick = tasks.add.using(priority=10, backend=alias).enqueue_many([(i, i) for i in range(30)])
     blocker = tasks.wait_for_file.using(priority=5, backend=alias).enqueue(
         db, str(tmp_path / "never")
     )
-    later = tasks.record.using(backend=alias).enqueue_many([(db, f"later{i}") for i in range(20)])
+    later = tasks.add.using(backend=alias).enqueue_many([(i, i) for i in range(20)])
     doomed = start_worker(queue_db, "--concurrency", "1", "--worker-id", "doomed", env=SHORT_LEASE)
     wait_until(started(queue_db, 1), message="the blocking task to start")
     # Its start is in the store (the exchange after it began), and tasks wait behind it.

@@ -10,11 +10,11 @@ Two numbers shape the batches:
 * claims go ahead of the free slots by up to PREFETCH_SECONDS of work per
   slot, judged by how long recent tasks took: many short tasks are claimed in
   one statement, while long tasks are claimed one per free slot, so they are
-  not held back from other workers. Tasks claimed ahead wait here, not in an
-  executor, with no attempt counted in the store: if the worker is killed,
-  they go back as they were (statements.py, "Claimed ahead"). A slot that
-  frees takes the next one at once; the store counts that attempt in the
-  next exchange, which records outcomes and claims anyway;
+  not held back from other workers. Tasks claimed ahead wait in an
+  executor's queue with no attempt counted in the store: if the worker is
+  killed, they go back as they were (statements.py, "Claimed ahead"). A slot
+  that frees takes the next one at once, and the store counts that attempt
+  in the next exchange, which records outcomes and claims anyway;
 * an outcome, or such a start, waits at most FLUSH_INTERVAL for others to be
   recorded with it.
 """
@@ -160,7 +160,7 @@ class Worker:
         self._wake = Wakeup()
         self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self._in_flight: dict[str, Job] = {}  # claimed: running or waiting for a slot
-        self._ahead: dict[str, Job] = {}  # those claimed ahead, not handed to an executor yet
+        self._began: queue.SimpleQueue[ClaimedTask] = queue.SimpleQueue()  # started from ahead
         self._busy: Counter[Executor] = Counter()  # jobs handed to each executor, not done
         self._pending: list[Outcome] = []  # outcomes not yet recorded
         self._unmarked: list[ClaimedTask] = []  # started from ahead, not yet told to the store
@@ -285,7 +285,6 @@ class Worker:
                 if self._stopping(self._stop_at):
                     return
                 continue
-            self._start_ahead()
             limit = self._claim_limit()
             if limit or self._flush_due():
                 claimed = self._exchange(limit)
@@ -346,30 +345,6 @@ class Worker:
         if self.max_tasks is not None:
             limit = min(limit, self.max_tasks - self._claimed_total)
         return max(limit, 0)
-
-    def _start_ahead(self) -> None:
-        """Hand tasks claimed ahead to the slots free now, in claim order. Each
-        starts at once, as the store would start it; the store is told in the
-        next exchange (``_unmarked``)."""
-        for task_id, job in list(self._ahead.items()):
-            executor = self._executor_for(job)
-            if self._busy[executor] >= self.concurrency:
-                continue
-            del self._ahead[task_id]
-            now = timezone.now()
-            claimed = job.claimed
-            job.claimed = replace(
-                claimed,
-                attempts=claimed.attempts + 1,
-                worker_ids=[*claimed.worker_ids, self.worker_id],
-                started_at=claimed.started_at or now,
-                last_attempted_at=now,
-                ahead=False,
-            )
-            if not self._pending and not self._unmarked:
-                self._pending_since = time.monotonic()
-            self._unmarked.append(job.claimed)
-            self._submit(job)
 
     def _run_now(self) -> int:
         """How many tasks a claim should start at once: the pool's free slots
@@ -481,6 +456,9 @@ class Worker:
     def _exchange(self, limit: int) -> list[ClaimedTask] | None:
         """Tell the store of the tasks started from ahead, record what is
         pending and claim up to ``limit`` tasks, in one go. Returns those claimed."""
+        # Every attempt whose outcome is pending began before it ended: its
+        # start is in by now, and goes first.
+        self._note_starts()
         outcomes = self._pending[:FLUSH_BATCH]
         started = self._unmarked
         try:
@@ -547,7 +525,8 @@ class Worker:
         return recorded
 
     def _take(self, claimed: ClaimedTask) -> None:
-        """Take a task the store handed over: started (run it) or claimed ahead (keep it)."""
+        """Hand a task the store gave us to its executor: it runs when a slot
+        takes it, at once if the claim started it."""
         try:
             task = resolve(claimed.task_path)
         except TaskNotRegistered as error:
@@ -555,11 +534,27 @@ class Worker:
             self._add_pending(failed_attempt(claimed, None, error, None))
             return
         job = Job(claimed, task, timeout=task.timeout)
-        self._in_flight[claimed.id] = job
         if claimed.ahead:
-            self._ahead[claimed.id] = job
-        else:
-            self._submit(job)
+            job.start_ahead = self._start_ahead
+        self._in_flight[claimed.id] = job
+        self._submit(job)
+
+    def _start_ahead(self, claimed: ClaimedTask) -> ClaimedTask:
+        """In an executor's thread, as a slot takes a task claimed ahead: the
+        task started, as START will start it in the store (the loop tells the
+        store in its next exchange)."""
+        now = timezone.now()
+        started = replace(
+            claimed,
+            attempts=claimed.attempts + 1,
+            worker_ids=[*claimed.worker_ids, self.worker_id],
+            started_at=claimed.started_at or now,
+            last_attempted_at=now,
+            ahead=False,
+        )
+        self._began.put(started)
+        self._wake.set()  # so that the loop sees the start and times its flush
+        return started
 
     def _submit(self, job: Job) -> None:
         executor = self._executor_for(job)
@@ -569,7 +564,7 @@ class Worker:
     def _forget(self, task_id: str) -> Job | None:
         """Drop a task from those held; the job, if it was held."""
         job = self._in_flight.pop(task_id, None)
-        if job is not None and self._ahead.pop(task_id, None) is None:
+        if job is not None:
             self._busy[self._executor_for(job)] -= 1
         return job
 
@@ -588,7 +583,19 @@ class Worker:
             self._pending_since = time.monotonic()
         self._pending.append(outcome)
 
+    def _note_starts(self) -> None:
+        """Take in the tasks started from ahead since last time."""
+        while True:
+            try:
+                started = self._began.get_nowait()
+            except queue.Empty:
+                return
+            if not self._pending and not self._unmarked:
+                self._pending_since = time.monotonic()
+            self._unmarked.append(started)
+
     def _collect(self) -> None:
+        self._note_starts()  # a start is due for recording as an outcome is
         self.pool.expire()  # timed-out attempts arrive as outcomes too
         while True:
             try:
@@ -697,8 +704,8 @@ class Worker:
             return False
         for key in ids:
             self._forget(key)
-        # Released as not started, whether counted or not: nothing left to tell.
-        self._unmarked = [task for task in self._unmarked if task.id not in ids]
+        # A start of these still to tell the store changes nothing now: START
+        # takes only tasks this worker holds.
         logger.info("Handed back %d unfinished task(s)", len(ids))
         return True
 
