@@ -461,15 +461,11 @@ class Worker:
         self._note_starts()
         outcomes = self._pending[:FLUSH_BATCH]
         started = self._unmarked
+        run_now = self._run_now() if limit else 0
         try:
             try:
                 recorded, claimed = self.backend.record_and_claim(
-                    outcomes,
-                    self.queues,
-                    limit,
-                    self.worker_id,
-                    started=started,
-                    run_now=self._run_now(),
+                    outcomes, self.queues, limit, self.worker_id, started=started, run_now=run_now
                 )
             except self.backend.transient_errors:
                 raise
@@ -485,7 +481,7 @@ class Worker:
                 self._unmarked = []
                 recorded = self._record_one_by_one(outcomes)
                 _, claimed = self.backend.record_and_claim(
-                    [], self.queues, limit, self.worker_id, run_now=self._run_now()
+                    [], self.queues, limit, self.worker_id, run_now=run_now
                 )
         except self.backend.transient_errors as error:
             self._retry_in = self._outage.failed(error)
