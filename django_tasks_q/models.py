@@ -63,6 +63,13 @@ class Task(models.Model):
     # The worker holding the task now, and until when its claim is good.
     worker_id = models.CharField(max_length=WORKER_ID_MAX_LENGTH, null=True, blank=True)  # noqa: DJ001
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # Claimed by worker_id ahead of a free slot and not started yet: no attempt
+    # is counted until the worker starts it, and if the worker dies first the
+    # task goes back as it was (see statements.py, "Claimed ahead").
+    claimed_ahead = models.BooleanField(db_default=False)  # raw INSERTs leave it out
+    # Its worker was lost while it held the task claimed ahead, and it went
+    # back uncounted: every later claim starts it (the one uncounted return).
+    lost_ahead = models.BooleanField(db_default=False)
     # Enqueueing the same key again while this row exists returns this task.
     unique_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     # Not started by then: not run, recorded as EXPIRED.

@@ -3,12 +3,15 @@
 import random
 import signal
 import time
+from dataclasses import replace
 
 from django.db import transaction
+from django.utils import timezone
 
+from django_tasks_q.backends.contract import Outcome
 from django_tasks_q.backends.database import operations
 from django_tasks_q.compat import TaskResultStatus, task_backends
-from django_tasks_q.models import Task, TaskResult
+from django_tasks_q.models import ResultStatus, Task, TaskResult
 
 from . import tasks
 from .conftest import wait_until
@@ -122,6 +125,114 @@ def test_a_task_that_keeps_killing_its_workers_is_stopped(queue_db, start_worker
     assert [e.exception_class_path for e in fresh.errors] == [
         "django_tasks_q.exceptions.WorkerLost"
     ] * 3
+
+
+def test_tasks_claimed_ahead_that_never_started_go_back_untouched(queue_db, start_worker, tmp_path):
+    """A worker claims short tasks ahead of its free slots. Killed, it leaves
+    those it never started to go back with no attempt counted and no
+    WorkerLost (#17.4), even without retries or crash retries; the one it
+    was running, started and counted in the store, is a crash as before."""
+    db, alias = queue_db.database, queue_db.alias
+    backend = task_backends[alias]
+    # Tasks that take no time first, so that the worker claims far ahead of
+    # its one slot (by their duration, however loaded the machine) and starts
+    # the blocking one from there.
+    quick = tasks.add.using(priority=10, backend=alias).enqueue_many([(i, i) for i in range(30)])
+    blocker = tasks.wait_for_file.using(priority=5, backend=alias).enqueue(
+        db, str(tmp_path / "never")
+    )
+    later = tasks.add.using(backend=alias).enqueue_many([(i, i) for i in range(20)])
+    doomed = start_worker(queue_db, "--concurrency", "1", "--worker-id", "doomed", env=SHORT_LEASE)
+    wait_until(started(queue_db, 1), message="the blocking task to start")
+    # Its start is in the store (the exchange after it began), and tasks wait behind it.
+    wait_until(lambda: backend.get_result(blocker.id).attempts == 1, message="its start counted")
+    wait_until(lambda: queue_db.running_count() >= 2, message="tasks claimed ahead of it")
+    doomed.process.send_signal(signal.SIGKILL)
+    doomed.wait()
+
+    no_crash_retries = {**SHORT_LEASE, "TASKQ_TEST_CRASH_RETRIES": "0"}
+    rescuer = start_worker(queue_db, "--worker-id", "rescuer", env=no_crash_retries)
+    total = len(quick) + 1 + len(later)
+    wait_until(lambda: queue_db.finished_count() == total, message="every task to finish")
+    rescuer.signal()
+    assert rescuer.wait() == 0
+
+    ran = backend.get_result(blocker.id)
+    assert (ran.status, ran.attempts, ran.worker_ids) == (TaskResultStatus.FAILED, 1, ["doomed"])
+    assert [e.exception_class_path for e in ran.errors] == ["django_tasks_q.exceptions.WorkerLost"]
+    rescued = [backend.get_result(r.id) for r in later]
+    # Some were claimed ahead by the doomed worker, some never claimed: all alike now.
+    assert [(r.status, r.attempts, r.errors, r.worker_ids) for r in rescued] == [
+        (TaskResultStatus.SUCCESSFUL, 1, [], ["rescuer"])
+    ] * len(later)
+
+
+def short_lease_backend(queue_db, settings):
+    """The test's backend with a lease that runs out at once, and no crash retries."""
+    params = settings.TASKS[queue_db.alias]
+    params = {**params, "OPTIONS": {**params["OPTIONS"], "lease": 0.05, "crash_retries": 0}}
+    return type(queue_db.queue_backend)(queue_db.alias, params)
+
+
+def test_a_task_lost_while_claimed_ahead_goes_back_uncounted_once(queue_db, settings):
+    """The window: a worker killed after starting a claimed-ahead task, before
+    its next exchange told the store, leaves a task that ran but looks never
+    started. It goes back uncounted once; from then on every claim starts it,
+    so a task that keeps killing its workers is counted as any crash."""
+    backend = short_lease_backend(queue_db, settings)
+    results = tasks.add.using(backend=queue_db.alias).enqueue_many([(1, 2), (3, 4)])  # no retries
+    _, claimed = backend.record_and_claim([], None, 2, "lost-1", run_now=0)
+    assert [(t.ahead, t.attempts, t.worker_ids) for t in claimed] == [(True, 0, [])] * 2
+    wait_until(lambda: backend.recover() == 2, message="the leases to expire")
+    back = [backend.get_result(r.id) for r in results]
+    assert [(r.status, r.attempts, r.errors) for r in back] == [(TaskResultStatus.READY, 0, [])] * 2
+
+    # Claimed ahead again, they are started at once: the claim counts the attempts.
+    _, claimed = backend.record_and_claim([], None, 2, "lost-2", run_now=0)
+    assert [(t.ahead, t.attempts, t.worker_ids) for t in claimed] == [(False, 1, ["lost-2"])] * 2
+    wait_until(lambda: backend.recover() == 2, message="the leases to expire")
+    lost = [backend.get_result(r.id) for r in results]
+    assert [(r.status, r.attempts) for r in lost] == [(TaskResultStatus.FAILED, 1)] * 2
+    assert [[e.exception_class_path for e in r.errors] for r in lost] == [
+        ["django_tasks_q.exceptions.WorkerLost"]
+    ] * 2
+
+
+def test_a_start_from_ahead_is_counted_before_its_outcome(queue_db, settings):
+    """The worker starts claimed-ahead tasks itself and tells the store in its
+    next exchange, before that exchange's outcomes, which may be of those very
+    attempts: the history has the attempt, the worker and its start time.
+    Started and then lost, a task is a crash."""
+    backend = short_lease_backend(queue_db, settings)
+    done, lost = tasks.add.using(backend=queue_db.alias).enqueue_many([(1, 2), (3, 4)])
+    _, claimed = backend.record_and_claim([], None, 2, "w-1", run_now=0)
+    at = timezone.now()
+    started = [
+        replace(t, attempts=1, worker_ids=["w-1"], started_at=at, last_attempted_at=at, ahead=False)
+        for t in claimed
+    ]
+    outcome = Outcome(started[0], ResultStatus.SUCCESSFUL, timezone.now(), 0.01, return_value=3)
+    recorded, _ = backend.record_and_claim([outcome], None, 0, "w-1", started=started)
+    assert recorded == [outcome]
+    finished = backend.get_result(done.id)
+    assert (finished.status, finished.attempts, finished.worker_ids, finished.started_at) == (
+        TaskResultStatus.SUCCESSFUL,
+        1,
+        ["w-1"],
+        at,
+    )
+    running = backend.get_result(lost.id)
+    assert (running.status, running.attempts, running.started_at) == (
+        TaskResultStatus.RUNNING,
+        1,
+        at,
+    )
+    wait_until(lambda: backend.recover() == 1, message="the lease to expire")
+    crashed = backend.get_result(lost.id)
+    assert (crashed.status, crashed.attempts) == (TaskResultStatus.FAILED, 1)
+    assert [e.exception_class_path for e in crashed.errors] == [
+        "django_tasks_q.exceptions.WorkerLost"
+    ]
 
 
 def test_worker_registry_while_running(queue_db, start_worker):

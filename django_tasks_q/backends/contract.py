@@ -9,7 +9,7 @@ even when the app is missing from ``INSTALLED_APPS``.
 """
 
 from abc import abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from enum import nonmember
@@ -107,14 +107,18 @@ class ClaimedTask:
     priority: int
     args: list[Any]
     kwargs: dict[str, Any]
-    attempts: int  # including the one being made now
+    attempts: int  # including the one being made now (not yet, if claimed ahead)
     max_attempts: int
     errors: list[dict[str, str]]
     worker_ids: list[str]
     enqueued_at: datetime
-    started_at: datetime
+    started_at: datetime | None  # None only if claimed ahead, never started
     last_attempted_at: datetime
     run_after: datetime  # when this attempt was due: its queue wait is from here
+    # Claimed ahead of a free slot: the store counts no attempt until the
+    # worker starts it and says so (record_and_claim's ``started``). If the
+    # worker dies first, the task goes back as it was.
+    ahead: bool = False
 
 
 @dataclass(slots=True)
@@ -261,11 +265,22 @@ class WorkerStore(Protocol):
 
     @abstractmethod
     def record_and_claim(
-        self, outcomes: list[Outcome], queues: list[str] | None, limit: int, worker_id: str
+        self,
+        outcomes: list[Outcome],
+        queues: list[str] | None,
+        limit: int,
+        worker_id: str,
+        *,
+        started: Sequence[ClaimedTask] = (),
+        run_now: int | None = None,
     ) -> tuple[list[Outcome], list[ClaimedTask]]:
-        """Store ``outcomes`` (returning those of tasks ``worker_id`` still
-        held), then take up to ``limit`` ready tasks from ``queues`` (None: any
-        queue) for ``worker_id``. One call, so a store can do both at once."""
+        """Count the attempts ``started`` (tasks ``worker_id`` claimed ahead
+        and has since started, as its ClaimedTasks say), store ``outcomes``
+        (returning those of tasks ``worker_id`` still held), then take up to
+        ``limit`` ready tasks from ``queues`` (None: any queue) for
+        ``worker_id``, of which the first ``run_now`` (None: all) start at
+        once and the rest are claimed ahead. One call, so a store can do it
+        all at once."""
 
     @abstractmethod
     def release(self, task_ids: list[str], worker_id: str) -> None:

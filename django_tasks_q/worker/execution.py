@@ -10,6 +10,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from traceback import format_exception
@@ -43,7 +44,8 @@ class Job:
     A worker claims ahead of its free slots, so a job may wait in an
     executor's queue. ``begin()`` (the executor, when a slot takes it) and
     ``hand_back()`` (the worker, when it stops) race for a waiting job; the
-    lock lets exactly one of them win.
+    lock lets exactly one of them win. A task claimed ahead is started as it
+    begins (``start_ahead``): the store has counted no attempt for it yet.
     """
 
     claimed: ClaimedTask
@@ -53,12 +55,16 @@ class Job:
     handed_back: bool = False
     # Set when someone asks for the task to stop; its context reads it.
     aborting: threading.Event = field(default_factory=threading.Event)
+    # For a task claimed ahead: gives it as started, as the store would start it.
+    start_ahead: Callable[[ClaimedTask], ClaimedTask] | None = None
 
     def begin(self) -> bool:
         with _job_lock:
             if self.handed_back:
                 return False
             self.started = time.monotonic()
+            if self.start_ahead is not None:
+                self.claimed = self.start_ahead(self.claimed)
             return True
 
     def hand_back(self, running_too: bool = False) -> bool:

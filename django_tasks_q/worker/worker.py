@@ -10,8 +10,13 @@ Two numbers shape the batches:
 * claims go ahead of the free slots by up to PREFETCH_SECONDS of work per
   slot, judged by how long recent tasks took: many short tasks are claimed in
   one statement, while long tasks are claimed one per free slot, so they are
-  not held back from other workers;
-* an outcome waits at most FLUSH_INTERVAL for others to be recorded with it.
+  not held back from other workers. Tasks claimed ahead wait in an
+  executor's queue with no attempt counted in the store: if the worker is
+  killed, they go back as they were (statements.py, "Claimed ahead"). A slot
+  that frees takes the next one at once, and the store counts that attempt
+  in the next exchange, which records outcomes and claims anyway;
+* an outcome, or such a start, waits at most FLUSH_INTERVAL for others to be
+  recorded with it.
 """
 
 import logging
@@ -21,7 +26,9 @@ import signal
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from inspect import iscoroutinefunction
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -56,7 +63,7 @@ if TYPE_CHECKING:  # prometheus_client is optional: only --metrics-port imports 
 
 logger = logging.getLogger("django_tasks_q.worker")
 
-FLUSH_INTERVAL = 0.005  # seconds an outcome may wait to be recorded with others
+FLUSH_INTERVAL = 0.005  # seconds an outcome or a start may wait to be recorded with others
 FLUSH_BATCH = 500  # outcomes recorded at once at most
 PREFETCH_SECONDS = 0.05  # work claimed ahead per slot, by recent task durations
 MAX_PREFETCH = 100  # tasks claimed ahead per slot at most
@@ -153,8 +160,11 @@ class Worker:
         self._wake = Wakeup()
         self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self._in_flight: dict[str, Job] = {}  # claimed: running or waiting for a slot
+        self._began: queue.SimpleQueue[ClaimedTask] = queue.SimpleQueue()  # started from ahead
+        self._busy: Counter[Executor] = Counter()  # jobs handed to each executor, not done
         self._pending: list[Outcome] = []  # outcomes not yet recorded
-        self._pending_since = 0.0  # when the oldest pending outcome came in
+        self._unmarked: list[ClaimedTask] = []  # started from ahead, not yet told to the store
+        self._pending_since = 0.0  # when the oldest pending outcome or start came in
         self._mean_duration: float | None = None  # of recent attempts, in seconds
         self._claimed_total = 0
         self._stop_at: float | None = None  # set by the first signal
@@ -282,7 +292,7 @@ class Worker:
                     self._sleep(self._retry_in)
                     continue
                 for task in claimed:
-                    self._start(task)
+                    self._take(task)
                 if claimed and len(claimed) == limit:
                     continue  # there may be more: claim again at once
                 # Fewer than asked for: the queue is empty for now, and a
@@ -305,7 +315,7 @@ class Worker:
                 len(self._in_flight),
             )
             return True
-        if self._pending and self._exchange(0) is None:
+        if (self._pending or self._unmarked) and self._exchange(0) is None:
             if give_up:
                 logger.error(
                     "Exiting with %d outcome(s) unrecorded: those tasks run "
@@ -336,8 +346,13 @@ class Worker:
             limit = min(limit, self.max_tasks - self._claimed_total)
         return max(limit, 0)
 
+    def _run_now(self) -> int:
+        """How many tasks a claim should start at once: the pool's free slots
+        (the rest are claimed ahead)."""
+        return max(self.concurrency - self._busy[self.pool], 0)
+
     def _flush_due(self) -> bool:
-        if not self._pending:
+        if not self._pending and not self._unmarked:
             return False
         return (
             len(self._pending) >= FLUSH_BATCH
@@ -352,7 +367,7 @@ class Worker:
         deadlines = [self._next_heartbeat, self.pool.next_deadline(), self._stop_at]
         if self._scheduler and self._stop_at is None:  # a stopping worker ticks nothing
             deadlines.append(self._next_schedule_check)
-        if self._pending:
+        if self._pending or self._unmarked:
             deadlines.append(self._pending_since + FLUSH_INTERVAL)
         wait = min([self.poll_interval] + [d - time.monotonic() for d in deadlines if d])
         return max(wait, 0.0)
@@ -439,12 +454,18 @@ class Worker:
     # -- claiming and recording ----------------------------------------------------
 
     def _exchange(self, limit: int) -> list[ClaimedTask] | None:
-        """Record what is pending and claim up to ``limit`` tasks, in one go."""
+        """Tell the store of the tasks started from ahead, record what is
+        pending and claim up to ``limit`` tasks, in one go. Returns those claimed."""
+        # Every attempt whose outcome is pending began before it ended: its
+        # start is in by now, and goes first.
+        self._note_starts()
         outcomes = self._pending[:FLUSH_BATCH]
+        started = self._unmarked
+        run_now = self._run_now() if limit else 0
         try:
             try:
                 recorded, claimed = self.backend.record_and_claim(
-                    outcomes, self.queues, limit, self.worker_id
+                    outcomes, self.queues, limit, self.worker_id, started=started, run_now=run_now
                 )
             except self.backend.transient_errors:
                 raise
@@ -453,14 +474,21 @@ class Worker:
                     raise  # a claim that would fail again: the worker cannot work
                 # Not the store being away: an outcome it cannot hold (a value
                 # the database refuses, say), which would fail again and again.
-                # Record them one at a time, then claim as planned.
+                # Count the starts first (the outcomes may be of those
+                # attempts), record the outcomes one at a time, then claim.
+                if started:
+                    self.backend.record_and_claim([], None, 0, self.worker_id, started=started)
+                self._unmarked = []
                 recorded = self._record_one_by_one(outcomes)
-                _, claimed = self.backend.record_and_claim([], self.queues, limit, self.worker_id)
+                _, claimed = self.backend.record_and_claim(
+                    [], self.queues, limit, self.worker_id, run_now=run_now
+                )
         except self.backend.transient_errors as error:
             self._retry_in = self._outage.failed(error)
             close_old_connections()
             return None
         self._outage.reached()
+        self._unmarked = []
         self._pending = self._pending[len(outcomes) :]
         self._pending_since = time.monotonic()
         self._report(outcomes, recorded)
@@ -492,7 +520,9 @@ class Worker:
             recorded += done
         return recorded
 
-    def _start(self, claimed: ClaimedTask) -> None:
+    def _take(self, claimed: ClaimedTask) -> None:
+        """Hand a task the store gave us to its executor: it runs when a slot
+        takes it, at once if the claim started it."""
         try:
             task = resolve(claimed.task_path)
         except TaskNotRegistered as error:
@@ -500,8 +530,39 @@ class Worker:
             self._add_pending(failed_attempt(claimed, None, error, None))
             return
         job = Job(claimed, task, timeout=task.timeout)
+        if claimed.ahead:
+            job.start_ahead = self._start_ahead
         self._in_flight[claimed.id] = job
-        self._executor_for(job).submit(job)
+        self._submit(job)
+
+    def _start_ahead(self, claimed: ClaimedTask) -> ClaimedTask:
+        """In an executor's thread, as a slot takes a task claimed ahead: the
+        task started, as START will start it in the store (the loop tells the
+        store in its next exchange)."""
+        now = timezone.now()
+        started = replace(
+            claimed,
+            attempts=claimed.attempts + 1,
+            worker_ids=[*claimed.worker_ids, self.worker_id],
+            started_at=claimed.started_at or now,
+            last_attempted_at=now,
+            ahead=False,
+        )
+        self._began.put(started)
+        self._wake.set()  # so that the loop sees the start and times its flush
+        return started
+
+    def _submit(self, job: Job) -> None:
+        executor = self._executor_for(job)
+        self._busy[executor] += 1
+        executor.submit(job)
+
+    def _forget(self, task_id: str) -> Job | None:
+        """Drop a task from those held; the job, if it was held."""
+        job = self._in_flight.pop(task_id, None)
+        if job is not None:
+            self._busy[self._executor_for(job)] -= 1
+        return job
 
     def _executor_for(self, job: Job) -> Executor:
         if self.asyncio is not None and iscoroutinefunction(job.task.func):
@@ -514,18 +575,30 @@ class Worker:
         self._wake.set()
 
     def _add_pending(self, outcome: Outcome) -> None:
-        if not self._pending:
+        if not self._pending and not self._unmarked:
             self._pending_since = time.monotonic()
         self._pending.append(outcome)
 
+    def _note_starts(self) -> None:
+        """Take in the tasks started from ahead since last time."""
+        while True:
+            try:
+                started = self._began.get_nowait()
+            except queue.Empty:
+                return
+            if not self._pending and not self._unmarked:
+                self._pending_since = time.monotonic()
+            self._unmarked.append(started)
+
     def _collect(self) -> None:
+        self._note_starts()  # a start is due for recording as an outcome is
         self.pool.expire()  # timed-out attempts arrive as outcomes too
         while True:
             try:
                 outcome = self._done.get_nowait()
             except queue.Empty:
                 break
-            if (job := self._in_flight.pop(outcome.claimed.id, None)) is not None:
+            if (job := self._forget(outcome.claimed.id)) is not None:
                 if job.aborting.is_set():
                     outcome = cancelled_when_aborted(outcome)
                 self._add_pending(outcome)
@@ -562,7 +635,7 @@ class Worker:
             job.aborting.set()
             logger.info("Task %s %s: abort requested", task_id, job.claimed.task_path)
             if job.hand_back():  # claimed ahead, not started: it never will be
-                del self._in_flight[task_id]
+                self._forget(task_id)
                 self._add_pending(aborted_attempt(job, "it had not started"))
             else:
                 self._executor_for(job).abort(job)
@@ -626,7 +699,9 @@ class Worker:
             close_old_connections()
             return False
         for key in ids:
-            del self._in_flight[key]
+            self._forget(key)
+        # A start of these still to tell the store changes nothing now: START
+        # takes only tasks this worker holds.
         logger.info("Handed back %d unfinished task(s)", len(ids))
         return True
 

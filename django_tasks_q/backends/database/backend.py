@@ -10,7 +10,7 @@ import os
 import socket
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from datetime import datetime
 from functools import cached_property, partial
@@ -234,24 +234,34 @@ class DatabaseBackend(QueueBackend):
     # -- the worker's store -----------------------------------------------------
 
     def record_and_claim(
-        self, outcomes: list[Outcome], queues: list[str] | None, limit: int, worker_id: str
+        self,
+        outcomes: list[Outcome],
+        queues: list[str] | None,
+        limit: int,
+        worker_id: str,
+        *,
+        started: Sequence[ClaimedTask] = (),
+        run_now: int | None = None,
     ) -> tuple[list[Outcome], list[ClaimedTask]]:
-        """Record ``outcomes`` and claim up to ``limit`` more, with one commit."""
+        """Count the attempts ``started``, record ``outcomes`` and claim up to
+        ``limit`` more, with one commit."""
         finished = [o for o in outcomes if o.status != Outcome.RETRY]
         retried = [o for o in outcomes if o.status == Outcome.RETRY]
         recorded: set[str] = set()
-        claimed = []
+        claimed: list[ClaimedTask] = []
         now = timezone.now()
         # A claim alone is one statement: in autocommit it costs one round
         # trip instead of three (BEGIN, claim, COMMIT), which an idle worker's
         # latency feels, and it need not wait for the WAL flush; not so inside
         # a caller's transaction, whose commit must stay as durable as it was.
         # Recording needs a transaction (the move to the history, then chains).
-        alone = not outcomes and not self.connection.in_atomic_block
+        alone = not outcomes and not started and not self.connection.in_atomic_block
         atomic = nullcontext() if alone else transaction.atomic(using=self.database)
         with atomic, self.connection.cursor() as cursor:
-            if outcomes and not self.synchronous_commit:
+            if (outcomes or started) and not self.synchronous_commit:
                 self.statements.commit_asynchronously(cursor)
+            if started:  # first: the outcomes may be of these very attempts
+                self.statements.start(cursor, list(started), worker_id)
             if finished:
                 ended = self.statements.finish(cursor, finished, worker_id)
                 recorded |= ended.ids
@@ -260,7 +270,14 @@ class DatabaseBackend(QueueBackend):
                 recorded |= self.statements.retry(cursor, retried, worker_id)
             if limit > 0:
                 claimed = self.statements.claim(
-                    cursor, queues, limit, worker_id, now, now + self.lease, alone=alone
+                    cursor,
+                    queues,
+                    limit,
+                    worker_id,
+                    now,
+                    now + self.lease,
+                    run_now=limit if run_now is None else run_now,
+                    alone=alone,
                 )
         return [o for o in outcomes if o.claimed.id in recorded], claimed
 

@@ -82,11 +82,16 @@ class PostgresStatements(Statements):
     # SKIP LOCKED lets concurrent workers pass over each other's rows instead
     # of queueing behind them; a row locked here but not among the best is
     # free again when the statement's transaction ends. A row past its
-    # deadline is never started: EXPIRED ends it.
+    # deadline is never started: EXPIRED ends it. The first ``run_now`` in
+    # claim order start (an attempt); the rest are claimed ahead (see
+    # statements.py, "Claimed ahead").
     CLAIM = f"""
         WITH RECURSIVE {{served}}, claimable AS (
-            SELECT picked.id FROM served, LATERAL (
-                SELECT id, priority, run_after FROM django_tasks_q_task
+            SELECT picked.id,
+                   row_number() OVER (ORDER BY picked.priority DESC, picked.run_after, picked.id)
+                       > %(run_now)s AND NOT picked.lost_ahead AS ahead
+            FROM served, LATERAL (
+                SELECT id, priority, run_after, lost_ahead FROM django_tasks_q_task
                 WHERE status = 'READY' AND queue_name = served.name
                   AND run_after <= %(now)s
                   AND (expires_at IS NULL OR expires_at > %(now)s)
@@ -99,15 +104,31 @@ class PostgresStatements(Statements):
         )
         UPDATE django_tasks_q_task AS t
         SET status = 'RUNNING',
-            attempts = t.attempts + 1,
+            claimed_ahead = claimable.ahead,
+            attempts = t.attempts + (NOT claimable.ahead)::int,
             worker_id = %(worker)s,
-            worker_ids = t.worker_ids || to_jsonb(%(worker)s::text),
-            started_at = COALESCE(t.started_at, %(now)s),
-            last_attempted_at = %(now)s,
+            worker_ids = CASE WHEN claimable.ahead THEN t.worker_ids
+                              ELSE t.worker_ids || to_jsonb(%(worker)s::text) END,
+            started_at = CASE WHEN claimable.ahead THEN t.started_at
+                              ELSE COALESCE(t.started_at, %(now)s) END,
+            last_attempted_at = CASE WHEN claimable.ahead THEN t.last_attempted_at
+                                     ELSE %(now)s END,
             lease_expires_at = %(lease_until)s
         FROM claimable {{commit_asynchronously}}
         WHERE t.id = claimable.id
         RETURNING {", ".join(f"t.{c}" for c in CLAIMED_COLUMNS.split(", "))}
+    """
+    # The worker has started tasks it claimed ahead, each at its own time:
+    # as the claim starts the others (see statements.py, "Claimed ahead").
+    START = """
+        UPDATE django_tasks_q_task AS t
+        SET claimed_ahead = false,
+            attempts = t.attempts + 1,
+            worker_ids = t.worker_ids || to_jsonb(%(worker)s::text),
+            started_at = COALESCE(t.started_at, s.at),
+            last_attempted_at = s.at
+        FROM jsonb_to_recordset(%(started)s::jsonb) AS s(id uuid, at timestamptz)
+        WHERE t.id = s.id AND t.worker_id = %(worker)s AND t.claimed_ahead
     """
     # The queues a claim serves: those the worker names, or every queue with
     # ready tasks, read off the index (a probe per queue, not a pass over rows).
@@ -151,8 +172,9 @@ class PostgresStatements(Statements):
     # attempt failed with WorkerLost. Ready again (RECOVER) while the task
     # has crash retries left (WorkerLost errors so far < crash_retries; such
     # a rescue does not use up its own retries, so max_attempts grows by
-    # one), or attempts left; else ended as failed (ABANDONED). SKIP LOCKED:
-    # two workers recovering at once split the rows.
+    # one), or attempts left; else ended as failed (ABANDONED). A task
+    # claimed ahead never started: it is ready again as it was, with no
+    # error. SKIP LOCKED: two workers recovering at once split the rows.
     LOST_ERROR = f"""
         jsonb_build_object(
             'exception_class_path', '{WORKER_LOST}',
@@ -171,9 +193,12 @@ class PostgresStatements(Statements):
         ), recovered AS (
             UPDATE django_tasks_q_task AS t
             SET status = 'READY', worker_id = NULL, lease_expires_at = NULL,
-                errors = t.errors || jsonb_build_array({LOST_ERROR}),
-                max_attempts = t.max_attempts + lost.rescued::int
-            FROM lost WHERE t.id = lost.id AND (lost.rescued OR t.attempts < t.max_attempts)
+                claimed_ahead = false, lost_ahead = t.lost_ahead OR t.claimed_ahead,
+                errors = CASE WHEN t.claimed_ahead THEN t.errors
+                              ELSE t.errors || jsonb_build_array({LOST_ERROR}) END,
+                max_attempts = t.max_attempts + (lost.rescued AND NOT t.claimed_ahead)::int
+            FROM lost WHERE t.id = lost.id
+              AND (t.claimed_ahead OR lost.rescued OR t.attempts < t.max_attempts)
             RETURNING t.queue_name
         ), notified AS (
             SELECT pg_notify('{WAKE_CHANNEL}', queue_name) FROM recovered GROUP BY queue_name
@@ -215,14 +240,17 @@ class PostgresStatements(Statements):
         RETURNING t.id
     """
 
-    # Undo the claim: the attempt did not happen. Wake other workers for it.
+    # Undo the claim: the attempt did not happen (nothing was counted for a
+    # task claimed ahead). Wake other workers for it.
     RELEASE = f"""
         WITH released AS (
             UPDATE django_tasks_q_task
             SET status = 'READY', worker_id = NULL, lease_expires_at = NULL,
-                attempts = attempts - 1,
-                worker_ids = worker_ids - (-1),
-                started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END
+                claimed_ahead = false,
+                attempts = attempts - (NOT claimed_ahead)::int,
+                worker_ids = CASE WHEN claimed_ahead THEN worker_ids ELSE worker_ids - (-1) END,
+                started_at = CASE WHEN NOT claimed_ahead AND attempts = 1 THEN NULL
+                                  ELSE started_at END
             WHERE id = ANY(%(ids)s::uuid[]) AND worker_id = %(worker)s
             RETURNING queue_name
         )

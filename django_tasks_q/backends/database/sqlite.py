@@ -61,26 +61,44 @@ class SQLiteStatements(Statements):
         RETURNING id
     """
 
+    # As on PostgreSQL: the first ``run_now`` start, the rest are claimed ahead.
     CLAIM = f"""
         UPDATE django_tasks_q_task
         SET status = 'RUNNING',
-            attempts = attempts + 1,
+            claimed_ahead = c.ahead,
+            attempts = attempts + (NOT c.ahead),
             worker_id = %(worker)s,
-            worker_ids = json_insert(worker_ids, '$[#]', %(worker)s),
-            started_at = COALESCE(started_at, %(now)s),
-            last_attempted_at = %(now)s,
+            worker_ids = CASE WHEN c.ahead THEN worker_ids
+                              ELSE json_insert(worker_ids, '$[#]', %(worker)s) END,
+            started_at = CASE WHEN c.ahead THEN started_at
+                              ELSE COALESCE(started_at, %(now)s) END,
+            last_attempted_at = CASE WHEN c.ahead THEN last_attempted_at ELSE %(now)s END,
             lease_expires_at = %(lease_until)s
-        WHERE id IN (
-            SELECT id FROM ({{heads}}) ORDER BY priority DESC, run_after, id LIMIT %(limit)s
-        )
+        FROM (
+            SELECT id, row_number() OVER (ORDER BY priority DESC, run_after, id)
+                       > %(run_now)s AND NOT lost_ahead AS ahead
+            FROM ({{heads}}) ORDER BY priority DESC, run_after, id LIMIT %(limit)s
+        ) AS c
+        WHERE django_tasks_q_task.id = c.id
         RETURNING {CLAIMED_COLUMNS}
+    """
+    START = """
+        UPDATE django_tasks_q_task
+        SET claimed_ahead = false,
+            attempts = attempts + 1,
+            worker_ids = json_insert(worker_ids, '$[#]', %(worker)s),
+            started_at = COALESCE(started_at, json_extract(s.value, '$.at')),
+            last_attempted_at = json_extract(s.value, '$.at')
+        FROM json_each(%(started)s) AS s
+        WHERE django_tasks_q_task.id = json_extract(s.value, '$.id')
+          AND worker_id = %(worker)s AND claimed_ahead
     """
     # The first ``limit`` ready rows of one queue, in claim order, read off the
     # index taskq_task_ready with no sort (SQLite has no LATERAL: one of these
     # per served queue, joined by UNION ALL).
     HEAD = """
         SELECT * FROM (
-            SELECT id, priority, run_after FROM django_tasks_q_task
+            SELECT id, priority, run_after, lost_ahead FROM django_tasks_q_task
             WHERE status = 'READY' AND queue_name = %(queue_{index})s
               AND run_after <= %(now)s
               AND (expires_at IS NULL OR expires_at > %(now)s)
@@ -126,7 +144,8 @@ class SQLiteStatements(Statements):
         WORKER_LOST,
         "'worker ' || worker_id || ' stopped renewing its lease during attempt ' || attempts",
     )
-    # As on PostgreSQL: a rescue within crash_retries grows max_attempts by one.
+    # As on PostgreSQL: a rescue within crash_retries grows max_attempts by
+    # one; a task claimed ahead is ready again as it was.
     RESCUED = f"""
         ((SELECT count(*) FROM json_each(errors)
           WHERE json_extract(value, '$.exception_class_path') = '{WORKER_LOST}')
@@ -135,10 +154,12 @@ class SQLiteStatements(Statements):
     RECOVER = f"""
         UPDATE django_tasks_q_task
         SET status = 'READY', worker_id = NULL, lease_expires_at = NULL,
-            errors = json_insert(errors, '$[#]', {LOST_ERROR}),
-            max_attempts = max_attempts + {RESCUED}
+            claimed_ahead = false, lost_ahead = lost_ahead OR claimed_ahead,
+            errors = CASE WHEN claimed_ahead THEN errors
+                          ELSE json_insert(errors, '$[#]', {LOST_ERROR}) END,
+            max_attempts = max_attempts + (NOT claimed_ahead AND {RESCUED})
         WHERE status = 'RUNNING' AND lease_expires_at < %(now)s
-          AND (attempts < max_attempts OR {RESCUED})
+          AND (claimed_ahead OR attempts < max_attempts OR {RESCUED})
     """
     ABANDONED = f"""
         SELECT id, 'FAILED' AS status, NULL AS return_value, {LOST_ERROR} AS error,
@@ -171,9 +192,12 @@ class SQLiteStatements(Statements):
     RELEASE = """
         UPDATE django_tasks_q_task
         SET status = 'READY', worker_id = NULL, lease_expires_at = NULL,
-            attempts = attempts - 1,
-            worker_ids = json_remove(worker_ids, '$[#-1]'),
-            started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END
+            claimed_ahead = false,
+            attempts = attempts - (NOT claimed_ahead),
+            worker_ids = CASE WHEN claimed_ahead THEN worker_ids
+                              ELSE json_remove(worker_ids, '$[#-1]') END,
+            started_at = CASE WHEN NOT claimed_ahead AND attempts = 1 THEN NULL
+                              ELSE started_at END
         WHERE id IN (SELECT value FROM json_each(%(ids)s)) AND worker_id = %(worker)s
     """
     RENEW = """

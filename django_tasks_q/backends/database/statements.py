@@ -46,8 +46,24 @@ QUEUED_COLUMNS = (
 # What a claim hands back, in this order.
 CLAIMED_COLUMNS = (
     "id, task_path, queue_name, priority, args, kwargs, attempts, max_attempts, "
-    "errors, worker_ids, enqueued_at, started_at, run_after"
+    "errors, worker_ids, enqueued_at, started_at, run_after, claimed_ahead"
 )
+
+# Claimed ahead. A worker claims more tasks than it has free slots (see
+# worker.py), so that short tasks are not held up by a round trip each; if
+# it is killed, only the store remains to tell which of its tasks ran. So a
+# claim starts an attempt (counts it, names the worker, sets the times) only
+# for the tasks that go to a free slot at once; the rest are held with
+# claimed_ahead set and nothing counted. When a slot frees, the worker starts
+# one of those at once and tells the store (START) in its next exchange, which
+# records outcomes and claims anyway, before that exchange's outcomes (they
+# may be of the very tasks it starts). Recovery and release put claimed-ahead
+# tasks back as they were, with no attempt and no WorkerLost error.
+# The window: a worker killed between a start and its exchange leaves a task
+# that ran but looks never started. So a task recovered while claimed ahead
+# is marked lost_ahead, and every later claim starts it: it goes back
+# uncounted once at most, and a task that kills its workers is counted as
+# any crash from its second loss on.
 # Tasks that have not started: what cancel() may take out of the queue.
 NOT_STARTED = str(TaskStatus.NOT_STARTED)
 # Results an operator may put back in the queue.
@@ -134,6 +150,7 @@ def _claimed(row: Sequence[Any], now: datetime) -> ClaimedTask:
         started_at=_datetime(row[11]),
         last_attempted_at=now,
         run_after=_datetime(row[12]),
+        ahead=bool(row[13]),
     )
 
 
@@ -172,6 +189,7 @@ class Statements(ABC):
     ABANDONED: ClassVar[str]
     EXPIRED: ClassVar[str]
     RECOVER: ClassVar[str]
+    START: ClassVar[str]
     RETRY: ClassVar[str]
     RELEASE: ClassVar[str]
     RENEW: ClassVar[str]
@@ -280,9 +298,11 @@ class Statements(ABC):
         now: datetime,
         lease_until: datetime,
         *,
+        run_now: int,
         alone: bool = False,
     ) -> list[ClaimedTask]:
-        """Claim up to ``limit`` ready tasks of ``queues`` (None: every queue).
+        """Claim up to ``limit`` ready tasks of ``queues`` (None: every queue),
+        starting the first ``run_now`` of them; the rest are claimed ahead.
         ``alone``: the statement is its own transaction, so it may commit
         without waiting for the disk."""
         if (claim := self.claim_statement(cursor, queues, alone)) is None:
@@ -291,11 +311,21 @@ class Statements(ABC):
         params.update(
             now=self.param_datetime(now),
             limit=limit,
+            run_now=run_now,
             worker=worker_id,
             lease_until=self.param_datetime(lease_until),
         )
         cursor.execute(statement, params)
         return [_claimed(row, now) for row in sorted(cursor.fetchall(), key=_claim_order)]
+
+    def start(self, cursor: CursorWrapper, started: list[ClaimedTask], worker_id: str) -> None:
+        """Count the attempts the worker started, of tasks it claimed ahead:
+        each at its ``last_attempted_at``."""
+        document = [
+            {"id": self.json_id(task.id), "at": self.json_datetime(task.last_attempted_at)}
+            for task in started
+        ]
+        cursor.execute(self.START, {"started": json.dumps(document), "worker": worker_id})
 
     def finish(self, cursor: CursorWrapper, outcomes: list[Outcome], worker_id: str) -> Ended:
         """Move the tasks of ``outcomes`` to the history, those ``worker_id``
@@ -358,7 +388,8 @@ class Statements(ABC):
         """Tasks whose worker stopped renewing its lease: the attempt failed
         with WorkerLost. With crash retries (not counted against the task's
         own) or attempts left they are ready again; without, they are ended
-        as FAILED. Returns how many were requeued, and those ended."""
+        as FAILED. Those claimed ahead never started: they are ready again
+        as they were. Returns how many were requeued, and those ended."""
         params = {"now": self.param_datetime(now), "crash_retries": crash_retries}
         cursor.execute(self.RECOVER, params)
         requeued = self.counted(cursor)

@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from importlib.util import find_spec
@@ -243,12 +244,10 @@ class RedisBackend(QueueBackend):
 
     # -- the worker's store -----------------------------------------------------
 
-    def record_and_claim(self, outcomes, queues, limit, worker_id):
-        recorded = self._record(outcomes, worker_id) if outcomes else []
-        claimed = self._claim(queues, limit, worker_id) if limit > 0 else []
-        return recorded, claimed
-
-    def _claim(self, queues: list[str] | None, limit: int, worker_id: str) -> list[ClaimedTask]:
+    def record_and_claim(self, outcomes, queues, limit, worker_id, *, started=(), run_now=None):
+        recorded = self._record(outcomes, started, worker_id) if outcomes or started else []
+        if limit <= 0:
+            return recorded, []
         now = timezone.now()
         claimed = self.functions.claim(
             now=_us(now),
@@ -256,8 +255,9 @@ class RedisBackend(QueueBackend):
             limit=limit,
             worker_id=worker_id,
             queues=queues or (),
+            run_now=limit if run_now is None else run_now,
         )
-        return [self._claimed(task_id, fields, now) for task_id, fields in claimed]
+        return recorded, [self._claimed(task_id, fields, now) for task_id, fields in claimed]
 
     def _claimed(self, task_id: str, fields: "Fields", now: datetime) -> ClaimedTask:
         return ClaimedTask(
@@ -272,18 +272,22 @@ class RedisBackend(QueueBackend):
             errors=stored_errors(json.loads(fields["errors"])),
             worker_ids=json.loads(fields["worker_ids"]),
             enqueued_at=_at(fields["enqueued_at"]),
-            started_at=_at(fields["started_at"]),
+            started_at=_datetime(fields.get("started_at")),
             last_attempted_at=now,
             run_after=_at(fields["run_after"]),
+            ahead=fields.get("ahead") == "1",
         )
 
-    def _record(self, outcomes: list[Outcome], worker_id: str) -> list[Outcome]:
+    def _record(
+        self, outcomes: list[Outcome], started: Sequence[ClaimedTask], worker_id: str
+    ) -> list[Outcome]:
         recorded = set(
             self.functions.record(
                 worker_id=worker_id,
                 now=_us(timezone.now()),
                 result_ttl=self._ttl,
                 outbox=self.record_results_in_database,
+                started=[(task.id, _us(task.last_attempted_at)) for task in started],
                 outcomes=[self._outcome_fields(o) for o in outcomes],
             )
         )

@@ -111,7 +111,7 @@ end
 -- A finished task: keep it as a result for ``ttl`` seconds (0: for ever), and
 -- queue it for the database copy when asked to.
 local function keep_result(P, key, id, ttl, outbox)
-  redis.call('HDEL', key, 'worker_id', 'lease_until')
+  redis.call('HDEL', key, 'worker_id', 'lease_until', 'ahead')
   if tonumber(ttl) > 0 then
     redis.call('EXPIRE', key, ttl)
   end
@@ -174,20 +174,32 @@ register('enqueue', function(P, args)
   return 1
 end)
 
--- Mark one task claimed by ``worker`` and return its hash. ``task``: its
--- status, expires_at, started_at and worker_ids.
-local function claim_one(P, key, id, now, lease_until, worker, task)
-  local started_at = task[3]
+-- Start an attempt of a task ``worker`` holds: count it, name the worker,
+-- set the times. ``task``: its started_at and worker_ids.
+local function start_attempt(key, now, worker, task)
+  local started_at = task[1]
   if not started_at or started_at == '' then
     started_at = now
   end
-  redis.call('HSET', key,
-    'status', 'RUNNING', 'worker_id', worker, 'lease_until', lease_until,
-    'last_attempted_at', now, 'started_at', started_at,
-    'worker_ids', json_append(task[4], cjson.encode(worker)),
+  redis.call('HSET', key, 'last_attempted_at', now, 'started_at', started_at,
+    'worker_ids', json_append(task[2], cjson.encode(worker)),
     -- What release() restores if this attempt is handed back.
-    'previous_worker_ids', task[4], 'previous_started_at', task[3] or '')
+    'previous_worker_ids', task[2], 'previous_started_at', task[1] or '')
+  redis.call('HDEL', key, 'ahead')
   redis.call('HINCRBY', key, 'attempts', 1)
+end
+
+-- Mark one task claimed by ``worker``: started, or (``ahead``) claimed ahead
+-- of a free slot, with no attempt counted until the worker starts it (see
+-- statements.py, "Claimed ahead": if the worker dies first, the task goes
+-- back as it was). ``task``: its status, expires_at, started_at and worker_ids.
+local function claim_one(P, key, id, now, lease_until, worker, task, ahead)
+  redis.call('HSET', key, 'status', 'RUNNING', 'worker_id', worker, 'lease_until', lease_until)
+  if ahead then
+    redis.call('HSET', key, 'ahead', '1')
+  else
+    start_attempt(key, now, worker, {task[3], task[4]})
+  end
   redis.call('ZADD', P .. ':running', lease_until, id)
   if task[2] then
     redis.call('ZREM', P .. ':expiring', id)
@@ -195,12 +207,15 @@ local function claim_one(P, key, id, now, lease_until, worker, task)
   return redis.call('HGETALL', key)
 end
 
--- ARGV: now, lease_until, limit, worker_id, queue names (none: every queue).
--- Returns (id, HGETALL of its hash) per claimed task, in claim order.
+-- ARGV: now, lease_until, limit, worker_id, run_now, queue names (none:
+-- every queue). Returns (id, HGETALL of its hash) per claimed task, in claim
+-- order; the first run_now start, the rest are claimed ahead (but a task once
+-- lost while claimed ahead always starts: see statements.py, "Claimed ahead").
 register('claim', function(P, args)
   local now, lease_until, limit, worker = args[1], args[2], tonumber(args[3]), args[4]
+  local run_now = tonumber(args[5])
   local queues = {}
-  for i = 5, #args do
+  for i = 6, #args do
     queues[#queues + 1] = args[i]
   end
   if #queues == 0 then
@@ -222,33 +237,46 @@ register('claim', function(P, args)
     end
   end
   table.sort(candidates, function(a, b) return a[1] < b[1] end)
-  local claimed = {}
+  local claimed, taken = {}, 0
   for i = 1, math.min(limit, #candidates) do
     local m, ready = candidates[i][1], candidates[i][2]
     local id = id_of(m)
     local key = P .. ':task:' .. id
     redis.call('ZREM', ready, m)
-    local task = redis.call('HMGET', key, 'status', 'expires_at', 'started_at', 'worker_ids')
+    local task = redis.call('HMGET', key, 'status', 'expires_at', 'started_at', 'worker_ids',
+      'lost_ahead')
     -- A task evicted under memory pressure (see maxmemory-policy) is gone;
     -- one past its deadline is never started: expire records it.
     if task[1] and not (task[2] and tonumber(task[2]) <= tonumber(now)) then
       claimed[#claimed + 1] = id
-      claimed[#claimed + 1] = claim_one(P, key, id, now, lease_until, worker, task)
+      claimed[#claimed + 1] = claim_one(P, key, id, now, lease_until, worker, task,
+        taken >= run_now and task[5] ~= '1')
+      taken = taken + 1
     end
   end
   return claimed
 end)
 
 -- ARGV: worker_id, now, result_ttl, outbox ("1" to copy results to the
--- database), then (id, status, return_value, errors, at, max_attempts) per
--- outcome: ``at`` is finished_at, or for status RETRY the new run_after, when
--- max_attempts is written too (a crash rescue grows it). Only tasks the
--- worker still holds are recorded: one whose lease ran out belongs to its
--- new holder. Returns the ids recorded.
+-- database), n, then (id, at) per task the worker claimed ahead and started
+-- at ``at`` since (n of them: their attempts are counted first, as the
+-- claim counts the others), then (id, status, return_value, errors, at,
+-- max_attempts) per outcome: ``at`` is finished_at, or for status RETRY the
+-- new run_after, when max_attempts is written too (a crash rescue grows it).
+-- Only tasks the worker still holds are started or recorded: one whose lease
+-- ran out belongs to its new holder. Returns the ids recorded.
 register('record', function(P, args)
   local worker, now, ttl, outbox = args[1], args[2], args[3], args[4]
+  local starts = 6 + 2 * tonumber(args[5])
+  for i = 6, starts - 1, 2 do
+    local key = P .. ':task:' .. args[i]
+    local task = redis.call('HMGET', key, 'worker_id', 'ahead', 'started_at', 'worker_ids')
+    if task[1] == worker and task[2] == '1' then
+      start_attempt(key, args[i + 1], worker, {task[3], task[4]})
+    end
+  end
   local recorded, tally = {}, {}
-  for i = 5, #args, 6 do
+  for i = starts, #args, 6 do
     local id, status, at = args[i], args[i + 1], args[i + 4]
     local key = P .. ':task:' .. id
     local task = redis.call('HMGET', key, 'worker_id', 'queue_name', 'priority', 'expires_at')
@@ -273,7 +301,8 @@ register('record', function(P, args)
 end)
 
 -- ARGV: worker_id, now, then task ids. Undo the claims: the attempts did
--- not happen, so the tasks go back to the front of their queues as they were.
+-- not happen, so the tasks go back to the front of their queues as they were
+-- (a task claimed ahead had nothing counted).
 register('release', function(P, args)
   local worker, now = args[1], args[2]
   local queues = {}
@@ -281,12 +310,15 @@ register('release', function(P, args)
     local id = args[i]
     local key = P .. ':task:' .. id
     local task = redis.call('HMGET', key, 'worker_id', 'queue_name', 'priority', 'run_after',
-      'previous_worker_ids', 'previous_started_at', 'expires_at')
+      'previous_worker_ids', 'previous_started_at', 'expires_at', 'ahead')
     if task[1] == worker then
       redis.call('ZREM', P .. ':running', id)
-      redis.call('HSET', key, 'status', 'READY', 'worker_ids', task[5], 'started_at', task[6])
-      redis.call('HDEL', key, 'worker_id', 'lease_until')
-      redis.call('HINCRBY', key, 'attempts', -1)
+      redis.call('HSET', key, 'status', 'READY')
+      if task[8] ~= '1' then
+        redis.call('HSET', key, 'worker_ids', task[5], 'started_at', task[6])
+        redis.call('HINCRBY', key, 'attempts', -1)
+      end
+      redis.call('HDEL', key, 'worker_id', 'lease_until', 'ahead')
       queue_task(P, task[2], task[3], task[4], id, now, task[7])
       queues[task[2]] = true
     end
@@ -323,7 +355,8 @@ end)
 -- attempt failed with WorkerLost. The task is ready again while it has crash
 -- retries left (fewer WorkerLost errors than crash_retries: such a rescue
 -- does not use up its own retries, so max_attempts grows by one) or attempts
--- left; else it fails. Workers silent since ``forget_before`` leave the
+-- left; else it fails. A task claimed ahead never started: it is ready
+-- again as it was, marked lost_ahead (its next claims start it). Workers silent since ``forget_before`` leave the
 -- registry. Returns the number of tasks recovered.
 register('recover', function(P, args)
   local now, ttl, outbox, forget_before = args[1], args[2], args[3], args[4]
@@ -335,8 +368,13 @@ register('recover', function(P, args)
     redis.call('ZREM', P .. ':running', id)
     local key = P .. ':task:' .. id
     local task = redis.call('HMGET', key, 'worker_id', 'attempts', 'max_attempts', 'errors',
-      'queue_name', 'priority', 'run_after', 'expires_at')
-    if task[1] then
+      'queue_name', 'priority', 'run_after', 'expires_at', 'ahead')
+    if task[1] and task[9] == '1' then
+      redis.call('HSET', key, 'status', 'READY', 'lost_ahead', '1')
+      redis.call('HDEL', key, 'worker_id', 'lease_until', 'ahead')
+      queue_task(P, task[5], task[6], task[7], id, now, task[8])
+      queues[task[5]] = true
+    elseif task[1] then
       local crashes = 0
       for _, error in ipairs(cjson.decode(task[4])) do
         if error.exception_class_path == WORKER_LOST then

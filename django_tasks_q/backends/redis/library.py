@@ -16,7 +16,7 @@ from redis.cluster import RedisCluster
 
 # The library's name, and the prefix of its functions' names. Bump it when a
 # function's arguments or what it writes change: see library.lua.
-LIBRARY = "taskq_6"
+LIBRARY = "taskq_7"
 SOURCE = (
     f"#!lua name={LIBRARY}\nlocal LIBRARY = '{LIBRARY}'\n"
     + (Path(__file__).parent / "library.lua").read_text()
@@ -126,11 +126,19 @@ class Library:
         self._with_functions(send)
 
     def claim(
-        self, *, now: int, lease_until: int, limit: int, worker_id: str, queues: Sequence[str]
+        self,
+        *,
+        now: int,
+        lease_until: int,
+        limit: int,
+        worker_id: str,
+        queues: Sequence[str],
+        run_now: int,
     ) -> list[tuple[str, Fields]]:
         """Up to ``limit`` ready tasks of ``queues`` (none: every queue), now
-        held by ``worker_id``: (id, the task's hash) in claim order."""
-        flat = self._call("claim", now, lease_until, limit, worker_id, *queues)
+        held by ``worker_id``, the first ``run_now`` started, the rest claimed
+        ahead: (id, the task's hash) in claim order."""
+        flat = self._call("claim", now, lease_until, limit, worker_id, run_now, *queues)
         return [
             (task_id, _hash(fields)) for task_id, fields in zip(flat[::2], flat[1::2], strict=True)
         ]
@@ -142,13 +150,19 @@ class Library:
         now: int,
         result_ttl: int,
         outbox: bool,
+        started: Sequence[tuple[str, int]],
         outcomes: Sequence[tuple[str, str, str, str, int, int]],
     ) -> list[str]:
-        """Store outcomes, each (id, status, return value JSON, errors JSON,
-        finished_at or for RETRY the new run_after, max_attempts): only of tasks
-        ``worker_id`` still holds, whose ids it returns."""
+        """Count the attempts ``started``, each (id, when), of tasks
+        ``worker_id`` claimed ahead; then store outcomes, each (id, status,
+        return value JSON, errors JSON, finished_at or for RETRY the new
+        run_after, max_attempts): only of tasks ``worker_id`` still holds,
+        whose ids it returns."""
+        marks = [field for start in started for field in start]
         fields = [field for outcome in outcomes for field in outcome]
-        return self._call("record", worker_id, now, result_ttl, int(outbox), *fields)
+        return self._call(
+            "record", worker_id, now, result_ttl, int(outbox), len(started), *marks, *fields
+        )
 
     def release(self, *, worker_id: str, now: int, task_ids: Sequence[str]) -> None:
         """Hand back claims as if their attempts never happened."""
