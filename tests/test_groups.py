@@ -1,9 +1,12 @@
 """Groups: many calls enqueued as one (``QTask.enqueue_group``), with real workers."""
 
+from datetime import timedelta
+
 import pytest
 from django.db import connections
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from django_tasks_q import GroupProgress, GroupResult
 from django_tasks_q.backends.database import chains, operations
@@ -255,3 +258,18 @@ def test_the_admin_shows_a_members_group_and_lists_its_members(queue_db, superus
     waiting = superuser.get(reverse("admin:django_tasks_q_task_change", args=[then.id]))
     assert "tests.tasks.double × 2" in waiting.content.decode()
     assert members in waiting.content.decode()
+
+
+def test_pruning_forgets_groups_whose_members_are_all_gone(queue_db, run_worker):
+    pruned = on(queue_db, tasks.double).enqueue_group([(1,), (2,)])
+    kept = on(queue_db, tasks.double).enqueue_group([(3,)])
+    run_worker(queue_db)
+    TaskResult.objects.using(queue_db.database).filter(group_id=kept.id).update(
+        finished_at=timezone.now() + timedelta(days=1)  # not old enough to prune
+    )
+
+    operations.prune(timedelta(0), using=queue_db.database)
+
+    with pytest.raises(TaskResultDoesNotExist):
+        GroupResult.get(pruned.id, backend=queue_db.alias)
+    assert GroupResult.get(kept.id, backend=queue_db.alias).return_values == [6]

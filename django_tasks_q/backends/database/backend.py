@@ -432,8 +432,13 @@ class DatabaseBackend(QueueBackend):
     def prune_results(self, limit: int = 1000) -> int:
         if self.result_ttl is None:
             return 0
+        from . import groups
+
+        before = timezone.now() - self.result_ttl
         with self.connection.cursor() as cursor:
-            return self.statements.prune(cursor, timezone.now() - self.result_ttl, limit)
+            pruned = self.statements.prune(cursor, before, limit)
+        groups.prune(self.database, before, limit)  # those whose members are all gone now
+        return pruned
 
     def unregister_worker(self, worker_id: str) -> None:
         self._workers.filter(id=worker_id).delete()

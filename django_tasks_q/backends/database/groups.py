@@ -15,9 +15,10 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
 from ...compat import TaskResultDoesNotExist
 from ...groups import GroupProgress
@@ -73,6 +74,17 @@ def queued_members(using: str, group: TaskGroup) -> "QuerySet[Task]":
 
 def finished_members(using: str, group: TaskGroup) -> "QuerySet[TaskResult]":
     return TaskResult.objects.using(using).filter(group_id=group.pk)
+
+
+def prune(using: str, before: datetime, limit: int = 1000) -> int:
+    """Delete up to ``limit`` groups enqueued before ``before`` with no member
+    left, in the queue or the history (their results were pruned); returns
+    how many."""
+    gone = TaskGroup.objects.using(using).filter(enqueued_at__lt=before)
+    for model in (Task, TaskResult):
+        gone = gone.exclude(Exists(model.objects.using(using).filter(group_id=OuterRef("pk"))))
+    ids = list(gone.values_list("pk", flat=True)[:limit])
+    return TaskGroup.objects.using(using).filter(pk__in=ids).delete()[0] if ids else 0
 
 
 # -- for chains.py: a group as the parent of a waiting task -------------------------
