@@ -36,11 +36,10 @@ def test_a_group_of_a_thousand_runs_and_fans_in_with_its_values_in_order(queue_d
     connection = connections[queue_db.database]
     with CaptureQueriesContext(connection) as queries:
         group = on(queue_db, tasks.add).enqueue_group([(i, i) for i in range(1000)])
-    # The group's row and one INSERT for every call (SQLite adds its
-    # transaction's BEGIN and COMMIT to the list; PostgreSQL does not).
+    # The group's row and one INSERT for every call, in a transaction.
     writes = [q["sql"] for q in queries if "INSERT INTO" in q["sql"]]
     assert len(writes) == 2, writes
-    assert len(queries) <= 4, [q["sql"][:60] for q in queries]
+    assert len(queries) == 4, [q["sql"][:60] for q in queries]  # with BEGIN and COMMIT
 
     summary = on(queue_db, tasks.echo).after(group).enqueue("total")
     fallback = on(queue_db, tasks.echo).after(group, on="failure").enqueue()
@@ -143,6 +142,18 @@ def test_a_failed_member_cancels_the_fan_in_and_runs_the_fallback(queue_db, run_
     assert stored(queue_db, then).status == "CANCELLED"
     assert "1 of its 3 members unsuccessful" in error_of(queue_db, then)[1]
     assert stored(queue_db, fallback).return_value == {"args": [group.id], "kwargs": {}}
+
+
+def test_a_group_can_wait_for_a_task_and_a_task_for_it(queue_db, run_worker):
+    first = on(queue_db, tasks.add).enqueue(1, 2)
+    group = on(queue_db, tasks.double).after(first).enqueue_group([(), ("x",)])
+    assert group.progress() == GroupProgress(total=2, waiting=2)  # blocked
+    then = on(queue_db, tasks.echo).after(group).enqueue()
+
+    run_worker(queue_db)
+
+    assert group.return_values == [6, 6]
+    assert stored(queue_db, then).return_value == {"args": [[6, 6]], "kwargs": {}}
 
 
 def test_a_group_is_found_again_by_its_id(queue_db, run_worker):

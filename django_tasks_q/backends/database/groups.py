@@ -116,8 +116,12 @@ def groups_among(using: str, ids: Iterable[Any]) -> dict[uuid.UUID, TaskGroup]:
 
 def with_queued_members(using: str, group_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
     """Those of ``group_ids`` with a member still in the queue."""
-    members = Task.objects.using(using).filter(group_id__in=list(group_ids))
-    return {pk for pk in members.values_list("group_id", flat=True).distinct() if pk}
+    # One index probe per group (EXISTS stops at the first member), not a
+    # read of every member left: this runs each time a member of a group
+    # with a waiting task ends.
+    member = Task.objects.using(using).filter(group_id=OuterRef("pk"))
+    groups = TaskGroup.objects.using(using).filter(pk__in=list(group_ids))
+    return set(groups.filter(Exists(member)).values_list("pk", flat=True))
 
 
 def endings(using: str, groups: Iterable[TaskGroup]) -> dict[uuid.UUID, GroupEnding]:
