@@ -17,6 +17,7 @@ from .exceptions import (
     TaskAborted,
     TaskNotRegistered,
 )
+from .groups import GroupProgress, GroupResult
 from .hooks import on_worker_start
 from .schedules import periodic
 from .task import Call, QTask, QTaskContext, QTaskResult, task
@@ -25,6 +26,8 @@ __version__ = version("django-tasks-q")  # pyproject.toml's, as installed
 
 __all__ = [
     "Call",
+    "GroupProgress",
+    "GroupResult",
     "InvalidSchedule",
     "InvalidTaskArguments",
     "QTask",

@@ -21,6 +21,7 @@ __all__ = [
     "Schedule",
     "Task",
     "TaskDependency",
+    "TaskGroup",
     "TaskResult",
     "TaskStatus",
     "Worker",
@@ -83,6 +84,8 @@ class Task(models.Model):
     # Something waits for this one (a BLOCKED task, or a wait() call): its
     # ending must be passed on (see backends/chains.py).
     has_dependents = models.BooleanField(db_default=False)  # raw INSERTs leave it out
+    # The TaskGroup this task is a member of (enqueue_group), if any.
+    group_id = models.UUIDField(null=True, blank=True)
 
     objects = TaskQuerySet.as_manager()
 
@@ -116,6 +119,12 @@ class Task(models.Model):
                 condition=Q(status=TaskStatus.READY, expires_at__isnull=False),
                 name="taskq_task_expiry",
             ),
+            # A group's progress: its members in the queue, counted by status.
+            models.Index(
+                fields=["group_id", "status"],
+                condition=Q(group_id__isnull=False),
+                name="taskq_task_group",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -139,11 +148,19 @@ class TaskResult(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     last_attempted_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField()
+    group_id = models.UUIDField(null=True, blank=True)  # as the Task's
 
     class Meta:
         verbose_name = _("task result")
         indexes = [
             models.Index(fields=["finished_at"], name="taskq_result_finished"),
+            # A group's progress and return values: its finished members, by id
+            # (their call order) within each status.
+            models.Index(
+                fields=["group_id", "status", "id"],
+                condition=Q(group_id__isnull=False),
+                name="taskq_result_group",
+            ),
             # The admin's filters, each with its list order (newest first)
             # behind it, so a filtered page reads one index range.
             models.Index(fields=["status", "finished_at"], name="taskq_result_status"),
@@ -174,6 +191,29 @@ class TaskDependency(models.Model):
 
     def __str__(self) -> str:
         return f"{self.child} after {self.parent}"
+
+
+class TaskGroup(models.Model):
+    """Calls of one task enqueued together (``QTask.enqueue_group``).
+
+    Its members carry its id (``group_id``), in the queue and in the
+    history, so its progress is two counts over their indexes. ``size`` tells
+    a member deleted by an operator from one still to come. A task that waits
+    for the group (``after(group)``) has one TaskDependency on the group's id;
+    see backends/database/chains.py.
+    """
+
+    id = models.UUIDField(primary_key=True, editable=False)
+    task_path = models.CharField(max_length=255)
+    queue_name = models.CharField(max_length=100)
+    size = models.PositiveIntegerField()
+    enqueued_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = _("task group")
+
+    def __str__(self) -> str:
+        return f"{self.task_path} × {self.size} ({self.id})"
 
 
 class Schedule(models.Model):

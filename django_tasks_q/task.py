@@ -26,6 +26,9 @@ from .compat import TaskResult as DjangoTaskResult
 from .exceptions import TaskAborted
 from .storable import unstorable_in
 
+if TYPE_CHECKING:
+    from .groups import GroupProgress, GroupResult
+
 UNIQUE_KEY_MAX_LENGTH = 255  # Task.unique_key's column
 
 
@@ -68,6 +71,12 @@ class QueueCalls(Protocol):
     def wait_for_result(self, result_id: str, timeout: float | None) -> None: ...
     async def async_wait_for_result(self, result_id: str, timeout: float | None) -> None: ...
     def enqueue_many(self, task: DjangoTask, calls: Iterable[Any]) -> list["QTaskResult"]: ...
+    def enqueue_group(self, task: DjangoTask, calls: Iterable[Any]) -> "GroupResult": ...
+    def get_group(self, group_id: str) -> "GroupResult": ...
+    def group_progress(self, group_id: str) -> "GroupProgress": ...
+    def wait_for_group(self, group_id: str, timeout: float | None) -> None: ...
+    def cancel_group(self, group_id: str) -> int: ...
+    def group_results(self, group_id: str) -> list["QTaskResult"]: ...
 
 
 def queue_backend(alias: str) -> QueueCalls:
@@ -274,12 +283,15 @@ class QTask[**P, R](DjangoTask):
 
     def after[**Rest](
         self: "QTask[Concatenate[Any, Rest], R]",
-        *results: DjangoTaskResult | str,
+        *results: "DjangoTaskResult | GroupResult | str",
         on: str = "success",
     ) -> "QTask[Rest, R]":
         """A copy of this task that runs only after the tasks of ``results``.
 
-        ``results`` are task results (or their ids) of the same backend.
+        ``results`` are task results (or their ids) of the same backend, or
+        groups (``enqueue_group``): a group counts as one task that has ended
+        once all its members have, successfully if they all succeeded, with
+        the list of their return values, in call order, as its value.
         ``on="success"``: it runs once every one of them succeeded, with
         their return value as its first argument (a list of them, in order,
         if there are several); if one does not succeed, it is cancelled.
@@ -295,9 +307,11 @@ class QTask[**P, R](DjangoTask):
             raise InvalidTask(f"after(on={on!r}): give on='success' or on='failure'.")
         if not results:
             raise InvalidTask("after() needs at least one task result to wait for.")
+        from .groups import GroupResult  # it imports this module
+
         ids: list[str] = []
         for result in results:
-            if isinstance(result, DjangoTaskResult):
+            if isinstance(result, DjangoTaskResult | GroupResult):
                 if result.backend != self.backend:
                     raise InvalidTask(
                         f"after(): result {result.id} belongs to backend "
@@ -307,7 +321,9 @@ class QTask[**P, R](DjangoTask):
             try:
                 ids.append(str(uuid.UUID(str(result))))
             except ValueError:
-                raise InvalidTask(f"after(): {result!r} is not a task result or id.") from None
+                raise InvalidTask(
+                    f"after(): {result!r} is not a task result, a group, or an id."
+                ) from None
         if len(set(ids)) < len(ids):
             raise InvalidTask("after(): the same task is given more than once.")
         waiting = replace(self, waits_for=tuple(ids), run_on=RUN_ON[on])
@@ -323,6 +339,17 @@ class QTask[**P, R](DjangoTask):
             send_receipt.enqueue_many([(order.pk,) for order in orders])
         """
         return queue_backend(self.backend).enqueue_many(self, calls)
+
+    def enqueue_group(self, calls: Iterable[Any]) -> "GroupResult":
+        """Queue many calls as one group, in a few statements; returns the
+        group's result (progress, ``wait()``, ``cancel()``, return values in
+        call order). Calls are given as to ``enqueue_many``; a task can wait
+        for the whole group with ``after(group)``:
+
+            group = resize.enqueue_group([(image.pk,) for image in images])
+            summarize.after(group).enqueue()  # summarize([<values in order>])
+        """
+        return queue_backend(self.backend).enqueue_group(self, calls)
 
     if TYPE_CHECKING:
         # For type checkers only: Django's calls, with the function's parameters

@@ -184,7 +184,7 @@ def test_after_rejects_bad_input_before_writing_anything(queue_db):
     parent = on(queue_db, tasks.add).enqueue(1, 1)
     with pytest.raises(InvalidTask, match="at least one"):
         double.after()
-    with pytest.raises(InvalidTask, match="is not a task result or id"):
+    with pytest.raises(InvalidTask, match="is not a task result, a group, or an id"):
         double.after("nope")
     with pytest.raises(InvalidTask, match="on='success' or on='failure'"):
         double.after(parent, on="done")

@@ -27,6 +27,22 @@ from .display import NOTHING, clipped, pretty_json, timestamp
 from .pagination import EstimatedCountPaginator
 
 
+def group_links(model_admin: admin.ModelAdmin, group_id: uuid.UUID) -> str:
+    """Links to the members of group ``group_id``, queued and finished."""
+    links = [
+        (
+            reverse(
+                f"admin:{model_admin.opts.app_label}_{model_name}_changelist",
+                current_app=model_admin.admin_site.name,
+            )
+            + f"?group_id={group_id}",
+            label,
+        )
+        for model_name, label in (("task", _("queued")), ("taskresult", _("finished")))
+    ]
+    return format_html_join(", ", '<a href="{}">{}</a>', links)
+
+
 class BackendAdmin(admin.ModelAdmin):
     """Shows the rows of ``backend_alias``'s tables (the default task backend's;
     subclass and register again to show another)."""
@@ -147,6 +163,14 @@ class QueueModelAdmin(BackendAdmin):
     scheduled_for = timestamp("run_after", gettext_lazy("run after"))
     started = timestamp("started_at", gettext_lazy("started"))
     last_attempted = timestamp("last_attempted_at", gettext_lazy("last attempted"))
+
+    @admin.display(description=gettext_lazy("group"))
+    def group(self, obj: Any) -> str:
+        """The group (enqueue_group) of a member: its id, and links to its
+        members in the queue and in the history."""
+        if obj.group_id is None:
+            return NOTHING
+        return format_html("<code>{}</code> ({})", obj.group_id, group_links(self, obj.group_id))
 
     @admin.display(description=gettext_lazy("arguments"))
     def args_json(self, obj: Any) -> str:

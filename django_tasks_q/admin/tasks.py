@@ -17,8 +17,8 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from ..backends.database import operations
-from ..models import ResultStatus, Task, TaskDependency, TaskResult, TaskStatus
-from .base import QueueModelAdmin
+from ..models import ResultStatus, Task, TaskDependency, TaskGroup, TaskResult, TaskStatus
+from .base import QueueModelAdmin, group_links
 from .display import (
     NOTHING,
     ago,
@@ -48,7 +48,20 @@ class TaskAdmin(QueueModelAdmin):
     ordering = ("-id",)  # ids are UUIDv7: newest first, through the primary key
     actions = admin_actions(Task)
     fieldsets = (
-        (None, {"fields": ("id", "task_name", "queue_name", "state", "priority", "unique_key")}),
+        (
+            None,
+            {
+                "fields": (
+                    "id",
+                    "task_name",
+                    "queue_name",
+                    "state",
+                    "priority",
+                    "unique_key",
+                    "group",
+                )
+            },
+        ),
         (gettext_lazy("Call"), {"fields": ("args_json", "kwargs_json")}),
         (
             gettext_lazy("Attempts"),
@@ -93,9 +106,14 @@ class TaskAdmin(QueueModelAdmin):
         )
         waiting = Task.objects.using(self.using).in_bulk(parents)
         finished = TaskResult.objects.using(self.using).in_bulk(parents)
+        groups = TaskGroup.objects.using(self.using).in_bulk(parents)
         rows = []
         row: Task | TaskResult
         for parent in parents:
+            if parent in groups:
+                label = format_html("{} <code>{}</code>", str(groups[parent]), parent)
+                rows.append((label, group_links(self, parent)))
+                continue
             if parent in waiting:
                 row, state = waiting[parent], task_state(waiting[parent])
             elif parent in finished:
@@ -183,7 +201,7 @@ class TaskResultAdmin(QueueModelAdmin):
     ordering = ("-finished_at",)
     actions = admin_actions(TaskResult)
     fieldsets = (
-        (None, {"fields": ("id", "task_name", "queue_name", "status", "priority")}),
+        (None, {"fields": ("id", "task_name", "queue_name", "status", "priority", "group")}),
         (gettext_lazy("Call"), {"fields": ("args_json", "kwargs_json")}),
         (gettext_lazy("Outcome"), {"fields": ("return_value_json", "errors_display")}),
         (gettext_lazy("Attempts"), {"fields": ("attempts", "attempt_history")}),

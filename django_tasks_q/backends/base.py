@@ -37,8 +37,17 @@ from ..checks import (
     positive_seconds,
     read_options,
 )
-from ..compat import BaseTaskBackend, InvalidTask, Task, TaskError, task_backends, task_enqueued
+from ..compat import (
+    BaseTaskBackend,
+    InvalidTask,
+    Task,
+    TaskError,
+    TaskResultDoesNotExist,
+    task_backends,
+    task_enqueued,
+)
 from ..exceptions import TaskModuleNotLoaded, TaskNotRegistered
+from ..groups import GroupProgress, GroupResult
 from ..ids import uuid7
 from ..payloads import derived_unique_key, encode_calls
 from ..registry import loaded_by_workers, resolve
@@ -146,6 +155,7 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
     supports_periodic = False
     supports_after = False  # whether tasks can wait for others: QTask.after()
     supports_unique = False  # whether tasks can have unique keys
+    supports_groups = False  # whether calls can be enqueued as a group: enqueue_group()
     # What a worker waits out and tries again: a lost or refused connection, a
     # lock timeout, a serialization failure or deadlock (OperationalError).
     # Any other error (DataError, IntegrityError, ...) would fail again.
@@ -239,6 +249,57 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
     def enqueue_many(self, task: Task, calls: Iterable[Any]) -> list[QTaskResult]:
         """Enqueue many calls of ``task`` at once; see ``QTask.enqueue_many``."""
         return self.write(self.prepare(task, calls))
+
+    def enqueue_group(self, task: Task, calls: Iterable[Any]) -> GroupResult:
+        """Enqueue ``calls`` of ``task`` as one group; see ``QTask.enqueue_group``."""
+        self._check_groups()
+        task = as_qtask(task)
+        if task.unique or task.unique_key is not None:
+            # A call whose key is held would not join the group.
+            raise InvalidTask("enqueue_group(): a group's calls cannot have unique keys.")
+        batch = self.prepare(task, calls)
+        if not batch.ids:
+            raise InvalidTask("enqueue_group() needs at least one call.")
+        batch.group_id = str(uuid7())
+        self.write(batch)
+        return GroupResult(
+            id=batch.group_id,
+            backend=self.alias,
+            task_path=task.module_path,
+            size=len(batch.ids),
+            enqueued_at=batch.enqueued_at,
+        )
+
+    def _check_groups(self) -> None:
+        if not self.supports_groups:
+            raise InvalidTask(
+                f"{type(self).__name__} does not support groups (enqueue_group); "
+                "use a database backend for them."
+            )
+
+    # What a group's result asks of its store; a store with groups overrides them.
+    def get_group(self, group_id: str) -> GroupResult:
+        raise TaskResultDoesNotExist(f"{type(self).__name__} has no groups: {group_id}.")
+
+    def group_progress(self, group_id: str) -> GroupProgress:
+        raise TaskResultDoesNotExist(f"{type(self).__name__} has no groups: {group_id}.")
+
+    def cancel_group(self, group_id: str) -> int:
+        raise TaskResultDoesNotExist(f"{type(self).__name__} has no groups: {group_id}.")
+
+    def group_results(self, group_id: str) -> list[QTaskResult]:
+        raise TaskResultDoesNotExist(f"{type(self).__name__} has no groups: {group_id}.")
+
+    def wait_for_group(self, group_id: str, timeout: float | None) -> None:
+        """Return once every member of the group has finished; TimeoutError
+        after ``timeout`` seconds. By polling its progress, a count."""
+        deadline, delay = deadline_after(timeout), self.FIRST_POLL
+        while not self.group_progress(group_id).is_finished:
+            left = time_left(deadline)
+            if left is not None and left <= 0:
+                raise TimeoutError(f"Group {group_id} has not finished yet.")
+            time.sleep(delay if left is None else min(delay, left))
+            delay = min(delay * 2, self.poll_interval)
 
     def prepare(self, task: Task, calls: Iterable[Any]) -> EnqueueBatch:
         """Check and encode ``calls`` of ``task``: everything but the writing."""

@@ -158,6 +158,7 @@ class EnqueueBatch:
     unique_keys: list[str] | None  # one per call, or None for a task without keys
     waits_for: tuple[str, ...]  # after(): the ids of the tasks it waits for
     run_on: str  # RunOn, for a task that waits
+    group_id: str | None = None  # enqueue_group(): the group every call joins
     # The results enqueue() returns: READY, one per call, in order. A store
     # replaces those of calls it did not queue (a unique key already held).
     results: list[QTaskResult] = field(default_factory=list)

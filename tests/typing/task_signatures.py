@@ -9,7 +9,7 @@ from typing import assert_type
 
 from django.tasks import TaskContext
 
-from django_tasks_q import QTaskContext, QTaskResult, task
+from django_tasks_q import GroupProgress, GroupResult, QTaskContext, QTaskResult, task
 
 
 @task
@@ -63,3 +63,19 @@ def report(failed_id: str) -> None: ...
 
 report.after(greet.enqueue("Ada"), on="failure").enqueue()
 report.after(greet.enqueue("Ada"), on="failure").enqueue("id")  # type: ignore[call-arg]
+
+
+# A group: its result, and a task after it (its first argument: the list of values).
+@task
+def total(values: list[int]) -> int:
+    return sum(values)
+
+
+group = send_receipt.enqueue_group([(1,), (2,)])
+assert_type(group, GroupResult)
+assert_type(group.progress(), GroupProgress)
+assert_type(group.wait(timeout=5), GroupResult)
+assert_type(group.cancel(), int)
+assert_type(group.results(), list[QTaskResult])
+total.after(group).enqueue()
+total.after(group).enqueue([1])  # type: ignore[call-arg]

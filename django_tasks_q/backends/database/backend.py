@@ -27,6 +27,7 @@ from django.utils import timezone
 from ...checks import Option, boolean, direct_postgres_alias
 from ...compat import TaskResultDoesNotExist
 from ...exceptions import QueueNotMigrated
+from ...groups import GroupProgress, GroupResult
 from ...task import QTaskResult
 from ..base import (
     QueueBackend,
@@ -79,6 +80,7 @@ class DatabaseBackend(QueueBackend):
     supports_periodic = True
     supports_after = True
     supports_unique = True
+    supports_groups = True
     declared_options = (
         *QueueBackend.declared_options,  # the options every backend has
         result_ttl(None),
@@ -128,9 +130,15 @@ class DatabaseBackend(QueueBackend):
         return batch.results
 
     def _write(self, batch: EnqueueBatch) -> None:
-        # A chained task is inserted, then made to wait, in one transaction.
-        atomic = transaction.atomic(using=self.database) if batch.waits_for else nullcontext()
+        # A chained task is inserted, then made to wait, in one transaction;
+        # a group's calls are inserted with their group's row.
+        together = batch.waits_for or batch.group_id
+        atomic = transaction.atomic(using=self.database) if together else nullcontext()
         with atomic, self.connection.cursor() as cursor:
+            if batch.group_id is not None:
+                from . import groups
+
+                groups.create(self.database, batch)
             if batch.unique_keys is None:
                 self.statements.insert(cursor, batch)
             else:
@@ -208,6 +216,43 @@ class DatabaseBackend(QueueBackend):
         )
         row.setdefault("finished_at", None)  # a queued task has not finished
         return self.make_result(task=task, id=str(row.pop("id")), **row, **fields)
+
+    # -- groups: see groups.py ------------------------------------------------------
+
+    def get_group(self, group_id: str) -> GroupResult:
+        from . import groups
+
+        group = groups.get(self.database, group_id)
+        return GroupResult(
+            id=str(group.pk),
+            backend=self.alias,
+            task_path=group.task_path,
+            size=group.size,
+            enqueued_at=group.enqueued_at,
+        )
+
+    def group_progress(self, group_id: str) -> GroupProgress:
+        from . import groups
+
+        return groups.progress(self.database, groups.get(self.database, group_id))
+
+    def cancel_group(self, group_id: str) -> int:
+        from . import groups, operations
+
+        group = groups.get(self.database, group_id)
+        return operations.cancel(groups.queued_members(self.database, group))
+
+    def group_results(self, group_id: str) -> list[QTaskResult]:
+        from . import groups
+
+        group = groups.get(self.database, group_id)
+        queued = groups.queued_members(self.database, group)
+        finished = groups.finished_members(self.database, group)
+        rows = [
+            *queued.values("id", *RESULT_FIELDS, *QUEUE_ONLY_FIELDS),
+            *finished.values("id", *RESULT_FIELDS, "return_value", "finished_at"),
+        ]
+        return [self._result(row) for row in sorted(rows, key=lambda row: row["id"])]
 
     def cancel(self, result_id: str) -> bool:
         from . import operations
@@ -404,8 +449,13 @@ class DatabaseBackend(QueueBackend):
     def prune_results(self, limit: int = 1000) -> int:
         if self.result_ttl is None:
             return 0
+        from . import groups
+
+        before = timezone.now() - self.result_ttl
         with self.connection.cursor() as cursor:
-            return self.statements.prune(cursor, timezone.now() - self.result_ttl, limit)
+            pruned = self.statements.prune(cursor, before, limit)
+        groups.prune(self.database, before, limit)  # those whose members are all gone now
+        return pruned
 
     def unregister_worker(self, worker_id: str) -> None:
         self._workers.filter(id=worker_id).delete()

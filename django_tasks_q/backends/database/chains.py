@@ -21,6 +21,13 @@ Who resolves a child, with no lock held for longer than a short transaction:
   (cancelled or deleted by an operator, failed by lease recovery, expired)
   and for a ``link`` that never ran (its process died).
 
+A parent may be a group (groups.py): one TaskDependency on the group's id,
+however many members it has. The group counts as ended once no member is
+left in the queue, as succeeded if every member did, and its value is the
+list of its members' values in call order. ``link`` flags every member
+(``has_dependents``), so whoever ends one passes it on to the group's
+children, and the sweep looks for groups with no member left.
+
 While a child is resolved its row is locked (FOR UPDATE, in id order), so two
 workers recording two of its parents at once take turns, and the second sees
 the first's parent ended. Resolving is not on the worker's hot path: it runs
@@ -29,7 +36,7 @@ only for tasks that have dependents or waiters, so it uses the ORM.
 
 import uuid
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from django.db import connections, transaction
 from django.utils import timezone
@@ -38,6 +45,7 @@ from ...compat import TaskResultDoesNotExist
 from ...exceptions import DependencyFailed, FallbackNotNeeded
 from ...models import ResultStatus, RunOn, Task, TaskDependency, TaskResult, TaskStatus
 from ..contract import EnqueueBatch
+from . import groups as group_store
 from .statements import statements_for
 
 SWEEP_BATCH = 1000  # children one sweep resolves at most
@@ -50,9 +58,10 @@ def hold(using: str, batch: EnqueueBatch, child_ids: list[uuid.UUID]) -> None:
     known = {
         *Task.objects.using(using).filter(pk__in=parents).values_list("pk", flat=True),
         *TaskResult.objects.using(using).filter(pk__in=parents).values_list("pk", flat=True),
+        *group_store.groups_among(using, parents),
     }
     if missing := [str(parent) for parent in parents if parent not in known]:
-        raise TaskResultDoesNotExist(f"after(): there is no task {', '.join(missing)}.")
+        raise TaskResultDoesNotExist(f"after(): there is no task or group {', '.join(missing)}.")
     Task.objects.using(using).filter(pk__in=child_ids).update(
         status=TaskStatus.BLOCKED, run_on=batch.run_on
     )
@@ -68,6 +77,7 @@ def link(using: str, child_ids: list[uuid.UUID], parent_ids: list[str]) -> None:
     children whose parents have already ended."""
     with transaction.atomic(using=using):
         Task.objects.using(using).filter(pk__in=parent_ids).update(has_dependents=True)
+        Task.objects.using(using).filter(group_id__in=parent_ids).update(has_dependents=True)
         pass_on(using, resolve(using, child_ids))
 
 
@@ -79,7 +89,8 @@ def pass_on(using: str, ended_ids: Sequence[str | uuid.UUID]) -> None:
     while ended_ids:
         with connection.cursor() as cursor:
             statements.notify_finished(cursor, ended_ids)
-        children = TaskDependency.objects.using(using).filter(parent__in=ended_ids)
+        parents = [*ended_ids, *group_store.of_ended(using, ended_ids)]
+        children = TaskDependency.objects.using(using).filter(parent__in=parents)
         ended_ids = resolve(using, list(children.values_list("child", flat=True).distinct()))
 
 
@@ -115,31 +126,36 @@ def resolve(using: str, child_ids: list) -> list:
     for child, parent in dependencies.order_by("child", "position").values_list("child", "parent"):
         parents_of[child].append(parent)
     every_parent = {parent for child in waiting for parent in parents_of[child]}
-    queued = set(tasks.filter(pk__in=every_parent).values_list("pk", flat=True))
-    ended = {
-        row["id"]: row
-        for row in TaskResult.objects.using(using)
-        .filter(pk__in=every_parent - queued)
-        .values("id", "status", "task_path")
-    }
+    groups = group_store.groups_among(using, every_parent)
+    queued = set(tasks.filter(pk__in=every_parent - set(groups)).values_list("pk", flat=True))
+    queued |= group_store.with_queued_members(using, groups)
+    # Each ended parent: whether it succeeded, and how it ended, in words.
+    endings = {p: (False, f"task {p} it waited for was deleted") for p in every_parent}
+    for pk, status, path in (
+        TaskResult.objects.using(using)
+        .filter(pk__in=every_parent - queued - set(groups))
+        .values_list("id", "status", "task_path")
+    ):
+        endings[pk] = (
+            status == ResultStatus.SUCCESSFUL,
+            f"task {pk} ({path}) it waited for ended {status}",
+        )
+    ended_groups = [group for pk, group in groups.items() if pk not in queued]
+    for pk, ending in group_store.endings(using, ended_groups).items():
+        endings[pk] = (ending.all_succeeded, ending.describe())
 
     first_args, succeeded, cancelled = {}, {}, {}  # by child id
     for child, row in waiting.items():
         parents = parents_of[child]
         unsuccessful = next(
-            (
-                parent
-                for parent in parents
-                if parent not in queued
-                and (parent not in ended or ended[parent]["status"] != ResultStatus.SUCCESSFUL)
-            ),
+            (parent for parent in parents if parent not in queued and not endings[parent][0]),
             None,
         )
         if unsuccessful is not None:
             if row["run_on"] == RunOn.FAILURE:
                 first_args[child] = str(unsuccessful)
             else:
-                cancelled[child] = _error(DependencyFailed, _ending(unsuccessful, ended))
+                cancelled[child] = _error(DependencyFailed, endings[unsuccessful][1])
         elif not queued.intersection(parents):
             if row["run_on"] == RunOn.SUCCESS:
                 succeeded[child] = parents
@@ -147,7 +163,7 @@ def resolve(using: str, child_ids: list) -> list:
                 cancelled[child] = _error(
                     FallbackNotNeeded, "every task it waited for succeeded: not needed"
                 )
-    first_args |= _return_values(using, succeeded)
+    first_args |= _return_values(using, succeeded, set(groups))
 
     if first_args:
         tasks.bulk_update(
@@ -168,14 +184,15 @@ def resolve(using: str, child_ids: list) -> list:
     return passed_on
 
 
-def _return_values(using: str, parents_of: dict) -> dict:
+def _return_values(using: str, parents_of: dict, groups: set) -> dict:
     """Each child's first argument: its one parent's return value, or a list
-    of its parents' return values, in order."""
+    of its parents' return values, in order (a group's: a list of its members')."""
     wanted = {parent for parents in parents_of.values() for parent in parents}
     if not wanted:
         return {}
-    results = TaskResult.objects.using(using).filter(pk__in=wanted)
+    results = TaskResult.objects.using(using).filter(pk__in=wanted - groups)
     values = dict(results.values_list("pk", "return_value"))
+    values |= group_store.return_values(using, wanted & groups)
     return {
         child: values[parents[0]] if len(parents) == 1 else [values[p] for p in parents]
         for child, parents in parents_of.items()
@@ -191,13 +208,6 @@ def _cancel(using: str, errors: dict) -> list:
             cursor, {str(child): error for child, error in errors.items()}, timezone.now()
         )
     return [uuid.UUID(child) for child in ended.with_dependents]
-
-
-def _ending(parent: uuid.UUID, ended: Mapping[uuid.UUID, Mapping[str, object]]) -> str:
-    if parent not in ended:
-        return f"task {parent} it waited for was deleted"
-    row = ended[parent]
-    return f"task {parent} ({row['task_path']}) it waited for ended {row['status']}"
 
 
 def _error(exception_class: type[Exception], message: str) -> dict[str, str]:

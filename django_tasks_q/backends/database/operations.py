@@ -29,7 +29,7 @@ from ...exceptions import TaskNotRegistered
 from ...ids import uuid7
 from ...models import ResultStatus, Schedule, Task, TaskResult, TaskStatus
 from ...registry import resolve
-from . import chains
+from . import chains, groups
 from .statements import Statements, statements_for
 
 BATCH_SIZE = 1000
@@ -181,17 +181,22 @@ def prune(
     statuses: list[str] | None = None,
     batch_size: int = BATCH_SIZE,
 ) -> int:
-    """Delete results that finished more than ``older_than`` ago.
+    """Delete results that finished more than ``older_than`` ago, and the
+    groups enqueued before then whose members are all gone.
 
     In batches of ``batch_size``, each its own transaction, so workers recording
     results are never held up for long. ``statuses`` limits it to those.
     """
-    results = TaskResult.objects.using(using or queue_database()).filter(
-        finished_at__lt=timezone.now() - older_than
-    )
+    using = using or queue_database()
+    before = timezone.now() - older_than
+    results = TaskResult.objects.using(using).filter(finished_at__lt=before)
     if statuses:
         results = results.filter(status__in=statuses)
-    return delete_results(results, batch_size=batch_size)
+    pruned = delete_results(results, batch_size=batch_size)
+    # Then the groups that have no member left: a batch at a time, as results.
+    while groups.prune(using, before, batch_size) == batch_size:
+        continue
+    return pruned
 
 
 def pause_schedules(schedules: QuerySet[Schedule]) -> int:

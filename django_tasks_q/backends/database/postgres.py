@@ -38,7 +38,8 @@ IDS_PER_NOTIFICATION = 200  # 37 bytes each: well under NOTIFY's 8000-byte paylo
 _INSERT = f"""
     INSERT INTO django_tasks_q_task ({QUEUED_COLUMNS}{{key_column}})
     SELECT c.id, %(task_path)s, %(queue_name)s, %(priority)s, 'READY', c.args, c.kwargs,
-           %(run_after)s, %(now)s, 0, %(max_attempts)s, '[]', '[]', %(expires_at)s{{key}}
+           %(run_after)s, %(now)s, 0, %(max_attempts)s, '[]', '[]', %(expires_at)s,
+           %(group_id)s::uuid{{key}}
     FROM jsonb_to_recordset(%(calls)s::jsonb) AS c(id uuid, args jsonb, kwargs jsonb{{key_type}})
 """
 
@@ -158,7 +159,7 @@ class PostgresStatements(Statements):
                    CASE WHEN final_error IS NULL THEN errors
                         ELSE errors || jsonb_build_array(final_error) END,
                    worker_ids, attempts, enqueued_at, run_after, started_at,
-                   last_attempted_at, final_at
+                   last_attempted_at, final_at, group_id
             FROM moved
         )
         SELECT id, has_dependents FROM moved

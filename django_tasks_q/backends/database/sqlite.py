@@ -35,7 +35,8 @@ _INSERT = f"""
     INSERT INTO django_tasks_q_task ({QUEUED_COLUMNS}{{key_column}})
     SELECT json_extract(c.value, '$.id'), %(task_path)s, %(queue_name)s, %(priority)s,
            'READY', json_extract(c.value, '$.args'), json_extract(c.value, '$.kwargs'),
-           %(run_after)s, %(now)s, 0, %(max_attempts)s, '[]', '[]', %(expires_at)s{{key}}
+           %(run_after)s, %(now)s, 0, %(max_attempts)s, '[]', '[]', %(expires_at)s,
+           %(group_id)s{{key}}
     FROM json_each(%(calls)s) AS c WHERE true
 """
 
@@ -123,7 +124,7 @@ class SQLiteStatements(Statements):
                CASE WHEN e.error IS NULL THEN t.errors
                     ELSE json_insert(t.errors, '$[#]', json(e.error)) END,
                t.worker_ids, t.attempts, t.enqueued_at, t.run_after, t.started_at,
-               t.last_attempted_at, e.finished_at
+               t.last_attempted_at, e.finished_at, t.group_id
         FROM ({{ending}}) AS e JOIN django_tasks_q_task AS t ON t.id = e.id
         WHERE {{guard}}
         RETURNING id

@@ -36,12 +36,13 @@ from ..contract import (
 # A finished task's row in the history, in this order.
 HISTORY_COLUMNS = (
     "id, task_path, queue_name, priority, status, args, kwargs, return_value, errors, "
-    "worker_ids, attempts, enqueued_at, run_after, started_at, last_attempted_at, finished_at"
+    "worker_ids, attempts, enqueued_at, run_after, started_at, last_attempted_at, finished_at, "
+    "group_id"
 )
 # What enqueue writes of a task.
 QUEUED_COLUMNS = (
     "id, task_path, queue_name, priority, status, args, kwargs, run_after, enqueued_at, "
-    "attempts, max_attempts, errors, worker_ids, expires_at"
+    "attempts, max_attempts, errors, worker_ids, expires_at, group_id"
 )
 # What a claim hands back, in this order.
 CLAIMED_COLUMNS = (
@@ -75,9 +76,9 @@ UNSUCCESSFUL = str(ResultStatus.UNSUCCESSFUL)
 REQUEUE_FROM = """
     INSERT INTO django_tasks_q_task
         (id, task_path, queue_name, priority, status, args, kwargs, run_after, enqueued_at,
-         started_at, last_attempted_at, attempts, max_attempts, errors, worker_ids)
+         started_at, last_attempted_at, attempts, max_attempts, errors, worker_ids, group_id)
     SELECT id, task_path, queue_name, priority, 'READY', args, kwargs, %(now)s, enqueued_at,
-           started_at, last_attempted_at, attempts, attempts + 1, errors, worker_ids
+           started_at, last_attempted_at, attempts, attempts + 1, errors, worker_ids, group_id
     FROM {source}
 """
 
@@ -102,17 +103,24 @@ def loose_index_scan(cte: str, table: str, column: str, where: str = "TRUE") -> 
 
 
 # Blocked tasks (chains.py) that can be resolved now, or whose dependencies
-# are left over (the child is no longer blocked): some parent left the queue
-# without succeeding, or every parent has left it.
+# are left over (the child is no longer blocked): some task it waits for left
+# the queue without succeeding, or nothing it waits for is in the queue (no
+# task, and no member of a group).
 STUCK_CHILDREN = """
-    SELECT d.child FROM django_tasks_q_taskdependency AS d
-    LEFT JOIN django_tasks_q_task AS c ON c.id = d.child AND c.status = 'BLOCKED'
-    LEFT JOIN django_tasks_q_task AS p ON p.id = d.parent
-    LEFT JOIN django_tasks_q_taskresult AS r ON r.id = d.parent
-    GROUP BY d.child
-    HAVING count(c.id) = 0 OR count(p.id) = 0
-        OR count(CASE WHEN p.id IS NULL AND (r.status IS NULL OR r.status <> 'SUCCESSFUL')
-                      THEN 1 END) > 0
+    SELECT child FROM (
+        SELECT d.child, c.id AS blocked, p.id AS queued_task, g.id AS group_id, r.status,
+               CASE WHEN EXISTS (SELECT 1 FROM django_tasks_q_task AS m WHERE m.group_id = g.id)
+                    THEN 1 END AS queued_group
+        FROM django_tasks_q_taskdependency AS d
+        LEFT JOIN django_tasks_q_task AS c ON c.id = d.child AND c.status = 'BLOCKED'
+        LEFT JOIN django_tasks_q_task AS p ON p.id = d.parent
+        LEFT JOIN django_tasks_q_taskresult AS r ON r.id = d.parent
+        LEFT JOIN django_tasks_q_taskgroup AS g ON g.id = d.parent
+    ) AS dependency
+    GROUP BY child
+    HAVING count(blocked) = 0 OR count(queued_task) + count(queued_group) = 0
+        OR count(CASE WHEN queued_task IS NULL AND group_id IS NULL
+                           AND (status IS NULL OR status <> 'SUCCESSFUL') THEN 1 END) > 0
     LIMIT %(limit)s
 """
 
@@ -274,6 +282,7 @@ class Statements(ABC):
             "now": self.param_datetime(batch.enqueued_at),
             "max_attempts": batch.max_attempts,
             "due": batch.due,
+            "group_id": None if batch.group_id is None else self.json_id(batch.group_id),
             "calls": json.dumps(document),
         }
 
