@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('django_tasks_q', '0006_blocked_status'),
+        ('django_tasks_q', '0007_task_claimed_ahead'),
     ]
 
     operations = [
