@@ -76,6 +76,9 @@ class Task(models.Model):
     # Something waits for this one (a BLOCKED task, or a wait() call): its
     # ending must be passed on (see backends/chains.py).
     has_dependents = models.BooleanField(db_default=False)  # raw INSERTs leave it out
+    # The trace context enqueue() ran in (tracing.py: W3C traceparent and
+    # tracestate); the worker's span for each attempt is its child.
+    trace_context = models.JSONField(null=True, blank=True)
 
     objects = TaskQuerySet.as_manager()
 

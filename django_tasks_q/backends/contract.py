@@ -115,6 +115,8 @@ class ClaimedTask:
     started_at: datetime
     last_attempted_at: datetime
     run_after: datetime  # when this attempt was due: its queue wait is from here
+    # The trace context enqueue() stored (see tracing.py): the run's span is its child.
+    trace_context: dict[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -154,6 +156,8 @@ class EnqueueBatch:
     unique_keys: list[str] | None  # one per call, or None for a task without keys
     waits_for: tuple[str, ...]  # after(): the ids of the tasks it waits for
     run_on: str  # RunOn, for a task that waits
+    # The enqueue span's context, stored with the tasks (see tracing.py); None untraced.
+    trace_context: dict[str, str] | None = None
     # The results enqueue() returns: READY, one per call, in order. A store
     # replaces those of calls it did not queue (a unique key already held).
     results: list[QTaskResult] = field(default_factory=list)

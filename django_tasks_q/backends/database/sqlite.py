@@ -35,7 +35,8 @@ _INSERT = f"""
     INSERT INTO django_tasks_q_task ({QUEUED_COLUMNS}{{key_column}})
     SELECT json_extract(c.value, '$.id'), %(task_path)s, %(queue_name)s, %(priority)s,
            'READY', json_extract(c.value, '$.args'), json_extract(c.value, '$.kwargs'),
-           %(run_after)s, %(now)s, 0, %(max_attempts)s, '[]', '[]', %(expires_at)s{{key}}
+           %(run_after)s, %(now)s, 0, %(max_attempts)s, '[]', '[]', %(expires_at)s,
+           %(trace_context)s{{key}}
     FROM json_each(%(calls)s) AS c WHERE true
 """
 

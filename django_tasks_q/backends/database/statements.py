@@ -41,12 +41,12 @@ HISTORY_COLUMNS = (
 # What enqueue writes of a task.
 QUEUED_COLUMNS = (
     "id, task_path, queue_name, priority, status, args, kwargs, run_after, enqueued_at, "
-    "attempts, max_attempts, errors, worker_ids, expires_at"
+    "attempts, max_attempts, errors, worker_ids, expires_at, trace_context"
 )
 # What a claim hands back, in this order.
 CLAIMED_COLUMNS = (
     "id, task_path, queue_name, priority, args, kwargs, attempts, max_attempts, "
-    "errors, worker_ids, enqueued_at, started_at, run_after"
+    "errors, worker_ids, enqueued_at, started_at, run_after, trace_context"
 )
 # Tasks that have not started: what cancel() may take out of the queue.
 NOT_STARTED = str(TaskStatus.NOT_STARTED)
@@ -134,6 +134,7 @@ def _claimed(row: Sequence[Any], now: datetime) -> ClaimedTask:
         started_at=_datetime(row[11]),
         last_attempted_at=now,
         run_after=_datetime(row[12]),
+        trace_context=_json(row[13]),
     )
 
 
@@ -246,7 +247,7 @@ class Statements(ABC):
 
     def _insert_params(self, batch: EnqueueBatch, document: list[dict[str, Any]]) -> dict:
         task = batch.task
-        expires_at = batch.expires_at
+        expires_at, trace_context = batch.expires_at, batch.trace_context
         return {
             "task_path": task.module_path,
             "queue_name": task.queue_name,
@@ -257,6 +258,7 @@ class Statements(ABC):
             "max_attempts": batch.max_attempts,
             "due": batch.due,
             "calls": json.dumps(document),
+            "trace_context": None if trace_context is None else json.dumps(trace_context),
         }
 
     # -- the worker's hot path ------------------------------------------------------
