@@ -17,7 +17,8 @@ from importlib.resources import files
 from pathlib import Path
 
 DEV_ONLY = ["pytest", "ruff", "mypy", "playwright", "dj_database_url", "twine"]
-EXTRAS = ["psycopg", "redis", "prometheus_client"]  # each its extra's, none asked for
+# Each its extra's, none asked for.
+EXTRAS = ["psycopg", "redis", "prometheus_client", "opentelemetry"]
 
 SETTINGS = """
 SECRET_KEY = "smoke"

@@ -86,6 +86,9 @@ class Task(models.Model):
     has_dependents = models.BooleanField(db_default=False)  # raw INSERTs leave it out
     # The TaskGroup this task is a member of (enqueue_group), if any.
     group_id = models.UUIDField(null=True, blank=True)
+    # The trace context enqueue() ran in (tracing.py: W3C traceparent and
+    # tracestate); the worker's span for each attempt is its child.
+    trace_context = models.JSONField(null=True, blank=True)
 
     objects = TaskQuerySet.as_manager()
 

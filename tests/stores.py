@@ -97,6 +97,14 @@ class DatabaseStore(Backend):
         )
         return str(row.id)
 
+    def trace_context(self, task_id: str):
+        """What a queued task holds of the trace it was enqueued in."""
+        return (
+            Task.objects.using(self.database)
+            .values_list("trace_context", flat=True)
+            .get(pk=task_id)
+        )
+
     def set_errors(self, task_id: str, errors) -> None:
         """Overwrite a queued task's errors, as someone editing the row could."""
         Task.objects.using(self.database).filter(pk=task_id).update(errors=errors)
@@ -257,6 +265,10 @@ class RedisStore(Backend):
         # XX: only a READY task is in the sweep's set.
         self.client.zadd(self.queue_backend.key("expiring"), {task_id: _us(expires_at)}, xx=True)
 
+    def trace_context(self, task_id: str):
+        stored = self.client.hget(self.queue_backend.key("task", task_id), "trace_context")
+        return None if stored is None else json.loads(stored)
+
     def set_errors(self, task_id: str, errors) -> None:
         """Overwrite a queued task's errors, as someone editing the hash could."""
         self.client.hset(self.queue_backend.key("task", task_id), "errors", json.dumps(errors))
@@ -272,6 +284,7 @@ class RedisStore(Backend):
             enqueued_at=now,
             run_after=now,
             expires_at=None,
+            trace_context=None,
             calls=[EnqueueCall(task_id, json.dumps(args), "{}")],
         )
         return task_id

@@ -232,6 +232,25 @@ def test_resource():
     return {"pid": os.getpid()}
 
 
+@on_worker_start
+def trace_to_file():
+    """TASKQ_TEST_TRACE_FILE: export this process's OpenTelemetry spans to that
+    file, one JSON object a line, as each ends (tests/test_tracing.py)."""
+    if path := os.environ.get("TASKQ_TEST_TRACE_FILE"):
+        from opentelemetry import trace
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+
+        exporter = ConsoleSpanExporter(
+            out=open(path, "a"),  # written to until the process exits
+            formatter=lambda span: span.to_json(indent=None) + "\n",
+        )
+        provider = TracerProvider(resource=Resource({"process.pid": os.getpid()}))
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+
+
 @task(takes_context=True)
 def read_resource(context):
     return {"hook_pid": context.resources["test_resource"]["pid"], "task_pid": os.getpid()}

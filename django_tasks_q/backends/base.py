@@ -52,6 +52,7 @@ from ..ids import uuid7
 from ..payloads import derived_unique_key, encode_calls
 from ..registry import loaded_by_workers, resolve
 from ..task import Call, QTask, QTaskResult, as_delay, as_qtask
+from ..tracing import enqueue_span
 from .contract import (
     ClaimedTask,
     EnqueueBatch,
@@ -248,7 +249,9 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
 
     def enqueue_many(self, task: Task, calls: Iterable[Any]) -> list[QTaskResult]:
         """Enqueue many calls of ``task`` at once; see ``QTask.enqueue_many``."""
-        return self.write(self.prepare(task, calls))
+        batch = self.prepare(task, calls)
+        with enqueue_span(batch):
+            return self.write(batch)
 
     def enqueue_group(self, task: Task, calls: Iterable[Any]) -> GroupResult:
         """Enqueue ``calls`` of ``task`` as one group; see ``QTask.enqueue_group``."""

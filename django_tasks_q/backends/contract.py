@@ -119,6 +119,8 @@ class ClaimedTask:
     # worker starts it and says so (record_and_claim's ``started``). If the
     # worker dies first, the task goes back as it was.
     ahead: bool = False
+    # The trace context enqueue() stored (see tracing.py): the run's span is its child.
+    trace_context: dict[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -159,6 +161,8 @@ class EnqueueBatch:
     waits_for: tuple[str, ...]  # after(): the ids of the tasks it waits for
     run_on: str  # RunOn, for a task that waits
     group_id: str | None = None  # enqueue_group(): the group every call joins
+    # The enqueue span's context, stored with the tasks (see tracing.py); None untraced.
+    trace_context: dict[str, str] | None = None
     # The results enqueue() returns: READY, one per call, in order. A store
     # replaces those of calls it did not queue (a unique key already held).
     results: list[QTaskResult] = field(default_factory=list)

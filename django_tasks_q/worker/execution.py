@@ -26,6 +26,7 @@ from ..exceptions import WORKER_LOST, OutcomeNotStored, Retry, TaskAborted, Work
 from ..hooks import worker_resources
 from ..payloads import error_from, error_line, return_value
 from ..task import QTask, QTaskContext
+from ..tracing import run_span
 
 logger = logging.getLogger("django_tasks_q.worker")
 
@@ -130,13 +131,17 @@ def run_attempt(
     # As Django does around a request: drop connections that are broken or
     # past CONN_MAX_AGE, so a long-lived worker thread doesn't hold a dead one.
     close_old_connections()
-    try:
-        args = _start(backend, claimed, task, aborting)
-        return _succeeded(claimed, task, task.call(*args, **claimed.kwargs), started)
-    except BaseException as error:  # noqa: BLE001 - a task's failure is data
-        return failed_attempt(claimed, task, error, started)
-    finally:
-        close_old_connections()
+    # The failure is logged inside the span, so that log records (and error
+    # trackers reading them) carry the run's trace.
+    with run_span(claimed) as span:
+        try:
+            args = _start(backend, claimed, task, aborting)
+            return _succeeded(claimed, task, task.call(*args, **claimed.kwargs), started)
+        except BaseException as error:  # noqa: BLE001 - a task's failure is data
+            span.failed(error)
+            return failed_attempt(claimed, task, error, started)
+        finally:
+            close_old_connections()
 
 
 async def arun_attempt(
@@ -148,18 +153,21 @@ async def arun_attempt(
     """``run_attempt`` for an ``async def`` task, on the worker's event loop."""
     started = time.monotonic()
     await sync_to_async(close_old_connections)()
-    try:
-        args = _start(backend, claimed, task, aborting)
-        return _succeeded(claimed, task, await task.acall(*args, **claimed.kwargs), started)
-    except asyncio.CancelledError:  # a timeout or an abort: the loop says which
-        raise
-    except BaseException as error:  # noqa: BLE001 - a task's failure is data, as in run_attempt
-        # Even SystemExit or KeyboardInterrupt: raised by a task, they end
-        # that task, not the loop's thread (a real Ctrl-C reaches the worker
-        # as a signal in its main thread).
-        return failed_attempt(claimed, task, error, started)
-    finally:
-        await sync_to_async(close_old_connections)()
+    with run_span(claimed) as span:
+        try:
+            args = _start(backend, claimed, task, aborting)
+            return _succeeded(claimed, task, await task.acall(*args, **claimed.kwargs), started)
+        except asyncio.CancelledError as error:  # a timeout or an abort: the loop says which
+            span.failed(error)
+            raise
+        except BaseException as error:  # noqa: BLE001 - a task's failure is data, as in run_attempt
+            # Even SystemExit or KeyboardInterrupt: raised by a task, they end
+            # that task, not the loop's thread (a real Ctrl-C reaches the worker
+            # as a signal in its main thread).
+            span.failed(error)
+            return failed_attempt(claimed, task, error, started)
+        finally:
+            await sync_to_async(close_old_connections)()
 
 
 def send_finished(backend: WorkerStore, outcome: Outcome) -> None:

@@ -39,7 +39,7 @@ _INSERT = f"""
     INSERT INTO django_tasks_q_task ({QUEUED_COLUMNS}{{key_column}})
     SELECT c.id, %(task_path)s, %(queue_name)s, %(priority)s, 'READY', c.args, c.kwargs,
            %(run_after)s, %(now)s, 0, %(max_attempts)s, '[]', '[]', %(expires_at)s,
-           %(group_id)s::uuid{{key}}
+           %(group_id)s::uuid, %(trace_context)s::jsonb{{key}}
     FROM jsonb_to_recordset(%(calls)s::jsonb) AS c(id uuid, args jsonb, kwargs jsonb{{key_type}})
 """
 

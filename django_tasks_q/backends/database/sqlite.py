@@ -36,7 +36,7 @@ _INSERT = f"""
     SELECT json_extract(c.value, '$.id'), %(task_path)s, %(queue_name)s, %(priority)s,
            'READY', json_extract(c.value, '$.args'), json_extract(c.value, '$.kwargs'),
            %(run_after)s, %(now)s, 0, %(max_attempts)s, '[]', '[]', %(expires_at)s,
-           %(group_id)s{{key}}
+           %(group_id)s, %(trace_context)s{{key}}
     FROM json_each(%(calls)s) AS c WHERE true
 """
 

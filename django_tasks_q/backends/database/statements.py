@@ -42,12 +42,12 @@ HISTORY_COLUMNS = (
 # What enqueue writes of a task.
 QUEUED_COLUMNS = (
     "id, task_path, queue_name, priority, status, args, kwargs, run_after, enqueued_at, "
-    "attempts, max_attempts, errors, worker_ids, expires_at, group_id"
+    "attempts, max_attempts, errors, worker_ids, expires_at, group_id, trace_context"
 )
 # What a claim hands back, in this order.
 CLAIMED_COLUMNS = (
     "id, task_path, queue_name, priority, args, kwargs, attempts, max_attempts, "
-    "errors, worker_ids, enqueued_at, started_at, run_after, claimed_ahead"
+    "errors, worker_ids, enqueued_at, started_at, run_after, claimed_ahead, trace_context"
 )
 
 # Claimed ahead. A worker claims more tasks than it has free slots (see
@@ -159,6 +159,7 @@ def _claimed(row: Sequence[Any], now: datetime) -> ClaimedTask:
         last_attempted_at=now,
         run_after=_datetime(row[12]),
         ahead=bool(row[13]),
+        trace_context=_json(row[14]),
     )
 
 
@@ -272,7 +273,7 @@ class Statements(ABC):
 
     def _insert_params(self, batch: EnqueueBatch, document: list[dict[str, Any]]) -> dict:
         task = batch.task
-        expires_at = batch.expires_at
+        expires_at, trace_context = batch.expires_at, batch.trace_context
         return {
             "task_path": task.module_path,
             "queue_name": task.queue_name,
@@ -284,6 +285,7 @@ class Statements(ABC):
             "due": batch.due,
             "group_id": None if batch.group_id is None else self.json_id(batch.group_id),
             "calls": json.dumps(document),
+            "trace_context": None if trace_context is None else json.dumps(trace_context),
         }
 
     # -- the worker's hot path ------------------------------------------------------

@@ -161,6 +161,7 @@ class RedisBackend(QueueBackend):
             EnqueueCall(task_id, json.dumps(args), json.dumps(kwargs))
             for task_id, args, kwargs in zip(batch.ids, batch.args, batch.kwargs, strict=True)
         ]
+        trace_context = None if batch.trace_context is None else json.dumps(batch.trace_context)
 
         def send() -> None:
             try:
@@ -172,6 +173,7 @@ class RedisBackend(QueueBackend):
                     enqueued_at=_us(batch.enqueued_at),
                     run_after=_us(batch.run_after),
                     expires_at=None if batch.expires_at is None else _us(batch.expires_at),
+                    trace_context=trace_context,
                     calls=calls,
                 )
             except (redis.ConnectionError, redis.TimeoutError) as error:
@@ -276,6 +278,7 @@ class RedisBackend(QueueBackend):
             last_attempted_at=now,
             run_after=_at(fields["run_after"]),
             ahead=fields.get("ahead") == "1",
+            trace_context=json.loads(fields.get("trace_context") or "null"),
         )
 
     def _record(

@@ -148,13 +148,13 @@ local function wake(P, queues)
 end
 
 -- ARGV: task_path, queue, priority, max_attempts, enqueued_at, run_after,
--- expires_at ("" for none), then (id, args, kwargs) per call. One call for a
--- whole enqueue_many batch.
+-- expires_at ("" for none), trace_context (JSON text, "" for none), then
+-- (id, args, kwargs) per call. One call for a whole enqueue_many batch.
 register('enqueue', function(P, args)
   local queue, priority, now, run_after = args[2], args[3], args[5], args[6]
-  local expires_at = args[7]
+  local expires_at, trace_context = args[7], args[8]
   local due = false
-  for i = 8, #args, 3 do
+  for i = 9, #args, 3 do
     local id = args[i]
     local key = P .. ':task:' .. id
     redis.call('HSET', key,
@@ -164,6 +164,9 @@ register('enqueue', function(P, args)
       'max_attempts', args[4], 'errors', '[]', 'worker_ids', '[]')
     if expires_at ~= '' then
       redis.call('HSET', key, 'expires_at', expires_at)
+    end
+    if trace_context ~= '' then
+      redis.call('HSET', key, 'trace_context', trace_context)
     end
     due = queue_task(P, queue, priority, run_after, id, now, expires_at) or due
   end

@@ -101,12 +101,23 @@ class Library:
         enqueued_at: int,
         run_after: int,
         expires_at: int | None,
+        trace_context: str | None,
         calls: Sequence[EnqueueCall],
     ) -> None:
         """Queue ``calls`` of one task, all or none: one function call per
-        ENQUEUE_BATCH calls, in one transaction when there are more."""
+        ENQUEUE_BATCH calls, in one transaction when there are more.
+        ``trace_context``: JSON text stored with each task, if not None."""
         deadline = "" if expires_at is None else expires_at
-        header = (task_path, queue, priority, max_attempts, enqueued_at, run_after, deadline)
+        header = (
+            task_path,
+            queue,
+            priority,
+            max_attempts,
+            enqueued_at,
+            run_after,
+            deadline,
+            trace_context or "",
+        )
         batches = [
             [field for call in calls[start : start + ENQUEUE_BATCH] for field in call]
             for start in range(0, len(calls), ENQUEUE_BATCH)
