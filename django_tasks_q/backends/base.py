@@ -40,6 +40,7 @@ from ..checks import (
 from ..compat import BaseTaskBackend, InvalidTask, Task, TaskError, task_backends, task_enqueued
 from ..exceptions import TaskModuleNotLoaded, TaskNotRegistered
 from ..ids import uuid7
+from ..limits import limit_keys, queue_limits
 from ..payloads import derived_unique_key, encode_calls
 from ..registry import loaded_by_workers, resolve
 from ..task import Call, QTask, QTaskResult, as_delay, as_qtask
@@ -63,6 +64,8 @@ LEASE = Option("lease", 60, duration, "django_tasks_q.E005")
 CRASH_RETRIES = Option("crash_retries", 2, count)
 # More modules of tasks for the worker to import, besides each app's "tasks".
 TASK_MODULES = Option("task_modules", (), module_names)
+# Concurrency and rate limits per queue: {"emails": {"concurrency": 5, "rate_limit": "20/s"}}.
+QUEUE_LIMITS = Option("queue_limits", {}, queue_limits)
 
 
 def result_ttl(default: float | None) -> Option:
@@ -146,6 +149,7 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
     supports_periodic = False
     supports_after = False  # whether tasks can wait for others: QTask.after()
     supports_unique = False  # whether tasks can have unique keys
+    supports_limits = False  # concurrency and rate limits (and the queue_limits option)
     # What a worker waits out and tries again: a lost or refused connection, a
     # lock timeout, a serialization failure or deadlock (OperationalError).
     # Any other error (DataError, IntegrityError, ...) would fail again.
@@ -219,6 +223,11 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
                 f"{type(self).__name__} does not support unique tasks (unique, "
                 "unique_key); use a database backend for them."
             )
+        if not self.supports_limits and (task.concurrency or task.rate_limit):
+            raise InvalidTask(
+                f"{type(self).__name__} does not support concurrency or rate limits; "
+                "use a database backend for tasks that have them."
+            )
         delay = as_delay(task.run_after)
         if delay is not None:
             if delay < timedelta(0):
@@ -269,6 +278,7 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
             unique_keys=keys,
             waits_for=task.waits_for,
             run_on=task.run_on,
+            limit_keys=limit_keys(task, encoded),
         )
         batch.results = [
             self.ready_result(batch, index, None if keys is None else keys[index])

@@ -154,6 +154,8 @@ class EnqueueBatch:
     unique_keys: list[str] | None  # one per call, or None for a task without keys
     waits_for: tuple[str, ...]  # after(): the ids of the tasks it waits for
     run_on: str  # RunOn, for a task that waits
+    # For a task with limits: the group each call counts in (limits.limit_keys).
+    limit_keys: list[str] | None
     # The results enqueue() returns: READY, one per call, in order. A store
     # replaces those of calls it did not queue (a unique key already held).
     results: list[QTaskResult] = field(default_factory=list)

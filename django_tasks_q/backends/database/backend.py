@@ -24,11 +24,14 @@ from django.db.backends.utils import CursorWrapper
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from ... import limits
 from ...checks import Option, boolean, direct_postgres_alias
 from ...compat import TaskResultDoesNotExist
 from ...exceptions import QueueNotMigrated
+from ...limits import QueueLimit
 from ...task import QTaskResult
 from ..base import (
+    QUEUE_LIMITS,
     QueueBackend,
     deadline_after,
     deferred_to,
@@ -78,6 +81,7 @@ class DatabaseBackend(QueueBackend):
 
     supports_periodic = True
     supports_after = True
+    supports_limits = True
     supports_unique = True
     declared_options = (
         *QueueBackend.declared_options,  # the options every backend has
@@ -90,9 +94,11 @@ class DatabaseBackend(QueueBackend):
         # abort requests, wait()), when ``database`` goes through a pooler
         # in transaction mode (PgBouncer), where LISTEN hears nothing.
         Option("listen_database", None, direct_postgres_alias),
+        QUEUE_LIMITS,
     )
     synchronous_commit: bool
     listen_database: str | None
+    queue_limits: dict[str, QueueLimit]
 
     @property
     def queue_tables(self) -> str:
@@ -128,13 +134,17 @@ class DatabaseBackend(QueueBackend):
         return batch.results
 
     def _write(self, batch: EnqueueBatch) -> None:
-        # A chained task is inserted, then made to wait, in one transaction.
-        atomic = transaction.atomic(using=self.database) if batch.waits_for else nullcontext()
+        # A chained task is inserted, then made to wait, in one transaction;
+        # a limited one inserted, then given its limits.
+        several = batch.waits_for or batch.limit_keys is not None
+        atomic = transaction.atomic(using=self.database) if several else nullcontext()
         with atomic, self.connection.cursor() as cursor:
             if batch.unique_keys is None:
                 self.statements.insert(cursor, batch)
             else:
                 self._insert_unique(cursor, batch, batch.unique_keys)
+            if batch.limit_keys is not None:
+                self.statements.mark_limited(cursor, batch)
             if batch.waits_for:
                 from . import chains
 
@@ -258,11 +268,33 @@ class DatabaseBackend(QueueBackend):
                 self._pass_on(ended)
             if retried:
                 recorded |= self.statements.retry(cursor, retried, worker_id)
-            if limit > 0:
-                claimed = self.statements.claim(
-                    cursor, queues, limit, worker_id, now, now + self.lease, alone=alone
+            if (
+                limit > 0
+                and self._limits_declared
+                and self.statements.limited_waiting(cursor, queues, self.queue_limits, now)
+            ):
+                with transaction.atomic(using=self.database):  # holds the limits' lock
+                    claimed = self.statements.claim_limited(
+                        cursor, queues, self.queue_limits, limit, worker_id, self.lease
+                    )
+            if limit > len(claimed):
+                claimed += self.statements.claim(
+                    cursor,
+                    queues,
+                    limit - len(claimed),
+                    worker_id,
+                    now,
+                    now + self.lease,
+                    alone=alone,
+                    limited_queues=list(self.queue_limits),
                 )
         return [o for o in outcomes if o.claimed.id in recorded], claimed
+
+    @property
+    def _limits_declared(self) -> bool:
+        """Whether a task this process knows, or a queue, has limits: only
+        then may limited tasks wait (a worker knows every task it can run)."""
+        return bool(limits.declared or self.queue_limits)
 
     def _pass_on(self, ended: Ended) -> None:
         """Tell those waiting for the ended tasks (blocked tasks, wait() callers),

@@ -1,0 +1,186 @@
+"""Concurrency and rate limits: declared on tasks and queues, enforced by the claim."""
+
+import json
+import signal
+from datetime import timedelta
+
+import pytest
+from django.core import checks
+from django.test import override_settings
+
+from django_tasks_q import task
+from django_tasks_q.compat import InvalidTask, task_backends
+from django_tasks_q.models import Task
+
+from . import tasks
+from .conftest import wait_until
+from .factories import claim, enqueue
+
+pytestmark = pytest.mark.database_only
+
+
+# -- declaring limits -------------------------------------------------------------
+
+
+def limited(**options):
+    return task(tasks.sync_customer, **options)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"concurrency": 0}, "concurrency must be a whole number of at least 1, not 0."),
+        ({"concurrency": True}, "concurrency must be a whole number of at least 1, not True."),
+        ({"rate_limit": "ten per second"}, 'a rate limit is "N/s", "N/m" or "N/h"'),
+        ({"rate_limit": "0/s"}, 'a rate limit is "N/s", "N/m" or "N/h"'),
+        ({"concurrency": 1, "limit_key": "customer"}, "limit_key 'customer' names no parameter"),
+        ({"limit_key": "customer_id"}, "limit_key needs a concurrency or a rate_limit"),
+        ({"concurrency": 1, "limit_key": 3}, "limit_key must be a parameter's name or a function"),
+    ],
+)
+def test_bad_limits_are_refused_when_declared(options, message):
+    with pytest.raises(InvalidTask) as error:
+        limited(**options)
+    assert message in str(error.value)
+
+
+def test_a_limit_key_function_that_raises_is_refused_at_enqueue(queue_db):
+    def key(customer_id, full=False):
+        raise KeyError("no customer")  # the caller's mistake, told at enqueue
+
+    sync = limited(concurrency=1, limit_key=key)
+    with pytest.raises(InvalidTask, match="The limit_key function of .* raised KeyError"):
+        enqueue(queue_db, sync, 7)
+    assert queue_db.queued_count() == 0
+
+
+def test_using_limit_key_needs_a_limited_task():
+    with pytest.raises(InvalidTask, match="has no concurrency or rate_limit"):
+        limited().using(limit_key="acme")
+
+
+@pytest.mark.parametrize(
+    ("limit_key", "call", "expected"),
+    [
+        (None, ((7,), {}), ""),
+        ("customer_id", ((7,), {}), ":7"),
+        ("customer_id", ((), {"customer_id": "acme"}), ":acme"),
+        (lambda customer_id, full=False: f"c{customer_id}-{full}", ((7, True), {}), ":c7-True"),
+    ],
+)
+def test_each_call_counts_in_its_group(queue_db, limit_key, call, expected):
+    sync = limited(concurrency=2, rate_limit="10/m", limit_key=limit_key)
+    args, kwargs = call
+    result = enqueue(queue_db, sync, *args, **kwargs)
+    row = Task.objects.using(queue_db.database).get(id=result.id)
+    assert row.limit_key == f"{sync.module_path}{expected}"
+    assert (row.concurrency_limit, row.rate_limit, row.rate_period) == (2, 10, 60)
+
+
+def test_using_limit_key_overrides_the_key(queue_db):
+    sync = limited(concurrency=1, limit_key="customer_id")
+    result = sync.using(backend=queue_db.alias, limit_key="acme").enqueue(7)
+    row = Task.objects.using(queue_db.database).get(id=result.id)
+    assert row.limit_key == f"{sync.module_path}:acme"
+
+
+def test_unlimited_tasks_carry_no_limits(queue_db):
+    result = enqueue(queue_db, tasks.echo, 1)
+    row = Task.objects.using(queue_db.database).get(id=result.id)
+    assert (row.limit_key, row.concurrency_limit, row.rate_limit) == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"emails": {"concurrency": 0}},
+        {"emails": {"rate_limit": "fast"}},
+        {"emails": {"concurency": 5}},
+        {"emails": {}},
+        ["emails"],
+    ],
+)
+def test_bad_queue_limits_are_reported_by_the_checks(value):
+    config = {"BACKEND": "django_tasks_q.backends.database.DatabaseBackend"}
+    with override_settings(TASKS={"default": {**config, "OPTIONS": {"queue_limits": value}}}):
+        messages = task_backends["default"].check()
+    [error] = [m for m in messages if m.level == checks.ERROR]
+    assert "TASKS['default']['OPTIONS']['queue_limits'] must be a dict of queue names" in error.msg
+
+
+# -- the claim, in this process -----------------------------------------------------
+
+
+def finish(backend, claimed):
+    """Record the claimed tasks as done, as their worker would."""
+    from django.utils import timezone
+
+    from django_tasks_q.backends.contract import Outcome
+
+    outcomes = [
+        Outcome(claimed=c, status="SUCCESSFUL", finished_at=timezone.now(), duration=0)
+        for c in claimed
+    ]
+    task_backends[backend.alias].record_and_claim(outcomes, None, 0, "test-worker")
+
+
+def test_a_claim_takes_no_more_than_the_limit_allows(queue_db, tmp_path):
+    for _ in range(5):
+        enqueue(queue_db, tasks.two_at_a_time, str(tmp_path / "log"), 0)
+    free = [enqueue(queue_db, tasks.echo, n) for n in range(3)]
+
+    first = claim(queue_db, limit=10)
+    # Two of the limited tasks, and every unlimited one.
+    assert len([c for c in first if c.task_path.endswith("two_at_a_time")]) == 2
+    assert {c.id for c in first} >= {r.id for r in free}
+    assert claim(queue_db, limit=10) == []  # both slots are taken
+
+    finish(queue_db, [c for c in first if c.task_path.endswith("two_at_a_time")][:1])
+    again = claim(queue_db, limit=10)
+    assert [c.task_path for c in again] == [tasks.two_at_a_time.module_path]
+
+
+def test_a_key_at_its_limit_holds_back_only_its_own_tasks(queue_db, tmp_path):
+    log = str(tmp_path / "log")
+    for customer in ["acme", "acme", "acme", "globex", "initech"]:
+        enqueue(queue_db, tasks.one_per_customer, log, 0, customer)
+
+    claimed = claim(queue_db, limit=10)
+    assert sorted(c.kwargs.get("customer") or c.args[2] for c in claimed) == [
+        "acme",
+        "globex",
+        "initech",
+    ]
+    # Held back: still READY, no attempt counted.
+    waiting = Task.objects.using(queue_db.database).filter(status="READY")
+    assert [(t.attempts, t.limit_key.rpartition(":")[2]) for t in waiting] == [
+        (0, "acme"),
+        (0, "acme"),
+    ]
+
+
+def test_a_rate_limit_counts_starts_not_running_tasks(queue_db, tmp_path):
+    for _ in range(8):
+        enqueue(queue_db, tasks.five_per_second, str(tmp_path / "log"))
+    first = claim(queue_db, limit=10)
+    assert len(first) == 5
+    finish(queue_db, first)
+    assert claim(queue_db, limit=10) == []  # finished, but started within the second
+
+
+def test_queue_limits_hold_back_the_queue(queue_db, tmp_path):
+    from django_tasks_q.limits import queue_limits
+
+    log = str(tmp_path / "log")
+    for _ in range(4):
+        enqueue(queue_db, tasks.span.using(queue_name="other"), log, 0)
+    other = [enqueue(queue_db, tasks.span, log, 0) for _ in range(2)]
+    backend = task_backends[queue_db.alias]
+    backend.queue_limits = queue_limits({"other": {"concurrency": 3}})
+    try:
+        claimed = claim(queue_db, limit=10)
+        assert len([c for c in claimed if c.queue_name == "other"]) == 3
+        assert {c.id for c in claimed} >= {r.id for r in other}
+        assert claim(queue_db, limit=10) == []
+    finally:
+        del backend.queue_limits
