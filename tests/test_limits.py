@@ -2,7 +2,6 @@
 
 import json
 import signal
-from datetime import timedelta
 
 import pytest
 from django.core import checks
@@ -184,3 +183,130 @@ def test_queue_limits_hold_back_the_queue(queue_db, tmp_path):
         assert claim(queue_db, limit=10) == []
     finally:
         del backend.queue_limits
+
+
+# -- three real workers ----------------------------------------------------------------
+# The tasks log their own start and end times (tests/tasks.py); the checks read
+# those, not the queue's bookkeeping.
+
+THREE = 3
+SHORT_LEASE = {"TASKQ_TEST_LEASE": "3"}  # renewed every 0.75 s
+HANG = 600  # seconds: only a hang takes this long, even on a loaded machine
+
+
+def start_three(backend, start_worker, env=None):
+    """Three workers, once all three are up (a signal before then would kill one)."""
+    workers = [start_worker(backend, "--concurrency", "4", env=env) for _ in range(THREE)]
+    for worker in workers:
+        wait_until(
+            lambda w=worker: " started: backend " in w.output(), timeout=HANG, message="a worker up"
+        )
+    return workers
+
+
+def stop(workers):
+    for worker in workers:
+        worker.signal()
+    for worker in workers:
+        assert worker.wait() == 0, worker.output()
+
+
+def runs(log, n):
+    """The ``n`` runs logged in ``log``, once there are that many."""
+
+    def logged():
+        lines = log.read_text().splitlines() if log.exists() else []
+        return len(lines) >= n and [json.loads(line) for line in lines]
+
+    return wait_until(logged, timeout=HANG, message=f"{n} runs logged")
+
+
+def most_at_once(runs):
+    """The largest number of ``runs`` running at the same moment."""
+    # At a tie an end comes before a start: one ended as the other began.
+    events = sorted([(r["start"], 1) for r in runs] + [(r["end"], -1) for r in runs])
+    running = peak = 0
+    for _, change in events:
+        running += change
+        peak = max(peak, running)
+    return peak
+
+
+def test_never_more_than_the_task_s_concurrency_run(queue_db, start_worker, tmp_path):
+    log = tmp_path / "log"
+    for _ in range(16):
+        enqueue(queue_db, tasks.two_at_a_time, str(log), 0.1)
+    workers = start_three(queue_db, start_worker)
+    logged = runs(log, 16)
+    stop(workers)
+    assert most_at_once(logged) <= 2
+    assert queue_db.finished_count() == 16
+
+
+def test_never_more_than_one_per_key_runs(queue_db, start_worker, tmp_path):
+    log = tmp_path / "log"
+    customers = ["acme", "globex", "initech"]
+    for _ in range(6):
+        for customer in customers:
+            enqueue(queue_db, tasks.one_per_customer, str(log), 0.05, customer)
+    workers = start_three(queue_db, start_worker)
+    logged = runs(log, 18)
+    stop(workers)
+    for customer in customers:
+        assert most_at_once([r for r in logged if r["customer"] == customer]) <= 1
+
+
+def test_never_more_than_the_queue_s_concurrency_run(queue_db, start_worker, tmp_path):
+    log = tmp_path / "log"
+    for _ in range(12):
+        enqueue(queue_db, tasks.span.using(queue_name="other"), str(log), 0.1)
+    limits = {"TASKQ_TEST_QUEUE_LIMITS": json.dumps({"other": {"concurrency": 2}})}
+    workers = start_three(queue_db, start_worker, env=limits)
+    logged = runs(log, 12)
+    stop(workers)
+    assert most_at_once(logged) <= 2
+
+
+def test_a_rate_limit_holds_over_ten_seconds(queue_db, start_worker, tmp_path):
+    log = tmp_path / "log"
+    enqueue_many = tasks.five_per_second.using(backend=queue_db.alias).enqueue_many
+    enqueue_many([(str(log),)] * 50)  # 5/s: ten seconds of work
+    workers = start_three(queue_db, start_worker)
+    logged = runs(log, 50)
+    stop(workers)
+    # The limit is on starts: the times the attempts were claimed, which each
+    # task read from its context. In every second from one of them, at most 5.
+    claimed = sorted(r["claimed"] for r in logged)
+    for first in claimed:
+        assert len([c for c in claimed if first <= c < first + 1]) <= 5
+    assert claimed[-1] - claimed[0] >= 9  # 50 starts at 5 a second: ten windows
+
+
+def test_a_slot_held_by_a_killed_worker_frees_after_its_lease(queue_db, start_worker, tmp_path):
+    log, release = tmp_path / "log", tmp_path / "release"
+    first = enqueue(queue_db, tasks.one_at_a_time_until, str(log), str(release))
+    second = enqueue(queue_db, tasks.one_at_a_time_until, str(log), str(release))
+    doomed = start_worker(queue_db, "--worker-id", "doomed", env=SHORT_LEASE)
+    wait_until(lambda: log.exists(), timeout=HANG, message="the first task to start")
+    doomed.signal(signal.SIGKILL)
+    doomed.wait()
+    held = Task.objects.using(queue_db.database).get(status="RUNNING")
+    assert held.id.hex == first.id.replace("-", "")
+    assert Task.objects.using(queue_db.database).get(id=second.id).attempts == 0
+
+    release.touch()
+    workers = start_three(queue_db, start_worker, env=SHORT_LEASE)
+    wait_until(lambda: queue_db.finished_count() == 2, timeout=HANG, message="both tasks to finish")
+    stop(workers)
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    spans = [line for line in lines if "end" in line]
+    # The second task started only once the dead worker's lease had run out.
+    [second_run] = [s for s in spans if s["id"] == second.id]
+    assert second_run["claimed"] >= held.lease_expires_at.timestamp()
+    assert (
+        most_at_once(
+            [s for s in spans if s["id"] == second.id]
+            + [{"start": s["start"], "end": s["end"]} for s in spans if s["id"] == first.id]
+        )
+        <= 1
+    )
