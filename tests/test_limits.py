@@ -2,10 +2,13 @@
 
 import json
 import signal
+from io import StringIO
 
 import pytest
 from django.core import checks
+from django.core.management import call_command
 from django.test import override_settings
+from django.urls import reverse
 
 from django_tasks_q import task
 from django_tasks_q.compat import InvalidTask, task_backends
@@ -158,13 +161,18 @@ def test_a_key_at_its_limit_holds_back_only_its_own_tasks(queue_db, tmp_path):
     ]
 
 
-def test_a_rate_limit_counts_starts_not_running_tasks(queue_db, tmp_path):
-    for _ in range(8):
-        enqueue(queue_db, tasks.five_per_second, str(tmp_path / "log"))
+# Per hour: the window cannot pass while a slow machine runs the test.
+FIVE_AN_HOUR = {"rate_limit": "5/h"}
+
+
+def test_a_rate_limit_counts_starts_not_running_tasks(queue_db):
+    hourly = limited(**FIVE_AN_HOUR)
+    for n in range(8):
+        enqueue(queue_db, hourly, n)
     first = claim(queue_db, limit=10)
     assert len(first) == 5
     finish(queue_db, first)
-    assert claim(queue_db, limit=10) == []  # finished, but started within the second
+    assert claim(queue_db, limit=10) == []  # finished, but started within the hour
 
 
 def test_queue_limits_hold_back_the_queue(queue_db, tmp_path):
@@ -175,14 +183,18 @@ def test_queue_limits_hold_back_the_queue(queue_db, tmp_path):
         enqueue(queue_db, tasks.span.using(queue_name="other"), log, 0)
     other = [enqueue(queue_db, tasks.span, log, 0) for _ in range(2)]
     backend = task_backends[queue_db.alias]
-    backend.queue_limits = queue_limits({"other": {"concurrency": 3}})
+    configured, backend.queue_limits = (
+        backend.queue_limits,
+        queue_limits({"other": {"concurrency": 3}}),
+    )
     try:
-        claimed = claim(queue_db, limit=10)
+        # A worker names its queues, or serves every queue: the same either way.
+        _, claimed = backend.record_and_claim([], ["default", "other"], 10, "named")
         assert len([c for c in claimed if c.queue_name == "other"]) == 3
         assert {c.id for c in claimed} >= {r.id for r in other}
         assert claim(queue_db, limit=10) == []
     finally:
-        del backend.queue_limits
+        backend.queue_limits = configured
 
 
 # -- three real workers ----------------------------------------------------------------
@@ -310,3 +322,37 @@ def test_a_slot_held_by_a_killed_worker_frees_after_its_lease(queue_db, start_wo
         )
         <= 1
     )
+
+
+# -- what operators see -----------------------------------------------------------------
+
+
+TASKS_URL = reverse("admin:django_tasks_q_task_changelist")
+
+
+def taskq_list(backend):
+    out = StringIO()
+    call_command("taskq", "list", "--json", "--backend", backend.alias, stdout=out)
+    return {row["id"]: row["status"] for row in json.loads(out.getvalue())}
+
+
+def test_held_back_tasks_say_why(queue_db, tmp_path, superuser):
+    log = str(tmp_path / "log")
+    running = enqueue(queue_db, tasks.two_at_a_time, log, 0)
+    enqueue(queue_db, tasks.two_at_a_time, log, 0)
+    held = enqueue(queue_db, tasks.two_at_a_time, log, 0)
+    hourly = limited(**FIVE_AN_HOUR)
+    rated = [enqueue(queue_db, hourly, n) for n in range(6)]
+    free = enqueue(queue_db, tasks.echo, 1)
+    assert taskq_list(queue_db)[held.id] == "WAITING"  # nothing runs yet: it could start
+    claimed = {c.id for c in claim(queue_db, limit=20)}
+    assert running.id in claimed and held.id not in claimed and free.id in claimed
+
+    statuses = taskq_list(queue_db)
+    assert statuses[held.id] == "WAITING (limit reached)"
+    [unstarted] = [r for r in rated if r.id not in claimed]
+    assert statuses[unstarted.id] == "WAITING (rate limited)"
+    if queue_db.database == "default":  # the admin shows the default backend's tables
+        page = superuser.get(TASKS_URL).content.decode()
+        assert "Waiting (limit reached)" in page
+        assert "Waiting (rate limited)" in page

@@ -336,13 +336,15 @@ class PostgresStatements(Statements):
         queues: list[str] | None,
         alone: bool,
         limited_queues: list[str],
-    ) -> tuple[str, dict[str, Any]]:
+    ) -> tuple[str, dict[str, Any]] | None:
         if queues is None and limited_queues:
             served, params = self.SERVED_ALL_UNLIMITED, {"limited_queues": limited_queues}
         elif queues is None:
             served, params = self.SERVED_ALL, {}
         else:
-            served, params = self.SERVED_NAMED, {"queues": list(queues)}
+            if not (unlimited := [name for name in queues if name not in limited_queues]):
+                return None
+            served, params = self.SERVED_NAMED, {"queues": unlimited}
         asynchronously = self.CLAIM_ALONE if alone else ""
         claimable = self.CLAIMABLE.format(served=served)
         return self.CLAIM.format(claimable=claimable, commit_asynchronously=asynchronously), params
