@@ -40,7 +40,7 @@ from ..checks import (
 from ..compat import BaseTaskBackend, InvalidTask, Task, TaskError, task_backends, task_enqueued
 from ..exceptions import TaskModuleNotLoaded, TaskNotRegistered
 from ..ids import uuid7
-from ..limits import limit_keys, queue_limits
+from ..limits import QueueLimit, limit_keys, queue_limits
 from ..payloads import derived_unique_key, encode_calls
 from ..registry import loaded_by_workers, resolve
 from ..task import Call, QTask, QTaskResult, as_delay, as_qtask
@@ -149,7 +149,6 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
     supports_periodic = False
     supports_after = False  # whether tasks can wait for others: QTask.after()
     supports_unique = False  # whether tasks can have unique keys
-    supports_limits = False  # concurrency and rate limits (and the queue_limits option)
     # What a worker waits out and tries again: a lost or refused connection, a
     # lock timeout, a serialization failure or deadlock (OperationalError).
     # Any other error (DataError, IntegrityError, ...) would fail again.
@@ -161,6 +160,7 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
         LEASE,
         CRASH_RETRIES,
         TASK_MODULES,
+        QUEUE_LIMITS,
     )
 
     # The DATABASES alias whose transactions enqueue() joins, and where the
@@ -171,6 +171,7 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
     crash_retries: int
     result_ttl: timedelta | None
     task_modules: tuple[str, ...]
+    queue_limits: dict[str, QueueLimit]
 
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
@@ -222,11 +223,6 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
             raise InvalidTask(
                 f"{type(self).__name__} does not support unique tasks (unique, "
                 "unique_key); use a database backend for them."
-            )
-        if not self.supports_limits and (task.concurrency or task.rate_limit):
-            raise InvalidTask(
-                f"{type(self).__name__} does not support concurrency or rate limits; "
-                "use a database backend for tasks that have them."
             )
         delay = as_delay(task.run_after)
         if delay is not None:

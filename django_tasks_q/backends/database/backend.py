@@ -28,10 +28,8 @@ from ... import limits
 from ...checks import Option, boolean, direct_postgres_alias
 from ...compat import TaskResultDoesNotExist
 from ...exceptions import QueueNotMigrated
-from ...limits import QueueLimit
 from ...task import QTaskResult
 from ..base import (
-    QUEUE_LIMITS,
     QueueBackend,
     deadline_after,
     deferred_to,
@@ -81,7 +79,6 @@ class DatabaseBackend(QueueBackend):
 
     supports_periodic = True
     supports_after = True
-    supports_limits = True
     supports_unique = True
     declared_options = (
         *QueueBackend.declared_options,  # the options every backend has
@@ -94,11 +91,9 @@ class DatabaseBackend(QueueBackend):
         # abort requests, wait()), when ``database`` goes through a pooler
         # in transaction mode (PgBouncer), where LISTEN hears nothing.
         Option("listen_database", None, direct_postgres_alias),
-        QUEUE_LIMITS,
     )
     synchronous_commit: bool
     listen_database: str | None
-    queue_limits: dict[str, QueueLimit]
 
     @property
     def queue_tables(self) -> str:

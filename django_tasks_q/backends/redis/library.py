@@ -16,7 +16,7 @@ from redis.cluster import RedisCluster
 
 # The library's name, and the prefix of its functions' names. Bump it when a
 # function's arguments or what it writes change: see library.lua.
-LIBRARY = "taskq_6"
+LIBRARY = "taskq_7"
 SOURCE = (
     f"#!lua name={LIBRARY}\nlocal LIBRARY = '{LIBRARY}'\n"
     + (Path(__file__).parent / "library.lua").read_text()
@@ -33,6 +33,7 @@ class EnqueueCall(NamedTuple):
     id: str
     args: str
     kwargs: str
+    limit_key: str = ""  # the group its task's limits count it in; "": none
 
 
 class QueueCounts(NamedTuple):
@@ -101,12 +102,24 @@ class Library:
         enqueued_at: int,
         run_after: int,
         expires_at: int | None,
+        limits: tuple[int | None, int | None, int | None] = (None, None, None),
         calls: Sequence[EnqueueCall],
     ) -> None:
         """Queue ``calls`` of one task, all or none: one function call per
         ENQUEUE_BATCH calls, in one transaction when there are more."""
         deadline = "" if expires_at is None else expires_at
-        header = (task_path, queue, priority, max_attempts, enqueued_at, run_after, deadline)
+        # The task's limits: concurrency, rate and its period in seconds.
+        limit_fields = ["" if value is None else value for value in limits]
+        header = (
+            task_path,
+            queue,
+            priority,
+            max_attempts,
+            enqueued_at,
+            run_after,
+            deadline,
+            *limit_fields,
+        )
         batches = [
             [field for call in calls[start : start + ENQUEUE_BATCH] for field in call]
             for start in range(0, len(calls), ENQUEUE_BATCH)
@@ -126,11 +139,20 @@ class Library:
         self._with_functions(send)
 
     def claim(
-        self, *, now: int, lease_until: int, limit: int, worker_id: str, queues: Sequence[str]
+        self,
+        *,
+        now: int,
+        lease_until: int,
+        limit: int,
+        worker_id: str,
+        queue_limits: str,
+        queues: Sequence[str],
     ) -> list[tuple[str, Fields]]:
-        """Up to ``limit`` ready tasks of ``queues`` (none: every queue), now
-        held by ``worker_id``: (id, the task's hash) in claim order."""
-        flat = self._call("claim", now, lease_until, limit, worker_id, *queues)
+        """Up to ``limit`` ready tasks of ``queues`` (none: every queue) that
+        their limits and ``queue_limits`` (JSON: {queue: {concurrency, rate,
+        period}}) let start, now held by ``worker_id``: (id, the task's hash)
+        in claim order."""
+        flat = self._call("claim", now, lease_until, limit, worker_id, queue_limits, *queues)
         return [
             (task_id, _hash(fields)) for task_id, fields in zip(flat[::2], flat[1::2], strict=True)
         ]
