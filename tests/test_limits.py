@@ -371,3 +371,27 @@ def test_held_back_tasks_say_why(queue_db, tmp_path, superuser):
         page = superuser.get(TASKS_URL).content.decode()
         assert "Waiting (limit reached)" in page
         assert "Waiting (rate limited)" in page
+
+
+@database_only
+def test_held_back_tasks_are_counted_per_queue(queue_db):
+    hourly = limited(**FIVE_AN_HOUR)
+    for n in range(7):
+        enqueue(queue_db, hourly, n)
+    enqueue(queue_db, tasks.echo, 1)
+    backend = task_backends[queue_db.alias]
+    [before] = backend.queue_stats(["default"])
+    assert (before.waiting, before.held_back) == (8, 0)
+    claim(queue_db, limit=20)  # 5 of the hourly ones, and echo
+    [after] = backend.queue_stats(["default"])
+    assert (after.waiting, after.held_back) == (2, 2)
+
+
+@database_only
+def test_the_dashboard_shows_held_back_tasks(queue_db, superuser):
+    hourly = limited(**FIVE_AN_HOUR)
+    for n in range(7):
+        enqueue(queue_db, hourly, n)
+    claim(queue_db, limit=20)
+    page = superuser.get(reverse("admin:django_tasks_q_dashboard_changelist")).content.decode()
+    assert "(2 held back)" in page

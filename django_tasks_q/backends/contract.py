@@ -175,6 +175,7 @@ class QueueStats:
     scheduled: int = 0  # ready, but run_after is ahead
     running: int = 0
     blocked: int = 0  # waiting for other tasks to end (after())
+    held_back: int = 0  # of those waiting: their limits let none start now (database backend)
     failed_last_hour: int = 0
     finished_last_hour: int = 0  # the sum of the throughput bars
     oldest_waiting_since: datetime | None = None  # run_after of the longest-waiting task

@@ -443,8 +443,14 @@ class DatabaseBackend(QueueBackend):
         self, queues: Iterable[str] = (), *, now: datetime | None = None, buckets: int = 60
     ) -> list[QueueStats]:
         from . import figures
+        from .held_back import held_back_counts
 
-        return figures.queue_stats(self.database, queues, now or timezone.now(), buckets)
+        now = now or timezone.now()
+        stats = figures.queue_stats(self.database, queues, now, buckets)
+        held_back = held_back_counts(self.queue_limits, now, self.database)
+        for found in stats:
+            found.held_back = held_back.get(found.queue, 0)
+        return stats
 
     def finished_counts(self, since: datetime, now: datetime) -> dict[tuple[str, str], int]:
         from . import figures

@@ -6,6 +6,8 @@ itself, in SQL, and this reads the same figures the same way.
 from collections.abc import Mapping
 from datetime import datetime
 
+from django.db.models import Count, F, Min
+
 from ...limits import QUEUE_GROUP_PREFIX, QueueLimit
 from ...models import RateLimitStart, Task, TaskStatus
 
@@ -40,3 +42,61 @@ def held_back(
             if starts.filter(key=key).count() >= queue.rate.count:
                 return RATE_LIMITED
     return None
+
+
+def held_back_counts(
+    queue_limits: Mapping[str, QueueLimit], now: datetime, database: str
+) -> dict[str, int]:
+    """How many due waiting tasks each queue's limits, or their tasks', hold
+    back now. A GROUP BY over the running tasks and the recent starts (both
+    few), then one over the waiting tasks of the groups and queues that are full."""
+    running = Task.objects.using(database).filter(status=TaskStatus.RUNNING).order_by()
+    starts = RateLimitStart.objects.using(database).filter(expires_at__gt=now.timestamp())
+    full_groups = set(
+        running.filter(limit_key__isnull=False, concurrency_limit__isnull=False)
+        .values("limit_key")
+        .annotate(n=Count("pk"), limit=Min("concurrency_limit"))
+        .filter(n__gte=F("limit"))
+        .values_list("limit_key", flat=True)
+    )
+    started = dict(
+        starts.order_by()
+        .values("key")
+        .annotate(n=Count("pk"), limit=Min("rate_limit"))
+        .filter(n__gte=F("limit"))
+        .values_list("key", "limit")
+    )
+    full_groups |= {key for key in started if not key.startswith(QUEUE_GROUP_PREFIX)}
+    in_queue = dict(
+        running.filter(queue_name__in=list(queue_limits))
+        .values("queue_name")
+        .annotate(n=Count("pk"))
+        .values_list("queue_name", "n")
+    )
+    full_queues = {
+        name
+        for name, limit in queue_limits.items()
+        if (limit.concurrency is not None and in_queue.get(name, 0) >= limit.concurrency)
+        or f"{QUEUE_GROUP_PREFIX}{name}" in started
+    }
+    due = Task.objects.using(database).filter(status=TaskStatus.READY, run_after__lte=now)
+    counts: dict[str, int] = {}
+    if full_groups:
+        held = due.filter(limit_key__in=full_groups).exclude(queue_name__in=full_queues)
+        for name, n in (
+            held.order_by()
+            .values("queue_name")
+            .annotate(n=Count("pk"))
+            .values_list("queue_name", "n")
+        ):
+            counts[name] = n
+    if full_queues:
+        for name, n in (
+            due.filter(queue_name__in=full_queues)
+            .order_by()
+            .values("queue_name")
+            .annotate(n=Count("pk"))
+            .values_list("queue_name", "n")
+        ):
+            counts[name] = n
+    return counts
