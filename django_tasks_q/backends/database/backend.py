@@ -9,6 +9,7 @@ and, per vendor, ``postgres.py`` and ``sqlite.py``.
 import os
 import socket
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
@@ -263,11 +264,7 @@ class DatabaseBackend(QueueBackend):
                 self._pass_on(ended)
             if retried:
                 recorded |= self.statements.retry(cursor, retried, worker_id)
-            if (
-                limit > 0
-                and self._limits_declared
-                and self.statements.limited_waiting(cursor, queues, self.queue_limits, now)
-            ):
+            if limit > 0 and self._limited_waiting(cursor, queues, now):
                 with transaction.atomic(using=self.database):  # holds the limits' lock
                     claimed = self.statements.claim_limited(
                         cursor, queues, self.queue_limits, limit, worker_id, self.lease
@@ -283,13 +280,31 @@ class DatabaseBackend(QueueBackend):
                     alone=alone,
                     limited_queues=list(self.queue_limits),
                 )
+        if limit > 0:  # a full batch: the worker is busy
+            self._busy = len(claimed) == limit
         return [o for o in outcomes if o.claimed.id in recorded], claimed
 
-    @property
-    def _limits_declared(self) -> bool:
-        """Whether a task this process knows, or a queue, has limits: only
-        then may limited tasks wait (a worker knows every task it can run)."""
-        return bool(limits.declared or self.queue_limits)
+    # While a worker is busy with unlimited tasks and none with limits waits,
+    # it looks for them again only this often (seconds), so that their claim
+    # costs it nothing measurable; an idle worker looks at every claim.
+    LIMITED_LOOK_INTERVAL = 0.05
+    _busy = False
+    _next_limited_look = 0.0
+
+    def _limited_waiting(
+        self, cursor: CursorWrapper, queues: list[str] | None, now: datetime
+    ) -> bool:
+        """Whether tasks with limits may be waiting: only if a task this
+        process knows, or a queue, has limits (a worker knows every task it
+        can run), and then the store says so."""
+        if not (limits.declared or self.queue_limits):
+            return False
+        if self._busy and time.monotonic() < self._next_limited_look:
+            return False
+        if self.statements.limited_waiting(cursor, queues, self.queue_limits, now):
+            return True
+        self._next_limited_look = time.monotonic() + self.LIMITED_LOOK_INTERVAL
+        return False
 
     def _pass_on(self, ended: Ended) -> None:
         """Tell those waiting for the ended tasks (blocked tasks, wait() callers),
