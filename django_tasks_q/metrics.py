@@ -103,6 +103,12 @@ class QueueCollector:
                 "Tasks in the queue, by queue and state (waiting, scheduled, running, blocked).",
                 labels=["backend", "queue", "state"],
             ),
+            "held_back": GaugeMetricFamily(
+                "taskq_held_back_tasks",
+                "Waiting tasks (counted in taskq_tasks' waiting too) that their "
+                "concurrency or rate limits, or their queue's, keep from starting now.",
+                labels=["backend", "queue"],
+            ),
             "oldest": GaugeMetricFamily(
                 "taskq_oldest_waiting_seconds",
                 "How long the longest-waiting ready task of each queue has waited.",
@@ -175,6 +181,7 @@ class QueueCollector:
             gauges.append(("tasks", [queue.queue, "scheduled"], queue.scheduled))
             gauges.append(("tasks", [queue.queue, "running"], queue.running))
             gauges.append(("tasks", [queue.queue, "blocked"], queue.blocked))
+            gauges.append(("held_back", [queue.queue], queue.held_back))
             gauges.append(("oldest", [queue.queue], queue.oldest_waiting_seconds or 0))
 
         since = now - self.window

@@ -14,8 +14,10 @@ from django.utils.translation import gettext_lazy as _
 
 from .backends.contract import WORKER_ID_MAX_LENGTH, ResultStatus, RunOn, TaskStatus
 from .ids import uuid7
+from .limits import LIMIT_KEY_MAX_LENGTH
 
 __all__ = [
+    "RateLimitStart",
     "ResultStatus",
     "RunOn",
     "Schedule",
@@ -89,6 +91,13 @@ class Task(models.Model):
     # The trace context enqueue() ran in (tracing.py: W3C traceparent and
     # tracestate); the worker's span for each attempt is its child.
     trace_context = models.JSONField(null=True, blank=True)
+    # A task with concurrency or rate limits (limits.py): the group it counts
+    # in ("<task path>" or "<task path>:<key>") and the limits, so that the
+    # claim enforces them without knowing the task. NULL: no task limits.
+    limit_key = models.CharField(max_length=LIMIT_KEY_MAX_LENGTH, null=True, blank=True)  # noqa: DJ001
+    concurrency_limit = models.PositiveIntegerField(null=True, blank=True)
+    rate_limit = models.PositiveIntegerField(null=True, blank=True)  # starts per rate_period
+    rate_period = models.PositiveIntegerField(null=True, blank=True)  # seconds
 
     objects = TaskQuerySet.as_manager()
 
@@ -115,6 +124,18 @@ class Task(models.Model):
                 fields=["lease_expires_at"],
                 condition=Q(status=TaskStatus.RUNNING),
                 name="taskq_task_lease",
+            ),
+            # The limited claim: limited ready rows only, in claim order.
+            models.Index(
+                fields=["queue_name", "-priority", "run_after", "id"],
+                condition=Q(status=TaskStatus.READY, limit_key__isnull=False),
+                name="taskq_task_limited",
+            ),
+            # How many of a group run now (running rows are few; limited ones fewer).
+            models.Index(
+                fields=["limit_key"],
+                condition=Q(status=TaskStatus.RUNNING, limit_key__isnull=False),
+                name="taskq_task_limit_running",
             ),
             # The expiry sweep: ready rows with a deadline, soonest first.
             models.Index(
@@ -217,6 +238,31 @@ class TaskGroup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_path} × {self.size} ({self.id})"
+
+
+class RateLimitStart(models.Model):
+    """One start counted against a rate limit, until ``expires_at``.
+
+    ``key`` is a task's limit group (``Task.limit_key``) or ``@queue:<name>``.
+    A group may start a task while fewer than ``rate_limit`` of its starts
+    have not expired: a sliding window, so no burst at a window's edge. The
+    limited claim writes these and deletes expired ones.
+    """
+
+    key = models.CharField(max_length=LIMIT_KEY_MAX_LENGTH)
+    rate_limit = models.PositiveIntegerField()  # the group's limit when it started
+    # Unix time in seconds: the same arithmetic on every database.
+    expires_at = models.FloatField()
+
+    class Meta:
+        verbose_name = _("rate-limited start")
+        indexes = [
+            models.Index(fields=["key", "expires_at"], name="taskq_ratestart_key"),
+            models.Index(fields=["expires_at"], name="taskq_ratestart_expiry"),
+        ]
+
+    def __str__(self) -> str:
+        return self.key
 
 
 class Schedule(models.Model):

@@ -24,6 +24,7 @@ from .compat import Task as DjangoTask
 from .compat import TaskContext as DjangoTaskContext
 from .compat import TaskResult as DjangoTaskResult
 from .exceptions import TaskAborted
+from .limits import check_task_limits, declared
 from .storable import unstorable_in
 
 if TYPE_CHECKING:
@@ -196,6 +197,16 @@ class QTask[**P, R](DjangoTask):
     # runs once they all succeeded ("SUCCESS") or once one did not ("FAILURE").
     waits_for: tuple[str, ...] = ()
     run_on: str = "SUCCESS"
+    # At most this many running at once, across every worker (per limit key
+    # if the task has one); see docs/guide/limits.md.
+    concurrency: int | None = None
+    # At most N starts per second, minute or hour: "N/s", "N/m" or "N/h".
+    rate_limit: str | None = None
+    # The limits apply per value of this: a parameter's name (its value in
+    # the call) or a function of the call's arguments returning a string.
+    limit_key: str | Callable[..., str] | None = None
+    # This call's key (set with using(limit_key=...)), overriding limit_key.
+    call_limit_key: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_retries, int) or self.max_retries < 0:
@@ -208,9 +219,12 @@ class QTask[**P, R](DjangoTask):
             raise InvalidTask("store_result must be True or False.")
         self._check_unique()
         self._check_expiry()
+        check_task_limits(self)
         if self.run_on not in RUN_ON.values():
             raise InvalidTask("run_on must be 'SUCCESS' or 'FAILURE'; see after().")
         DjangoTask.__post_init__(self)
+        if self.concurrency is not None or self.rate_limit is not None:
+            declared.add(self.module_path)
 
     def _check_unique(self) -> None:
         if not isinstance(self.unique, bool):
@@ -263,8 +277,10 @@ class QTask[**P, R](DjangoTask):
         backend: str | None = None,
         unique_key: str | None = None,
         expires_at: datetime | timedelta | float | None = None,
+        limit_key: str | None = None,
     ) -> "QTask[P, R]":
-        """Django's ``using()``, plus this call's ``unique_key`` and ``expires_at``.
+        """Django's ``using()``, plus this call's ``unique_key``, ``expires_at``
+        and ``limit_key`` (the key its task's limits count it under).
 
         ``run_after`` may be a datetime, a timedelta or a number of seconds
         from the enqueue; ``expires_at`` too (the task must start by then):
@@ -278,6 +294,7 @@ class QTask[**P, R](DjangoTask):
             "backend": backend,
             "unique_key": unique_key,
             "expires_at": expires_at,
+            "call_limit_key": limit_key,
         }
         return replace(self, **{name: v for name, v in changes.items() if v is not None})
 
@@ -422,7 +439,8 @@ def task(
     It takes Django's arguments (``priority``, ``queue_name``, ``backend``,
     ``takes_context``) and ``QTask``'s options as keywords: ``max_retries``,
     ``retry_backoff``, ``retry_backoff_max``, ``retry_jitter``, ``timeout``,
-    ``store_result``, ``unique`` and ``expires``. Use it bare (``@task``) or
+    ``store_result``, ``unique``, ``expires``, ``concurrency``,
+    ``rate_limit`` and ``limit_key``. Use it bare (``@task``) or
     with arguments (``@task(max_retries=3)``); the task keeps the function's
     signature for type checkers.
     """

@@ -65,6 +65,8 @@ if os.environ.get("TASKQ_TEST_RESULT_TTL"):  # the retention tests' workers
     TASKS["default"]["OPTIONS"]["result_ttl"] = int(os.environ["TASKQ_TEST_RESULT_TTL"])
 if os.environ.get("TASKQ_TEST_CRASH_RETRIES"):  # the recovery tests' workers
     TASKS["default"]["OPTIONS"]["crash_retries"] = int(os.environ["TASKQ_TEST_CRASH_RETRIES"])
+if os.environ.get("TASKQ_TEST_QUEUE_LIMITS"):  # the limits tests' workers
+    TASKS["default"]["OPTIONS"]["queue_limits"] = json.loads(os.environ["TASKQ_TEST_QUEUE_LIMITS"])
 if os.environ.get("TASKQ_TEST_TASK_MODULES"):  # the task_modules tests' workers
     TASKS["default"]["OPTIONS"]["task_modules"] = [os.environ["TASKQ_TEST_TASK_MODULES"]]
 

@@ -1,6 +1,7 @@
 """Tasks the tests enqueue. Each records its runs in ``Execution`` on ``db``."""
 
 import asyncio
+import json
 import os
 import signal
 import threading
@@ -296,3 +297,56 @@ def double(value, *extra):
 @task
 def boom(*args):
     raise ValueError("boom")
+
+
+# -- limits (tests/test_limits.py): each run appends one JSON line to ``log``, with
+# its own start and end times (time.time()) and the time its attempt was claimed.
+
+
+def _log_span(context, log, seconds, **extra):
+    start = time.time()
+    time.sleep(seconds)
+    end = time.time()
+    line = {
+        "id": context.task_result.id,
+        "start": start,
+        "end": end,
+        "claimed": context.task_result.last_attempted_at.timestamp(),
+        **extra,
+    }
+    with open(log, "a") as file:  # one short append per run: whole lines
+        file.write(json.dumps(line) + "\n")
+
+
+def sync_customer(customer_id, full=False):
+    """Made into limited tasks by tests/test_limits.py, with the limits under test."""
+
+
+@task(takes_context=True, concurrency=2)
+def two_at_a_time(context, log, seconds):
+    _log_span(context, log, seconds)
+
+
+@task(takes_context=True, concurrency=1, limit_key="customer")
+def one_per_customer(context, log, seconds, customer):
+    _log_span(context, log, seconds, customer=customer)
+
+
+@task(takes_context=True, rate_limit="5/s")
+def five_per_second(context, log):
+    _log_span(context, log, 0)
+
+
+@task(takes_context=True)
+def span(context, log, seconds):
+    _log_span(context, log, seconds)
+
+
+@task(takes_context=True, concurrency=1)
+def one_at_a_time_until(context, log, release):
+    """Logs its start at once, then runs until ``release`` exists."""
+    with open(log, "a") as file:
+        file.write(json.dumps({"id": context.task_result.id, "started": time.time()}) + "\n")
+    while not Path(release).exists():
+        time.sleep(0.02)
+    _log_span(context, log, 0)

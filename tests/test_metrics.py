@@ -78,7 +78,7 @@ def test_a_scrape_is_a_few_aggregate_queries_whatever_the_size(queue_db):
         make_task(queue_db)
     with CaptureQueriesContext(connections[queue_db.database]) as queries:
         scrape(queue_db)
-    assert len(queries) <= 6
+    assert len(queries) <= 8  # 2 of them: the groups at their limits (held-back counts)
     assert all("GROUP BY" in q["sql"] or "worker" in q["sql"] for q in queries)
 
 

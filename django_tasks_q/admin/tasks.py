@@ -17,6 +17,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from ..backends.database import operations
+from ..backends.database.held_back import held_back
 from ..models import ResultStatus, Task, TaskDependency, TaskGroup, TaskResult, TaskStatus
 from .base import QueueModelAdmin, group_links
 from .display import (
@@ -149,6 +150,9 @@ class TaskAdmin(QueueModelAdmin):
         now = timezone.now()
         if obj.status == TaskStatus.READY and obj.run_after > now:
             return f"{task_state(obj, now)} {ago(obj.run_after, now)}"
+        queue_limits = getattr(self.backend, "queue_limits", {})
+        if reason := held_back(obj, queue_limits, now, self.using):
+            return f"{task_state(obj, now)} ({reason})"
         return task_state(obj, now)
 
     @admin.display(description=gettext_lazy("worker"), ordering="worker_id")

@@ -49,6 +49,7 @@ from ..compat import (
 from ..exceptions import TaskModuleNotLoaded, TaskNotRegistered
 from ..groups import GroupProgress, GroupResult
 from ..ids import uuid7
+from ..limits import QueueLimit, limit_keys, queue_limits
 from ..payloads import derived_unique_key, encode_calls
 from ..registry import loaded_by_workers, resolve
 from ..task import Call, QTask, QTaskResult, as_delay, as_qtask
@@ -73,6 +74,8 @@ LEASE = Option("lease", 60, duration, "django_tasks_q.E005")
 CRASH_RETRIES = Option("crash_retries", 2, count)
 # More modules of tasks for the worker to import, besides each app's "tasks".
 TASK_MODULES = Option("task_modules", (), module_names)
+# Concurrency and rate limits per queue: {"emails": {"concurrency": 5, "rate_limit": "20/s"}}.
+QUEUE_LIMITS = Option("queue_limits", {}, queue_limits)
 
 
 def result_ttl(default: float | None) -> Option:
@@ -168,6 +171,7 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
         LEASE,
         CRASH_RETRIES,
         TASK_MODULES,
+        QUEUE_LIMITS,
     )
 
     # The DATABASES alias whose transactions enqueue() joins, and where the
@@ -178,6 +182,7 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
     crash_retries: int
     result_ttl: timedelta | None
     task_modules: tuple[str, ...]
+    queue_limits: dict[str, QueueLimit]
 
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
@@ -333,6 +338,7 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
             unique_keys=keys,
             waits_for=task.waits_for,
             run_on=task.run_on,
+            limit_keys=limit_keys(task, encoded),
         )
         batch.results = [
             self.ready_result(batch, index, None if keys is None else keys[index])

@@ -160,6 +160,8 @@ class EnqueueBatch:
     unique_keys: list[str] | None  # one per call, or None for a task without keys
     waits_for: tuple[str, ...]  # after(): the ids of the tasks it waits for
     run_on: str  # RunOn, for a task that waits
+    # For a task with limits: the group each call counts in (limits.limit_keys).
+    limit_keys: list[str] | None
     group_id: str | None = None  # enqueue_group(): the group every call joins
     # The enqueue span's context, stored with the tasks (see tracing.py); None untraced.
     trace_context: dict[str, str] | None = None
@@ -182,6 +184,7 @@ class QueueStats:
     scheduled: int = 0  # ready, but run_after is ahead
     running: int = 0
     blocked: int = 0  # waiting for other tasks to end (after())
+    held_back: int = 0  # of those waiting: their limits let none start now (database backend)
     failed_last_hour: int = 0
     finished_last_hour: int = 0  # the sum of the throughput bars
     oldest_waiting_since: datetime | None = None  # run_after of the longest-waiting task

@@ -9,6 +9,7 @@ and, per vendor, ``postgres.py`` and ``sqlite.py``.
 import os
 import socket
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
@@ -24,6 +25,7 @@ from django.db.backends.utils import CursorWrapper
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from ... import limits
 from ...checks import Option, boolean, direct_postgres_alias
 from ...compat import TaskResultDoesNotExist
 from ...exceptions import QueueNotMigrated
@@ -131,8 +133,9 @@ class DatabaseBackend(QueueBackend):
 
     def _write(self, batch: EnqueueBatch) -> None:
         # A chained task is inserted, then made to wait, in one transaction;
-        # a group's calls are inserted with their group's row.
-        together = batch.waits_for or batch.group_id
+        # a group's calls are inserted with their group's row; a limited one
+        # inserted, then given its limits.
+        together = batch.waits_for or batch.group_id or batch.limit_keys is not None
         atomic = transaction.atomic(using=self.database) if together else nullcontext()
         with atomic, self.connection.cursor() as cursor:
             if batch.group_id is not None:
@@ -143,6 +146,8 @@ class DatabaseBackend(QueueBackend):
                 self.statements.insert(cursor, batch)
             else:
                 self._insert_unique(cursor, batch, batch.unique_keys)
+            if batch.limit_keys is not None:
+                self.statements.mark_limited(cursor, batch)
             if batch.waits_for:
                 from . import chains
 
@@ -313,18 +318,51 @@ class DatabaseBackend(QueueBackend):
                 self._pass_on(ended)
             if retried:
                 recorded |= self.statements.retry(cursor, retried, worker_id)
-            if limit > 0:
-                claimed = self.statements.claim(
+            if limit > 0 and self._limited_waiting(cursor, queues, now):
+                with transaction.atomic(using=self.database):  # holds the limits' lock
+                    claimed = self.statements.claim_limited(
+                        cursor, queues, self.queue_limits, limit, worker_id, self.lease
+                    )
+            if limit > len(claimed):
+                # Limited tasks start at claim; of the rest, those beyond the
+                # free slots are claimed ahead.
+                starting = limit if run_now is None else run_now
+                claimed += self.statements.claim(
                     cursor,
                     queues,
-                    limit,
+                    limit - len(claimed),
                     worker_id,
                     now,
                     now + self.lease,
-                    run_now=limit if run_now is None else run_now,
+                    run_now=max(starting - len(claimed), 0),
                     alone=alone,
+                    limited_queues=list(self.queue_limits),
                 )
+        if limit > 0:  # a full batch: the worker is busy
+            self._busy = len(claimed) == limit
         return [o for o in outcomes if o.claimed.id in recorded], claimed
+
+    # While a worker is busy with unlimited tasks and none with limits waits,
+    # it looks for them again only this often (seconds), so that their claim
+    # costs it nothing measurable; an idle worker looks at every claim.
+    LIMITED_LOOK_INTERVAL = 0.05
+    _busy = False
+    _next_limited_look = 0.0
+
+    def _limited_waiting(
+        self, cursor: CursorWrapper, queues: list[str] | None, now: datetime
+    ) -> bool:
+        """Whether tasks with limits may be waiting: only if a task this
+        process knows, or a queue, has limits (a worker knows every task it
+        can run), and then the store says so."""
+        if not (limits.declared or self.queue_limits):
+            return False
+        if self._busy and time.monotonic() < self._next_limited_look:
+            return False
+        if self.statements.limited_waiting(cursor, queues, self.queue_limits, now):
+            return True
+        self._next_limited_look = time.monotonic() + self.LIMITED_LOOK_INTERVAL
+        return False
 
     def _pass_on(self, ended: Ended) -> None:
         """Tell those waiting for the ended tasks (blocked tasks, wait() callers),
@@ -483,8 +521,14 @@ class DatabaseBackend(QueueBackend):
         self, queues: Iterable[str] = (), *, now: datetime | None = None, buckets: int = 60
     ) -> list[QueueStats]:
         from . import figures
+        from .held_back import held_back_counts
 
-        return figures.queue_stats(self.database, queues, now or timezone.now(), buckets)
+        now = now or timezone.now()
+        stats = figures.queue_stats(self.database, queues, now, buckets)
+        held_back = held_back_counts(self.queue_limits, now, self.database)
+        for found in stats:
+            found.held_back = held_back.get(found.queue, 0)
+        return stats
 
     def finished_counts(self, since: datetime, now: datetime) -> dict[tuple[str, str], int]:
         from . import figures

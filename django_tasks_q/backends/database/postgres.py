@@ -18,7 +18,10 @@ from .statements import (
     ABORT_CHANNEL,
     CLAIMED_COLUMNS,
     HISTORY_COLUMNS,
+    LIMITED_CLAIMABLE,
+    MARK_LIMITED,
     QUEUED_COLUMNS,
+    RATE_STARTS,
     REQUEUE_FROM,
     UNSUCCESSFUL,
     WAKE_CHANNEL,
@@ -86,8 +89,9 @@ class PostgresStatements(Statements):
     # deadline is never started: EXPIRED ends it. The first ``run_now`` in
     # claim order start (an attempt); the rest are claimed ahead (see
     # statements.py, "Claimed ahead").
-    CLAIM = f"""
-        WITH RECURSIVE {{served}}, claimable AS (
+    #
+    # Limited tasks are not taken here but by the limited claim (CLAIMABLE_LIMITED).
+    CLAIMABLE = """{served}, claimable AS (
             SELECT picked.id,
                    row_number() OVER (ORDER BY picked.priority DESC, picked.run_after, picked.id)
                        > %(run_now)s AND NOT picked.lost_ahead AS ahead
@@ -96,13 +100,16 @@ class PostgresStatements(Statements):
                 WHERE status = 'READY' AND queue_name = served.name
                   AND run_after <= %(now)s
                   AND (expires_at IS NULL OR expires_at > %(now)s)
+                  AND limit_key IS NULL
                 ORDER BY priority DESC, run_after, id
                 LIMIT %(limit)s
                 FOR UPDATE SKIP LOCKED
             ) AS picked
             ORDER BY picked.priority DESC, picked.run_after, picked.id
             LIMIT %(limit)s
-        )
+        )"""
+    CLAIM = f"""
+        WITH RECURSIVE {{claimable}}
         UPDATE django_tasks_q_task AS t
         SET status = 'RUNNING',
             claimed_ahead = claimable.ahead,
@@ -135,6 +142,10 @@ class PostgresStatements(Statements):
     # ready tasks, read off the index (a probe per queue, not a pass over rows).
     SERVED_NAMED = "served(name) AS (SELECT unnest(%(queues)s::text[]))"
     SERVED_ALL = loose_index_scan("served", "django_tasks_q_task", "queue_name", "status = 'READY'")
+    # ... but those with queue limits, which the limited claim serves.
+    SERVED_ALL_UNLIMITED = f"""{
+        loose_index_scan("ready", "django_tasks_q_task", "queue_name", "status = 'READY'")
+    }, served(name) AS (SELECT name FROM ready WHERE name <> ALL(%(limited_queues)s::text[]))"""
     # A claim run on its own (autocommit) need not wait for the WAL flush: if
     # a database crash loses it, the task is simply still queued. set_config
     # with is_local lasts until this statement's transaction ends, after its
@@ -349,14 +360,67 @@ class PostgresStatements(Statements):
         cursor.execute("SET LOCAL synchronous_commit TO OFF")
 
     def claim_statement(
-        self, cursor: CursorWrapper, queues: list[str] | None, alone: bool
-    ) -> tuple[str, dict[str, Any]]:
-        if queues is None:
+        self,
+        cursor: CursorWrapper,
+        queues: list[str] | None,
+        alone: bool,
+        limited_queues: list[str],
+    ) -> tuple[str, dict[str, Any]] | None:
+        if queues is None and limited_queues:
+            served, params = self.SERVED_ALL_UNLIMITED, {"limited_queues": limited_queues}
+        elif queues is None:
             served, params = self.SERVED_ALL, {}
         else:
-            served, params = self.SERVED_NAMED, {"queues": list(queues)}
+            if not (unlimited := [name for name in queues if name not in limited_queues]):
+                return None
+            served, params = self.SERVED_NAMED, {"queues": unlimited}
         asynchronously = self.CLAIM_ALONE if alone else ""
-        return self.CLAIM.format(served=served, commit_asynchronously=asynchronously), params
+        claimable = self.CLAIMABLE.format(served=served)
+        return self.CLAIM.format(claimable=claimable, commit_asynchronously=asynchronously), params
+
+    # -- limits (see LIMITED_CLAIMABLE) ---------------------------------------------
+
+    QUEUE_LIMITS = """
+        SELECT * FROM jsonb_to_recordset(%(queue_limits)s::jsonb)
+            AS q(name text, concurrency int, rate int, period int)
+    """
+    SERVED_IN = "t.queue_name = ANY(%(queues)s::text[])"
+    # The limited claim also counts its starts against rate limits, and
+    # forgets the starts that no longer count.
+    CLAIMABLE_LIMITED = f"""
+        {
+        LIMITED_CLAIMABLE.format(
+            queue_limits="{queue_limits}",
+            served="{served}",
+            least="LEAST",
+            lock="FOR UPDATE OF t SKIP LOCKED",
+        )
+    },
+        counted AS (
+            INSERT INTO django_tasks_q_ratelimitstart (key, rate_limit, expires_at)
+            {RATE_STARTS.format(claimed="claimable")}
+        ), forgotten AS (
+            DELETE FROM django_tasks_q_ratelimitstart WHERE expires_at <= %(epoch)s
+        )"""
+    MARK_LIMITED = MARK_LIMITED.format(
+        key="c.key",
+        calls="jsonb_to_recordset(%(calls)s::jsonb) AS c(id uuid, key text)",
+        id="c.id",
+    )
+    # Limited claims one at a time (see LIMITED_CLAIMABLE), until their
+    # transaction ends; the number is "taskq" in ASCII.
+    LOCK_LIMITED_CLAIMS = "SELECT pg_advisory_xact_lock(116097115107113)"
+
+    def lock_limited_claims(self, cursor: CursorWrapper) -> None:
+        cursor.execute(self.LOCK_LIMITED_CLAIMS)
+
+    def count_starts(self, cursor: CursorWrapper, task_ids: list[str], params: dict) -> None:
+        pass  # CLAIMABLE_LIMITED counted them
+
+    def claim_limited_statement(self, queues: list[str] | None) -> str:
+        served = "TRUE" if queues is None else self.SERVED_IN
+        claimable = self.CLAIMABLE_LIMITED.format(queue_limits=self.QUEUE_LIMITS, served=served)
+        return self.CLAIM.format(claimable=claimable, commit_asynchronously="")
 
     def inserted_ids(self, cursor: CursorWrapper) -> set[str]:
         [(ids, _)] = cursor.fetchall()

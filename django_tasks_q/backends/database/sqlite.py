@@ -20,7 +20,10 @@ from ...exceptions import TASK_EXPIRED, WORKER_LOST
 from .statements import (
     CLAIMED_COLUMNS,
     HISTORY_COLUMNS,
+    LIMITED_CLAIMABLE,
+    MARK_LIMITED,
     QUEUED_COLUMNS,
+    RATE_STARTS,
     REQUEUE_FROM,
     UNSUCCESSFUL,
     Ended,
@@ -75,13 +78,15 @@ class SQLiteStatements(Statements):
                               ELSE COALESCE(started_at, %(now)s) END,
             last_attempted_at = CASE WHEN c.ahead THEN last_attempted_at ELSE %(now)s END,
             lease_expires_at = %(lease_until)s
-        FROM (
-            SELECT id, row_number() OVER (ORDER BY priority DESC, run_after, id)
-                       > %(run_now)s AND NOT lost_ahead AS ahead
-            FROM ({{heads}}) ORDER BY priority DESC, run_after, id LIMIT %(limit)s
-        ) AS c
+        FROM ({{claimable}}) AS c
         WHERE django_tasks_q_task.id = c.id
         RETURNING {CLAIMED_COLUMNS}
+    """
+    # The first ``run_now`` in claim order start; the rest are claimed ahead.
+    CLAIMABLE = """
+        SELECT id, row_number() OVER (ORDER BY priority DESC, run_after, id)
+                   > %(run_now)s AND NOT lost_ahead AS ahead
+        FROM ({heads}) ORDER BY priority DESC, run_after, id LIMIT %(limit)s
     """
     START = """
         UPDATE django_tasks_q_task
@@ -103,6 +108,7 @@ class SQLiteStatements(Statements):
             WHERE status = 'READY' AND queue_name = %(queue_{index})s
               AND run_after <= %(now)s
               AND (expires_at IS NULL OR expires_at > %(now)s)
+              AND limit_key IS NULL
             ORDER BY priority DESC, run_after, id
             LIMIT %(limit)s
         )
@@ -255,6 +261,9 @@ class SQLiteStatements(Statements):
     def param_ids(self, task_ids: Iterable[str | uuid.UUID]) -> str:
         return json.dumps([self.json_id(str(task_id)) for task_id in task_ids])
 
+    def param_queues(self, queues: list[str]) -> str:
+        return json.dumps(queues)
+
     def json_id(self, task_id: str) -> str:
         return uuid.UUID(task_id).hex
 
@@ -264,16 +273,73 @@ class SQLiteStatements(Statements):
         return json.dumps(value)
 
     def claim_statement(
-        self, cursor: CursorWrapper, queues: list[str] | None, alone: bool
+        self,
+        cursor: CursorWrapper,
+        queues: list[str] | None,
+        alone: bool,
+        limited_queues: list[str],
     ) -> tuple[str, dict[str, Any]] | None:
         # ``alone`` changes nothing: SQLite's synchronous PRAGMA decides the flush.
         if queues is None:
             cursor.execute(self.READY_QUEUES)
             queues = [name for (name,) in cursor.fetchall()]
+        queues = [name for name in queues if name not in limited_queues]
         if not queues:
             return None
         heads = " UNION ALL ".join(self.HEAD.format(index=i) for i in range(len(queues)))
-        return self.CLAIM.format(heads=heads), {f"queue_{i}": q for i, q in enumerate(queues)}
+        claimable = self.CLAIMABLE.format(heads=heads)
+        return self.CLAIM.format(claimable=claimable), {
+            f"queue_{i}": q for i, q in enumerate(queues)
+        }
+
+    # -- limits (see LIMITED_CLAIMABLE) ---------------------------------------------
+
+    QUEUE_LIMITS = """
+        SELECT json_extract(value, '$.name') AS name,
+               json_extract(value, '$.concurrency') AS concurrency,
+               json_extract(value, '$.rate') AS rate, json_extract(value, '$.period') AS period
+        FROM json_each(%(queue_limits)s)
+    """
+    SERVED_IN = "t.queue_name IN (SELECT value FROM json_each(%(queues)s))"
+    CLAIMABLE_LIMITED = f"""
+        WITH {
+        LIMITED_CLAIMABLE.format(
+            queue_limits="{queue_limits}", served="{served}", least="min", lock=""
+        )
+    }
+        SELECT id, ahead FROM claimable
+    """
+    # SQLite cannot write in a CTE: the starts are counted once the claim has
+    # run, in its transaction (which holds the write lock).
+    COUNT_STARTS = f"""
+        WITH queue_limits AS ({{queue_limits}})
+        INSERT INTO django_tasks_q_ratelimitstart (key, rate_limit, expires_at)
+        SELECT * FROM ({RATE_STARTS.format(claimed="(SELECT value AS id FROM json_each(%(ids)s))")})
+    """
+    FORGET_STARTS = "DELETE FROM django_tasks_q_ratelimitstart WHERE expires_at <= %(epoch)s"
+    MARK_LIMITED = MARK_LIMITED.format(
+        key="json_extract(c.value, '$.key')",
+        calls="json_each(%(calls)s) AS c",
+        id="json_extract(c.value, '$.id')",
+    )
+
+    # Any write statement takes SQLite's write lock, held until the transaction ends.
+    LOCK_LIMITED_CLAIMS = "DELETE FROM django_tasks_q_ratelimitstart WHERE 0"
+
+    def lock_limited_claims(self, cursor: CursorWrapper) -> None:
+        cursor.execute(self.LOCK_LIMITED_CLAIMS)
+
+    def claim_limited_statement(self, queues: list[str] | None) -> str:
+        served = "TRUE" if queues is None else self.SERVED_IN
+        claimable = self.CLAIMABLE_LIMITED.format(queue_limits=self.QUEUE_LIMITS, served=served)
+        return self.CLAIM.format(claimable=claimable)
+
+    def count_starts(self, cursor: CursorWrapper, task_ids: list[str], params: dict) -> None:
+        if task_ids:
+            ids = json.dumps([self.json_id(task_id) for task_id in task_ids])
+            statement = self.COUNT_STARTS.format(queue_limits=self.QUEUE_LIMITS)
+            cursor.execute(statement, {**params, "ids": ids})
+        cursor.execute(self.FORGET_STARTS, params)
 
     def commit_asynchronously(self, cursor: CursorWrapper) -> None:
         pass  # SQLite's durability is the database's journal_mode and synchronous

@@ -17,13 +17,15 @@ one parameter whatever their size.
 import json
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from django.db.backends.utils import CursorWrapper
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from ...limits import QueueLimit, parse_rate
 from ..contract import (
     ClaimedTask,
     EnqueueBatch,
@@ -100,6 +102,123 @@ def loose_index_scan(cte: str, table: str, column: str, where: str = "TRUE") -> 
             SELECT (SELECT min({column}) FROM {table} WHERE {where} AND {column} > {cte}.name)
             FROM {cte} WHERE {cte}.name IS NOT NULL
         )"""
+
+
+# The limited tasks (a task's or a queue's concurrency or rate limit; see
+# limits.py) a claim may start now, as the CTE ``claimable``. Run only while
+# no other limited claim runs (PostgreSQL: an advisory lock taken before this
+# statement, whose snapshot then sees every earlier limited claim; SQLite: the
+# write lock), so two claims cannot both take a group's last slot. A task
+# claimed counts as running (so one claimed ahead of a free executor holds a
+# slot) until it ends, is retried, or its lease runs out. Vendor parts:
+# {queue_limits} (name, concurrency, rate, period), {served}, {least}, {lock}.
+LIMITED_CLAIMABLE = """
+    queue_limits AS ({queue_limits}),
+    -- Groups that may start nothing now: so many running, or started lately.
+    busy AS (
+        SELECT limit_key AS key FROM django_tasks_q_task
+        WHERE status = 'RUNNING' AND limit_key IS NOT NULL AND concurrency_limit IS NOT NULL
+        GROUP BY limit_key HAVING count(*) >= min(concurrency_limit)
+        UNION
+        SELECT key FROM django_tasks_q_ratelimitstart WHERE expires_at > %(epoch)s
+        GROUP BY key HAVING count(*) >= min(rate_limit)
+    ),
+    -- How many more each limited queue may start now.
+    queue_room AS (
+        SELECT q.name, {least}(
+            COALESCE(q.concurrency - (
+                SELECT count(*) FROM django_tasks_q_task AS r
+                WHERE r.status = 'RUNNING' AND r.queue_name = q.name), %(unlimited)s),
+            COALESCE(q.rate - (
+                SELECT count(*) FROM django_tasks_q_ratelimitstart AS s
+                WHERE s.key = '@queue:' || q.name AND s.expires_at > %(epoch)s), %(unlimited)s)
+        ) AS room
+        FROM queue_limits AS q
+    ),
+    -- The first limited ready tasks, in claim order, passing over the groups
+    -- and queues that are full (else a long backlog of one full group would
+    -- hide every other group's tasks).
+    heads AS (
+        SELECT t.id, t.queue_name, t.limit_key, t.concurrency_limit, t.rate_limit,
+               t.priority, t.run_after
+        FROM django_tasks_q_task AS t
+        WHERE t.status = 'READY' AND {served} AND t.run_after <= %(now)s
+          AND (t.expires_at IS NULL OR t.expires_at > %(now)s)
+          AND (t.limit_key IS NOT NULL OR t.queue_name IN (SELECT name FROM queue_limits))
+          AND (t.limit_key IS NULL OR t.limit_key NOT IN (SELECT key FROM busy))
+          AND t.queue_name NOT IN (SELECT name FROM queue_room WHERE room <= 0)
+        ORDER BY t.priority DESC, t.run_after, t.id
+        LIMIT %(candidates)s {lock}
+    ),
+    -- Within its group, a task is taken if the group has room for it...
+    in_group AS (
+        SELECT h.*, row_number() OVER (
+            PARTITION BY h.limit_key ORDER BY h.priority DESC, h.run_after, h.id) AS nth
+        FROM heads AS h
+    ),
+    group_ok AS (
+        SELECT g.* FROM in_group AS g
+        WHERE g.limit_key IS NULL OR g.nth <= {least}(
+            COALESCE(g.concurrency_limit - (
+                SELECT count(*) FROM django_tasks_q_task AS r
+                WHERE r.status = 'RUNNING' AND r.limit_key = g.limit_key), %(unlimited)s),
+            COALESCE(g.rate_limit - (
+                SELECT count(*) FROM django_tasks_q_ratelimitstart AS s
+                WHERE s.key = g.limit_key AND s.expires_at > %(epoch)s), %(unlimited)s))
+    ),
+    -- ... and then if its queue has room for it among those.
+    in_queue AS (
+        SELECT o.*, row_number() OVER (
+            PARTITION BY o.queue_name ORDER BY o.priority DESC, o.run_after, o.id) AS nth_in_queue
+        FROM group_ok AS o
+    ),
+    -- A limited task starts at its claim: never claimed ahead.
+    claimable AS (
+        SELECT c.id, false AS ahead
+        FROM in_queue AS c LEFT JOIN queue_room AS q ON q.name = c.queue_name
+        WHERE q.name IS NULL OR c.nth_in_queue <= q.room
+        ORDER BY c.priority DESC, c.run_after, c.id
+        LIMIT %(limit)s
+    )
+"""
+# The starts the claimed tasks ({claimed}: their ids) count against rate limits.
+RATE_STARTS = """
+    SELECT t.limit_key, t.rate_limit, %(epoch)s + t.rate_period
+    FROM django_tasks_q_task AS t JOIN {claimed} AS c ON c.id = t.id
+    WHERE t.rate_limit IS NOT NULL
+    UNION ALL
+    SELECT '@queue:' || t.queue_name, q.rate, %(epoch)s + q.period
+    FROM django_tasks_q_task AS t JOIN {claimed} AS c ON c.id = t.id
+    JOIN queue_limits AS q ON q.name = t.queue_name
+    WHERE q.rate IS NOT NULL
+"""
+# Whether any limited task is ready (index taskq_task_limited, or the ready
+# index for a limited queue): the limited claim runs only then.
+LIMITED_WAITING = """
+    WITH queue_limits AS ({queue_limits})
+    SELECT EXISTS (
+        SELECT 1 FROM django_tasks_q_task AS t
+        WHERE t.status = 'READY' AND t.limit_key IS NOT NULL AND {served}
+          AND t.run_after <= %(now)s
+    ) OR EXISTS (
+        SELECT 1 FROM django_tasks_q_task AS t
+        WHERE t.status = 'READY' AND t.queue_name IN (SELECT name FROM queue_limits)
+          AND {served} AND t.run_after <= %(now)s
+    )
+"""
+# What a limited claim looks at beyond the ``limit`` it takes: the first tasks
+# of groups and queues with room, some of which their group's room refuses.
+LIMITED_CANDIDATES = 200
+# "No limit" in the room arithmetic (NULL would make SQLite's min() NULL).
+NO_LIMIT = 2**31 - 1
+# Each limited task's row gets its group and limits (limits.py) after the
+# INSERT, in the same transaction: the INSERT of unlimited tasks stays as it was.
+MARK_LIMITED = """
+    UPDATE django_tasks_q_task
+    SET limit_key = {key}, concurrency_limit = %(concurrency)s,
+        rate_limit = %(rate)s, rate_period = %(period)s
+    FROM {calls} WHERE django_tasks_q_task.id = {id}
+"""
 
 
 # Blocked tasks (chains.py) that can be resolved now, or whose dependencies
@@ -296,7 +415,11 @@ class Statements(ABC):
 
     @abstractmethod
     def claim_statement(
-        self, cursor: CursorWrapper, queues: list[str] | None, alone: bool
+        self,
+        cursor: CursorWrapper,
+        queues: list[str] | None,
+        alone: bool,
+        limited_queues: list[str],
     ) -> tuple[str, dict[str, Any]] | None:
         """The claim, and its parameters but the common ones; None: nothing to claim."""
 
@@ -311,12 +434,15 @@ class Statements(ABC):
         *,
         run_now: int,
         alone: bool = False,
+        limited_queues: Sequence[str] = (),
     ) -> list[ClaimedTask]:
-        """Claim up to ``limit`` ready tasks of ``queues`` (None: every queue),
-        starting the first ``run_now`` of them; the rest are claimed ahead.
-        ``alone``: the statement is its own transaction, so it may commit
-        without waiting for the disk."""
-        if (claim := self.claim_statement(cursor, queues, alone)) is None:
+        """Claim up to ``limit`` ready tasks of ``queues`` (None: every queue)
+        that have no limits: neither their task's nor their queue's (one of
+        ``limited_queues``), starting the first ``run_now`` of them; the rest
+        are claimed ahead. ``alone``: the statement is its own transaction, so
+        it may commit without waiting for the disk."""
+        claim = self.claim_statement(cursor, queues, alone, list(limited_queues))
+        if claim is None:
             return []
         statement, params = claim
         params.update(
@@ -337,6 +463,102 @@ class Statements(ABC):
             for task in started
         ]
         cursor.execute(self.START, {"started": json.dumps(document), "worker": worker_id})
+
+    # -- limits (see LIMITED_CLAIMABLE) ---------------------------------------------
+
+    # Vendor parts of the limited claim: the queue limits' rows, and the test
+    # of a row's queue against %(queues)s.
+    QUEUE_LIMITS: ClassVar[str]
+    SERVED_IN: ClassVar[str]
+    MARK_LIMITED: ClassVar[str]
+
+    def mark_limited(self, cursor: CursorWrapper, batch: EnqueueBatch) -> None:
+        """Give the rows of ``batch`` (just inserted) their limit group and limits."""
+        assert batch.limit_keys is not None
+        task = batch.task
+        rate = None if task.rate_limit is None else parse_rate(task.rate_limit)
+        document = [
+            {"id": self.json_id(task_id), "key": key}
+            for task_id, key in zip(batch.ids, batch.limit_keys, strict=True)
+        ]
+        cursor.execute(
+            self.MARK_LIMITED,
+            {
+                "calls": json.dumps(document),
+                "concurrency": task.concurrency,
+                "rate": None if rate is None else rate.count,
+                "period": None if rate is None else rate.period,
+            },
+        )
+
+    def _limited_params(
+        self, queues: list[str] | None, queue_limits: Mapping[str, QueueLimit], now: datetime
+    ) -> dict[str, Any]:
+        return {
+            "queues": None if queues is None else self.param_queues(queues),
+            "queue_limits": json.dumps(
+                [limit.as_json(name) for name, limit in queue_limits.items()]
+            ),
+            "now": self.param_datetime(now),
+            "epoch": now.timestamp(),
+        }
+
+    def param_queues(self, queues: list[str]) -> Any:
+        """Queue names as the statements' ``%(queues)s`` parameter."""
+        return queues
+
+    def limited_waiting(
+        self,
+        cursor: CursorWrapper,
+        queues: list[str] | None,
+        queue_limits: Mapping[str, QueueLimit],
+        now: datetime,
+    ) -> bool:
+        """Whether a task with limits (its own or its queue's) is due in ``queues``."""
+        served = "TRUE" if queues is None else self.SERVED_IN
+        statement = LIMITED_WAITING.format(queue_limits=self.QUEUE_LIMITS, served=served)
+        cursor.execute(statement, self._limited_params(queues, queue_limits, now))
+        return bool(cursor.fetchone()[0])
+
+    @abstractmethod
+    def lock_limited_claims(self, cursor: CursorWrapper) -> None:
+        """Wait until no other limited claim runs; hold that until this transaction ends."""
+
+    @abstractmethod
+    def claim_limited_statement(self, queues: list[str] | None) -> str: ...
+
+    @abstractmethod
+    def count_starts(self, cursor: CursorWrapper, task_ids: list[str], params: dict) -> None:
+        """Count the starts of ``task_ids`` against rate limits, if the claim did not."""
+
+    def claim_limited(
+        self,
+        cursor: CursorWrapper,
+        queues: list[str] | None,
+        queue_limits: Mapping[str, QueueLimit],
+        limit: int,
+        worker_id: str,
+        lease: timedelta,
+    ) -> list[ClaimedTask]:
+        """Claim up to ``limit`` ready tasks whose limits let them start now,
+        in the caller's transaction (which must not have claimed limited
+        tasks before: the lock is taken here)."""
+        self.lock_limited_claims(cursor)
+        # The time is read once the lock is held: limited claims then happen
+        # in the order of their times, which the rate limits' windows need.
+        now = timezone.now()
+        params = self._limited_params(queues, queue_limits, now)
+        params.update(
+            limit=limit,
+            worker=worker_id,
+            lease_until=self.param_datetime(now + lease),
+            candidates=max(LIMITED_CANDIDATES, limit),
+            unlimited=NO_LIMIT,
+        )
+        cursor.execute(self.claim_limited_statement(queues), params)
+        claimed = [_claimed(row, now) for row in sorted(cursor.fetchall(), key=_claim_order)]
+        self.count_starts(cursor, [task.id for task in claimed], params)
+        return claimed
 
     def finish(self, cursor: CursorWrapper, outcomes: list[Outcome], worker_id: str) -> Ended:
         """Move the tasks of ``outcomes`` to the history, those ``worker_id``

@@ -26,6 +26,7 @@ from django.utils import timezone
 from ...checks import Option, boolean, text
 from ...compat import TaskResultDoesNotExist
 from ...exceptions import QueueUnavailable
+from ...limits import parse_rate
 from ..base import (
     TRANSIENT_DATABASE_ERRORS,
     QueueBackend,
@@ -151,6 +152,16 @@ class RedisBackend(QueueBackend):
     def functions(self) -> "Library":
         return Library(self.client, self.prefix)
 
+    @cached_property
+    def _queue_limits_json(self) -> str:
+        """The queue_limits option as the claim function reads it (no nulls:
+        cjson would make them a value that is not nil)."""
+        limits = {}
+        for name, limit in self.queue_limits.items():
+            fields = limit.as_json(name)
+            limits[name] = {k: v for k, v in fields.items() if v is not None and k != "name"}
+        return json.dumps(limits)
+
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
 
@@ -158,10 +169,23 @@ class RedisBackend(QueueBackend):
 
     def write(self, batch: EnqueueBatch):
         calls = [
-            EnqueueCall(task_id, json.dumps(args), json.dumps(kwargs))
-            for task_id, args, kwargs in zip(batch.ids, batch.args, batch.kwargs, strict=True)
+            EnqueueCall(task_id, json.dumps(args), json.dumps(kwargs), limit_key)
+            for task_id, args, kwargs, limit_key in zip(
+                batch.ids,
+                batch.args,
+                batch.kwargs,
+                batch.limit_keys or [""] * len(batch.ids),
+                strict=True,
+            )
         ]
         trace_context = None if batch.trace_context is None else json.dumps(batch.trace_context)
+        task = batch.task
+        rate = None if task.rate_limit is None else parse_rate(task.rate_limit)
+        limits = (
+            (task.concurrency, None, None)
+            if rate is None
+            else (task.concurrency, rate.count, rate.period)
+        )
 
         def send() -> None:
             try:
@@ -174,6 +198,7 @@ class RedisBackend(QueueBackend):
                     run_after=_us(batch.run_after),
                     expires_at=None if batch.expires_at is None else _us(batch.expires_at),
                     trace_context=trace_context,
+                    limits=limits,
                     calls=calls,
                 )
             except (redis.ConnectionError, redis.TimeoutError) as error:
@@ -256,6 +281,7 @@ class RedisBackend(QueueBackend):
             lease_until=_us(now + self.lease),
             limit=limit,
             worker_id=worker_id,
+            queue_limits=self._queue_limits_json,
             queues=queues or (),
             run_now=limit if run_now is None else run_now,
         )

@@ -27,6 +27,10 @@ them in one slot):
   P:running           zset scored by lease expiry: claimed tasks
   P:expiring          zset scored by expires_at: READY tasks with a deadline
                       (a claimed one leaves it, and returns if it is retried)
+  P:slots:<group>     set: the ids of the running tasks of a limited group (a
+                      task's limit_key, or "@queue:<name>"), for concurrency
+  P:starts:<group>    zset scored by start time: a group's starts within its
+                      rate limit's period, for rate limits
   P:queues            set of every queue ever used (claims for "any queue")
   P:workers           zset scored by last heartbeat: the worker registry,
                       with P:worker:<id> hashes that expire after two leases
@@ -50,6 +54,9 @@ empty list into {}.
 -- time one call can block the server after a long pause; the rest follow on
 -- the next claims.
 local PROMOTE_BATCH = 1000
+-- How many ready tasks one claim looks at, at most, past those their limits
+-- hold back, for the same reason.
+local LIMITED_SCAN = 1000
 -- The error of an attempt whose worker stopped renewing its lease.
 local WORKER_LOST = 'django_tasks_q.exceptions.WorkerLost'
 -- How many expired leases one recover call handles, for the same reason.
@@ -108,6 +115,70 @@ local function unqueue_task(P, queue, priority, run_after, id)
   redis.call('ZREM', P .. ':expiring', id)
 end
 
+-- Limits (see docs/guide/limits.md). Whether a group (a task's limit_key, or
+-- "@queue:<name>") may start one more task now; ``seen`` caches each group's
+-- figures for one claim call, which take() keeps up to date.
+local function has_room(P, seen, group, concurrency, rate, period, now)
+  local figures = seen[group]
+  if not figures then
+    local started = 0
+    if rate then
+      local starts = P .. ':starts:' .. group
+      redis.call('ZREMRANGEBYSCORE', starts, '-inf', tonumber(now) - period * 1000000)
+      started = redis.call('ZCARD', starts)
+    end
+    figures = {running = redis.call('SCARD', P .. ':slots:' .. group), started = started}
+    seen[group] = figures
+  end
+  return (not concurrency or figures.running < concurrency)
+    and (not rate or figures.started < rate)
+end
+
+-- The limits a task is under: {group, concurrency, rate, period} each, from
+-- its hash fields (``task``: limit_key, concurrency_limit, rate_limit,
+-- rate_period) and its queue's limits.
+local function limits_of(task, queue, queue_limits)
+  local limits = {}
+  if task[1] and task[1] ~= '' then
+    limits[#limits + 1] = {task[1], tonumber(task[2]), tonumber(task[3]), tonumber(task[4])}
+  end
+  local q = queue_limits[queue]
+  if q then
+    limits[#limits + 1] = {'@queue:' .. queue, q.concurrency, q.rate, q.period}
+  end
+  return limits
+end
+
+-- The task ``id`` starts under ``limits``: it holds a slot in each group
+-- until it leaves RUNNING (free_slots), and counts as a start.
+local function take(P, seen, limits, key, id, now)
+  local groups = {}
+  for _, limit in ipairs(limits) do
+    local group = limit[1]
+    redis.call('SADD', P .. ':slots:' .. group, id)
+    seen[group].running = seen[group].running + 1
+    if limit[3] then
+      redis.call('ZADD', P .. ':starts:' .. group, now, id .. ':' .. now)
+      seen[group].started = seen[group].started + 1
+    end
+    groups[#groups + 1] = group
+  end
+  if #groups > 0 then
+    redis.call('HSET', key, 'holds', cjson.encode(groups))
+  end
+end
+
+-- A task leaves RUNNING (recorded, retried, handed back, recovered): its slots free.
+local function free_slots(P, key, id)
+  local holds = redis.call('HGET', key, 'holds')
+  if holds then
+    for _, group in ipairs(cjson.decode(holds)) do
+      redis.call('SREM', P .. ':slots:' .. group, id)
+    end
+    redis.call('HDEL', key, 'holds')
+  end
+end
+
 -- A finished task: keep it as a result for ``ttl`` seconds (0: for ever), and
 -- queue it for the database copy when asked to.
 local function keep_result(P, key, id, ttl, outbox)
@@ -148,13 +219,15 @@ local function wake(P, queues)
 end
 
 -- ARGV: task_path, queue, priority, max_attempts, enqueued_at, run_after,
--- expires_at ("" for none), trace_context (JSON text, "" for none), then
--- (id, args, kwargs) per call. One call for a whole enqueue_many batch.
+-- expires_at ("" for none), trace_context (JSON text, "" for none),
+-- concurrency, rate, rate period (seconds; "" for none: the task's limits),
+-- then (id, args, kwargs, limit_key) per call (limit_key "" for a task
+-- without limits). One call for a whole enqueue_many batch.
 register('enqueue', function(P, args)
   local queue, priority, now, run_after = args[2], args[3], args[5], args[6]
   local expires_at, trace_context = args[7], args[8]
   local due = false
-  for i = 9, #args, 3 do
+  for i = 12, #args, 4 do
     local id = args[i]
     local key = P .. ':task:' .. id
     redis.call('HSET', key,
@@ -167,6 +240,10 @@ register('enqueue', function(P, args)
     end
     if trace_context ~= '' then
       redis.call('HSET', key, 'trace_context', trace_context)
+    end
+    if args[i + 3] ~= '' then
+      redis.call('HSET', key, 'limit_key', args[i + 3], 'concurrency_limit', args[9],
+        'rate_limit', args[10], 'rate_period', args[11])
     end
     due = queue_task(P, queue, priority, run_after, id, now, expires_at) or due
   end
@@ -210,15 +287,20 @@ local function claim_one(P, key, id, now, lease_until, worker, task, ahead)
   return redis.call('HGETALL', key)
 end
 
--- ARGV: now, lease_until, limit, worker_id, run_now, queue names (none:
--- every queue). Returns (id, HGETALL of its hash) per claimed task, in claim
--- order; the first run_now start, the rest are claimed ahead (but a task once
--- lost while claimed ahead always starts: see statements.py, "Claimed ahead").
+-- ARGV: now, lease_until, limit, worker_id, run_now, queue limits (JSON:
+-- {queue: {concurrency, rate, period}}), queue names (none: every queue).
+-- Returns (id, HGETALL of its hash) per claimed task, in claim order; the
+-- first run_now start, the rest are claimed ahead (but a task once lost while
+-- claimed ahead, and a task with limits, always starts: see statements.py,
+-- "Claimed ahead"). A task whose limits (its own, its queue's) leave no room
+-- stays ready, and the claim looks further down its queue, a page at a time,
+-- up to LIMITED_SCAN tasks.
 register('claim', function(P, args)
   local now, lease_until, limit, worker = args[1], args[2], tonumber(args[3]), args[4]
   local run_now = tonumber(args[5])
+  local queue_limits = cjson.decode(args[6])
   local queues = {}
-  for i = 6, #args do
+  for i = 7, #args do
     queues[#queues + 1] = args[i]
   end
   if #queues == 0 then
@@ -226,7 +308,6 @@ register('claim', function(P, args)
   end
   -- Due scheduled tasks (delayed, or waiting to retry) become ready first,
   -- so they compete on priority with the rest.
-  local candidates = {}
   for _, queue in ipairs(queues) do
     local ready, scheduled = P .. ':ready:' .. queue, P .. ':scheduled:' .. queue
     local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, PROMOTE_BATCH)
@@ -234,29 +315,53 @@ register('claim', function(P, args)
       redis.call('ZADD', ready, 0, m)
       redis.call('ZREM', scheduled, m)
     end
-    -- The first ``limit`` of each queue contain the first ``limit`` overall.
-    for _, m in ipairs(redis.call('ZRANGE', ready, 0, limit - 1)) do
-      candidates[#candidates + 1] = {m, ready}
-    end
   end
-  table.sort(candidates, function(a, b) return a[1] < b[1] end)
-  local claimed, taken = {}, 0
-  for i = 1, math.min(limit, #candidates) do
-    local m, ready = candidates[i][1], candidates[i][2]
-    local id = id_of(m)
-    local key = P .. ':task:' .. id
-    redis.call('ZREM', ready, m)
-    local task = redis.call('HMGET', key, 'status', 'expires_at', 'started_at', 'worker_ids',
-      'lost_ahead')
-    -- A task evicted under memory pressure (see maxmemory-policy) is gone;
-    -- one past its deadline is never started: expire records it.
-    if task[1] and not (task[2] and tonumber(task[2]) <= tonumber(now)) then
-      claimed[#claimed + 1] = id
-      claimed[#claimed + 1] = claim_one(P, key, id, now, lease_until, worker, task,
-        taken >= run_now and task[5] ~= '1')
-      taken = taken + 1
+  local claimed, taken, seen, held, scanned = {}, 0, {}, {}, 0
+  repeat
+    -- The first ``limit`` of each queue (after those held back) contain the
+    -- first ``limit`` overall.
+    local candidates = {}
+    for _, queue in ipairs(queues) do
+      local ready, skip = P .. ':ready:' .. queue, held[queue] or 0
+      for _, m in ipairs(redis.call('ZRANGE', ready, skip, skip + limit - 1)) do
+        candidates[#candidates + 1] = {m, ready, queue}
+      end
     end
-  end
+    table.sort(candidates, function(a, b) return a[1] < b[1] end)
+    local held_back = false
+    for i = 1, #candidates do
+      if taken == limit then
+        break
+      end
+      local m, ready, queue = candidates[i][1], candidates[i][2], candidates[i][3]
+      local id = id_of(m)
+      local key = P .. ':task:' .. id
+      local task = redis.call('HMGET', key, 'status', 'expires_at', 'started_at', 'worker_ids',
+        'limit_key', 'concurrency_limit', 'rate_limit', 'rate_period', 'lost_ahead')
+      local limits = limits_of({task[5], task[6], task[7], task[8]}, queue, queue_limits)
+      local room = true
+      for _, l in ipairs(limits) do
+        room = room and has_room(P, seen, l[1], l[2], l[3], l[4], now)
+      end
+      -- A task evicted under memory pressure (see maxmemory-policy) is gone;
+      -- one past its deadline is never started: expire records it.
+      local gone = not task[1] or (task[2] and tonumber(task[2]) <= tonumber(now))
+      if gone or room then
+        redis.call('ZREM', ready, m)
+      else
+        held[queue] = (held[queue] or 0) + 1
+        held_back = true
+      end
+      if room and not gone then
+        claimed[#claimed + 1] = id
+        claimed[#claimed + 1] = claim_one(P, key, id, now, lease_until, worker, task,
+          taken >= run_now and task[9] ~= '1' and #limits == 0)
+        take(P, seen, limits, key, id, now)
+        taken = taken + 1
+      end
+    end
+    scanned = scanned + #candidates
+  until taken == limit or not held_back or scanned >= LIMITED_SCAN
   return claimed
 end)
 
@@ -285,6 +390,7 @@ register('record', function(P, args)
     local task = redis.call('HMGET', key, 'worker_id', 'queue_name', 'priority', 'expires_at')
     if task[1] == worker then
       redis.call('ZREM', P .. ':running', id)
+      free_slots(P, key, id)
       if status == 'RETRY' then
         redis.call('HSET', key, 'status', 'READY', 'run_after', at, 'errors', args[i + 3],
           'max_attempts', args[i + 5])
@@ -317,6 +423,7 @@ register('release', function(P, args)
     if task[1] == worker then
       redis.call('ZREM', P .. ':running', id)
       redis.call('HSET', key, 'status', 'READY')
+      free_slots(P, key, id)
       if task[8] ~= '1' then
         redis.call('HSET', key, 'worker_ids', task[5], 'started_at', task[6])
         redis.call('HINCRBY', key, 'attempts', -1)
@@ -372,6 +479,9 @@ register('recover', function(P, args)
     local key = P .. ':task:' .. id
     local task = redis.call('HMGET', key, 'worker_id', 'attempts', 'max_attempts', 'errors',
       'queue_name', 'priority', 'run_after', 'expires_at', 'ahead')
+    if task[1] then
+      free_slots(P, key, id)
+    end
     if task[1] and task[9] == '1' then
       redis.call('HSET', key, 'status', 'READY', 'lost_ahead', '1')
       redis.call('HDEL', key, 'worker_id', 'lease_until', 'ahead')

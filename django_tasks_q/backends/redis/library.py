@@ -33,6 +33,7 @@ class EnqueueCall(NamedTuple):
     id: str
     args: str
     kwargs: str
+    limit_key: str = ""  # the group its task's limits count it in; "": none
 
 
 class QueueCounts(NamedTuple):
@@ -102,12 +103,15 @@ class Library:
         run_after: int,
         expires_at: int | None,
         trace_context: str | None,
+        limits: tuple[int | None, int | None, int | None] = (None, None, None),
         calls: Sequence[EnqueueCall],
     ) -> None:
         """Queue ``calls`` of one task, all or none: one function call per
         ENQUEUE_BATCH calls, in one transaction when there are more.
         ``trace_context``: JSON text stored with each task, if not None."""
         deadline = "" if expires_at is None else expires_at
+        # The task's limits: concurrency, rate and its period in seconds.
+        limit_fields = ["" if value is None else value for value in limits]
         header = (
             task_path,
             queue,
@@ -117,6 +121,7 @@ class Library:
             run_after,
             deadline,
             trace_context or "",
+            *limit_fields,
         )
         batches = [
             [field for call in calls[start : start + ENQUEUE_BATCH] for field in call]
@@ -143,13 +148,17 @@ class Library:
         lease_until: int,
         limit: int,
         worker_id: str,
-        queues: Sequence[str],
         run_now: int,
+        queue_limits: str,
+        queues: Sequence[str],
     ) -> list[tuple[str, Fields]]:
-        """Up to ``limit`` ready tasks of ``queues`` (none: every queue), now
-        held by ``worker_id``, the first ``run_now`` started, the rest claimed
-        ahead: (id, the task's hash) in claim order."""
-        flat = self._call("claim", now, lease_until, limit, worker_id, run_now, *queues)
+        """Up to ``limit`` ready tasks of ``queues`` (none: every queue) that
+        their limits and ``queue_limits`` (JSON: {queue: {concurrency, rate,
+        period}}) let start, now held by ``worker_id``, the first ``run_now``
+        started, the rest claimed ahead: (id, the task's hash) in claim order."""
+        flat = self._call(
+            "claim", now, lease_until, limit, worker_id, run_now, queue_limits, *queues
+        )
         return [
             (task_id, _hash(fields)) for task_id, fields in zip(flat[::2], flat[1::2], strict=True)
         ]

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from django_tasks_q.actions import OperatorAction, commands_on
 from django_tasks_q.backends.database import operations
+from django_tasks_q.backends.database.held_back import held_back
 from django_tasks_q.health import Health, check_health
 from django_tasks_q.management.migrated import unapplied_migrations
 from django_tasks_q.management.queue_backend import queue_backend
@@ -30,6 +31,8 @@ from django_tasks_q.models import ResultStatus, Schedule, Task, TaskResult, Task
 from ...compat import DEFAULT_TASK_BACKEND_ALIAS
 
 QUEUE_STATES = ("waiting", "scheduled", "running", "blocked")
+# What tells whether a waiting task is held back by its limits (held_back.py).
+LIMIT_COLUMNS = ("limit_key", "concurrency_limit", "rate_limit")
 # Subcommands every backend answers; the rest work on TaskResult and Task rows.
 ANY_BACKEND = ("status", "workers", "purge", "health")
 RESULT_STATES = tuple(status.lower() for status in ResultStatus.values)
@@ -317,11 +320,19 @@ class Command(BaseCommand):
         columns = ["id", "task_path", "queue_name", "status", "priority", "attempts"]
         columns += ["enqueued_at", "run_after"]
         columns += ["finished_at"] if rows.model is TaskResult else ["worker_id"]
-        found = list(rows.values(*columns)[:limit])
+        limits = LIMIT_COLUMNS if rows.model is Task else ()
+        found = list(rows.values(*columns, *limits)[:limit])
+        queue_limits = getattr(self.queue_backend, "queue_limits", {})
         for row in found:
+            reason = None
+            if limits:  # a queued task: held back by its limits? Shown after WAITING.
+                queued = Task(**{name: row.pop(name) for name in limits}, **row)
+                reason = held_back(queued, queue_limits, now, self.using)
             row["id"] = str(row["id"])
             if row["status"] == TaskStatus.READY:
                 row["status"] = "SCHEDULED" if row["run_after"] > now else "WAITING"
+                if reason:
+                    row["status"] += f" ({reason})"
             elif row["status"] == TaskStatus.BLOCKED:  # for other tasks, not for a worker
                 row["status"] = "BLOCKED"
             for column in ("enqueued_at", "run_after", "finished_at"):
