@@ -47,7 +47,6 @@ from .execution import (
     unstorable_outcome,
 )
 from .pool import Executor, Pool
-from .processes import ProcessPool
 from .scheduler import Scheduler
 from .threads import ThreadPool
 
@@ -189,6 +188,8 @@ class Worker:
         self.pool: Pool
         self.asyncio: AsyncioLoop | None
         if self.pool_kind == "process":
+            from .processes import ProcessPool  # multiprocessing: loaded only for this pool
+
             self.pool = ProcessPool(
                 self.backend,
                 self.concurrency,
