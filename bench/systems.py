@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 import psycopg
 import redis
 
-from bench.drivers.common import DATA, REDIS_DB_HUEY, REDIS_DB_TASKQ, ROOT, pg_dsn, redis_url
+from bench.drivers.common import (
+    DATA,
+    REDIS_DB_HUEY,
+    REDIS_DB_TASKQ,
+    ROOT,
+    database_name,
+    pg_dsn,
+    redis_url,
+)
 
 PEERS_VENV = ROOT / "bench" / ".venv-peers"
 PEERS_REQUIREMENTS = ROOT / "bench" / "peers-requirements.txt"
@@ -84,7 +92,7 @@ SYSTEMS = [
         "django-tasks-q",
         "PostgreSQL",
         "taskq",
-        database="bench_taskq",
+        database=database_name("taskq"),
         workloads=(*ALL_WORKLOADS, "backlog"),
     ),
     System("taskq-sqlite", "django-tasks-q", "SQLite", "taskq", env={"BENCH_DATABASE": "sqlite"}),
@@ -96,13 +104,15 @@ SYSTEMS = [
         env={"BENCH_QUEUE": "redis"},
         redis_db=REDIS_DB_TASKQ,
     ),
-    System("pgqueuer", "pgqueuer", "PostgreSQL", "pgq", database="bench_pgqueuer", peer=True),
+    System(
+        "pgqueuer", "pgqueuer", "PostgreSQL", "pgq", database=database_name("pgqueuer"), peer=True
+    ),
     System(
         "django-tasks-db",
         "django-tasks-db",
         "PostgreSQL",
         "django_tasks_db",
-        database="bench_djtasksdb",
+        database=database_name("djtasksdb"),
         peer=True,
         workloads=("enqueue_single", "drain", "latency"),  # no batch API
     ),

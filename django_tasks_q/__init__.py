@@ -6,7 +6,7 @@ from django_tasks_q import task
 def send_receipt(order_id): ...
 """
 
-from importlib.metadata import version
+from typing import Any
 
 from .exceptions import (
     InvalidSchedule,
@@ -21,8 +21,6 @@ from .groups import GroupProgress, GroupResult
 from .hooks import on_worker_start
 from .schedules import periodic
 from .task import Call, QTask, QTaskContext, QTaskResult, task
-
-__version__ = version("django-tasks-q")  # pyproject.toml's, as installed
 
 __all__ = [
     "Call",
@@ -42,3 +40,13 @@ __all__ = [
     "periodic",
     "task",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Read when asked for: importlib.metadata is a lot to load into every
+    # process (each worker included) for a string few of them need.
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("django-tasks-q")  # pyproject.toml's, as installed
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

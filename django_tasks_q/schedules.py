@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, NamedTuple
 
-from croniter import CroniterError, croniter
 from django.utils import timezone as django_timezone
 
 from .compat import Task
@@ -58,6 +57,8 @@ class CronRule:
 
     def next_tick(self, after: datetime) -> datetime:
         """The first tick strictly after ``after`` (aware), in UTC."""
+        from croniter import croniter  # only cron schedules need it (and its dateutil)
+
         ticks = croniter(self.expression, after.astimezone(self.timezone))
         while True:
             tick = ticks.get_next(datetime)
@@ -155,6 +156,8 @@ class PeriodicSchedule:
                 f"weekday) or an alias like @daily, not {cron!r}. For periods "
                 "under a minute, use every=."
             )
+        from croniter import CroniterError, croniter
+
         try:
             hours = croniter(cron).expressions[1]
             rule = CronRule(cron, zone, once_in_repeated_hour=not hours.startswith("*"))

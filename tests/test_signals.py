@@ -46,3 +46,30 @@ def test_finished_signal_sees_the_recorded_result(queue_db):
 
     assert [r.id for r in fetched] == [failing.id]
     assert fetched[0].status == TaskResultStatus.FAILED and fetched[0].finished_at
+
+
+def test_finished_is_sent_with_the_started_result_ended(queue_db):
+    """One result object per attempt run in the worker's process: task_started's,
+    ended in place for task_finished (as refresh() would), with the row's task."""
+    started, finished = [], []
+
+    def on_started(sender, task_result, **kwargs):
+        started.append(task_result)
+
+    def on_finished(sender, task_result, **kwargs):
+        finished.append(task_result)
+
+    ok = tasks.add.using(backend=queue_db.alias, priority=7).enqueue(1, 2)
+    task_started.connect(on_started)
+    task_finished.connect(on_finished)
+    try:
+        Worker(task_backends[queue_db.alias], burst=True, concurrency=1).run()
+    finally:
+        task_started.disconnect(on_started)
+        task_finished.disconnect(on_finished)
+
+    assert len(started) == len(finished) == 1
+    assert finished[0] is started[0]
+    assert finished[0].id == ok.id and finished[0].status == TaskResultStatus.SUCCESSFUL
+    assert finished[0].return_value == 3 and finished[0].finished_at is not None
+    assert finished[0].task.priority == 7  # the row's, set with using()

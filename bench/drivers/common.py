@@ -20,6 +20,9 @@ DATA = ROOT / "bench" / ".data"  # SQLite files, worker logs, latency stamps
 PG_HOST = os.environ.get("BENCH_PGHOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("BENCH_PGPORT", "5432"))
 PG_USER = os.environ.get("BENCH_PGUSER", "postgres")
+# The benchmark's databases are named PREFIX_system (bench_taskq, ...): another
+# prefix lets two checkouts on one server run it at once without clashing.
+PG_DATABASE_PREFIX = os.environ.get("BENCH_PGDATABASE_PREFIX", "bench")
 # The Redis server; each system has a logical database of its own on it (see
 # systems.py), flushed before each workload, and no other database is touched.
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
@@ -36,6 +39,10 @@ LATENCY_GAP = 0.020  # seconds between two enqueues in the latency workload
 POLL = 0.01
 POLL_SHARE = 0.005
 TIMEOUT = 600.0  # seconds any one wait may take before the workload fails
+
+
+def database_name(system: str) -> str:
+    return f"{PG_DATABASE_PREFIX}_{system}"
 
 
 def pg_dsn(database: str) -> str:

@@ -14,9 +14,9 @@ import asyncpg
 from pgqueuer import AsyncpgDriver, PgQueuer, run
 from pgqueuer.models import Job
 
-from bench.drivers.common import pg_dsn, record_start
+from bench.drivers.common import database_name, pg_dsn, record_start
 
-DATABASE = "bench_pgqueuer"
+DATABASE = database_name("pgqueuer")
 
 
 @asynccontextmanager

@@ -495,40 +495,47 @@ class QueueBackend(BaseTaskBackend, WorkerStore, QueueFigures):
             id=id,
             status=django_status(status),
             backend=self.alias,
-            errors=[
-                TaskError(
-                    exception_class_path=e["exception_class_path"],
-                    traceback=e["traceback"],
-                )
-                for e in stored_errors(list(errors))
-            ],
+            errors=_task_errors(errors),
             **fields,
         )
         object.__setattr__(result, "_return_value", return_value)
         return result
 
-    def result_for_claimed(
-        self, claimed: ClaimedTask, task: Task, outcome: Outcome | None = None
-    ) -> QTaskResult:
-        """The API's view of a claimed task: running, or ended as ``outcome`` says."""
-        status: str
-        if outcome is None:
-            status, finished_at, errors = TaskStatus.RUNNING, None, claimed.errors
-        elif outcome.status == Outcome.RETRY:
-            status, finished_at, errors = TaskStatus.READY, None, outcome.errors
-        else:
-            status, finished_at, errors = outcome.status, outcome.finished_at, outcome.errors
+    def result_for_claimed(self, claimed: ClaimedTask, task: Task) -> QTaskResult:
+        """The API's view of a claimed task, running: for task_started."""
         return self.make_result(
             task=task,
             id=claimed.id,
-            status=status,
-            return_value=outcome.return_value if outcome else None,
-            errors=errors,
+            status=TaskStatus.RUNNING,
+            errors=claimed.errors,
             enqueued_at=claimed.enqueued_at,
             started_at=claimed.started_at,
             last_attempted_at=claimed.last_attempted_at,
-            finished_at=finished_at,
+            finished_at=None,
             args=claimed.args,
             kwargs=claimed.kwargs,
             worker_ids=list(claimed.worker_ids),
         )
+
+    def end_result(self, result: QTaskResult, outcome: Outcome) -> QTaskResult:
+        """``result`` (``result_for_claimed``'s) changed in place to how
+        ``outcome`` ended the task, as ``refresh()`` changes a result: the
+        object task_started was sent with is the one task_finished is sent
+        with, built once (its arguments are normalised once, not twice)."""
+        ended = {
+            "status": django_status(outcome.status),
+            "finished_at": outcome.finished_at,
+            "errors": _task_errors(outcome.errors),
+            "_return_value": outcome.return_value,
+        }
+        for name, value in ended.items():
+            object.__setattr__(result, name, value)
+        return result
+
+
+def _task_errors(errors: Iterable[dict[str, str]]) -> list[TaskError]:
+    """A result's ``errors``, from a task's stored ones."""
+    return [
+        TaskError(exception_class_path=e["exception_class_path"], traceback=e["traceback"])
+        for e in stored_errors(list(errors))
+    ]

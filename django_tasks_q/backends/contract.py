@@ -137,6 +137,10 @@ class Outcome:
     error: dict[str, str] | None = None  # {"exception_class_path", "traceback"}
     error_line: str | None = None  # the error's type and message, for the worker's log
     retry_at: datetime | None = None
+    # The result task_started was sent with, where the attempt ran in the
+    # worker's own process: task_finished sends the same object, ended. None
+    # from a child process (the pipe carries data) or an attempt never started.
+    result: QTaskResult | None = None
 
     @property
     def errors(self) -> list[dict[str, str]]:
@@ -346,11 +350,13 @@ class WorkerStore(Protocol):
         (a stand-in that fails if it is not registered)."""
 
     @abstractmethod
-    def result_for_claimed(
-        self, claimed: ClaimedTask, task: Task, outcome: Outcome | None = None
-    ) -> QTaskResult:
-        """The API's view of a claimed task, for the signals: running, or ended
-        as ``outcome`` says."""
+    def result_for_claimed(self, claimed: ClaimedTask, task: Task) -> QTaskResult:
+        """The API's view of a claimed task, running: for task_started."""
+
+    @abstractmethod
+    def end_result(self, result: QTaskResult, outcome: Outcome) -> QTaskResult:
+        """``result`` (``result_for_claimed``'s) changed in place to how
+        ``outcome`` ended the task, for task_finished."""
 
 
 class QueueFigures(Protocol):

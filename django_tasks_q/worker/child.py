@@ -48,4 +48,6 @@ def main(connection: Connection, backend_alias: str) -> None:
         except TaskNotRegistered as error:
             connection.send(failed_attempt(claimed, None, error, None))
             continue
-        connection.send(run_attempt(backend, claimed, task))
+        outcome = run_attempt(backend, claimed, task)
+        outcome.result = None  # the worker makes its own for task_finished: data only
+        connection.send(outcome)

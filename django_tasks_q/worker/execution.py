@@ -25,7 +25,7 @@ from ..compat import task_finished, task_started
 from ..exceptions import WORKER_LOST, OutcomeNotStored, Retry, TaskAborted, WorkerLost
 from ..hooks import worker_resources
 from ..payloads import error_from, error_line, return_value
-from ..task import QTask, QTaskContext
+from ..task import QTask, QTaskContext, QTaskResult
 from ..tracing import run_span
 
 logger = logging.getLogger("django_tasks_q.worker")
@@ -92,10 +92,13 @@ def close_old_connections() -> None:
 
 
 def _start(
-    backend: WorkerStore, claimed: ClaimedTask, task: QTask, aborting: threading.Event | None
+    backend: WorkerStore,
+    claimed: ClaimedTask,
+    task: QTask,
+    result: QTaskResult,
+    aborting: threading.Event | None,
 ) -> list[Any]:
-    """Send task_started; return the positional arguments for the call."""
-    result = backend.result_for_claimed(claimed, task)
+    """Send task_started with ``result``; return the positional arguments for the call."""
     task_started.send(sender=type(backend), task_result=result)
     if task.takes_context:
         context = QTaskContext(
@@ -133,15 +136,19 @@ def run_attempt(
     close_old_connections()
     # The failure is logged inside the span, so that log records (and error
     # trackers reading them) carry the run's trace.
+    result = None
     with run_span(claimed) as span:
         try:
-            args = _start(backend, claimed, task, aborting)
-            return _succeeded(claimed, task, task.call(*args, **claimed.kwargs), started)
+            result = _running_result(backend, claimed)
+            args = _start(backend, claimed, task, result, aborting)
+            outcome = _succeeded(claimed, task, task.call(*args, **claimed.kwargs), started)
         except BaseException as error:  # noqa: BLE001 - a task's failure is data
             span.failed(error)
-            return failed_attempt(claimed, task, error, started)
+            outcome = failed_attempt(claimed, task, error, started)
         finally:
             close_old_connections()
+    outcome.result = result
+    return outcome
 
 
 async def arun_attempt(
@@ -153,10 +160,12 @@ async def arun_attempt(
     """``run_attempt`` for an ``async def`` task, on the worker's event loop."""
     started = time.monotonic()
     await sync_to_async(close_old_connections)()
+    result = None
     with run_span(claimed) as span:
         try:
-            args = _start(backend, claimed, task, aborting)
-            return _succeeded(claimed, task, await task.acall(*args, **claimed.kwargs), started)
+            result = _running_result(backend, claimed)
+            args = _start(backend, claimed, task, result, aborting)
+            outcome = _succeeded(claimed, task, await task.acall(*args, **claimed.kwargs), started)
         except asyncio.CancelledError as error:  # a timeout or an abort: the loop says which
             span.failed(error)
             raise
@@ -165,20 +174,26 @@ async def arun_attempt(
             # that task, not the loop's thread (a real Ctrl-C reaches the worker
             # as a signal in its main thread).
             span.failed(error)
-            return failed_attempt(claimed, task, error, started)
+            outcome = failed_attempt(claimed, task, error, started)
         finally:
             await sync_to_async(close_old_connections)()
+    outcome.result = result
+    return outcome
+
+
+def _running_result(backend: WorkerStore, claimed: ClaimedTask) -> QTaskResult:
+    """The result task_started is sent with: the row's task (its priority and
+    queue, which ``using()`` may have changed), running."""
+    task = backend.resolve_task(claimed.task_path, claimed.priority, claimed.queue_name)
+    return backend.result_for_claimed(claimed, task)
 
 
 def send_finished(backend: WorkerStore, outcome: Outcome) -> None:
     """Send ``task_finished`` for a recorded outcome; a retry has not finished."""
     if outcome.status == Outcome.RETRY:
         return
-    claimed = outcome.claimed
-    task = backend.resolve_task(claimed.task_path, claimed.priority, claimed.queue_name)
-    task_finished.send(
-        type(backend), task_result=backend.result_for_claimed(claimed, task, outcome)
-    )
+    result = outcome.result or _running_result(backend, outcome.claimed)
+    task_finished.send(type(backend), task_result=backend.end_result(result, outcome))
 
 
 def failed_attempt(

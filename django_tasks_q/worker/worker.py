@@ -54,7 +54,6 @@ from .execution import (
     unstorable_outcome,
 )
 from .pool import Executor, Pool
-from .processes import ProcessPool
 from .scheduler import Scheduler
 from .threads import ThreadPool
 
@@ -199,6 +198,8 @@ class Worker:
         self.pool: Pool
         self.asyncio: AsyncioLoop | None
         if self.pool_kind == "process":
+            from .processes import ProcessPool  # multiprocessing: loaded only for this pool
+
             self.pool = ProcessPool(
                 self.backend,
                 self.concurrency,

@@ -1,6 +1,6 @@
-"""django-tasks-db on PostgreSQL (database bench_djtasksdb)."""
+"""django-tasks-db on PostgreSQL (database bench_djtasksdb, see common.database_name)."""
 
-from bench.drivers.common import PG_HOST, PG_PORT, PG_USER
+from bench.drivers.common import PG_HOST, PG_PORT, PG_USER, database_name
 
 SECRET_KEY = "bench"
 USE_TZ = True
@@ -8,7 +8,7 @@ INSTALLED_APPS = ["django_tasks_db", "bench.sites.djtasksdb"]
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.postgresql",
-        "NAME": "bench_djtasksdb",
+        "NAME": database_name("djtasksdb"),
         "HOST": PG_HOST,
         "PORT": PG_PORT,
         "USER": PG_USER,

@@ -1,11 +1,19 @@
-"""django-tasks-q on PostgreSQL (database bench_taskq) or, with
+"""django-tasks-q on PostgreSQL (database bench_taskq, see common.database_name) or, with
 BENCH_DATABASE=sqlite, on SQLite (bench/.data/taskq.sqlite3), or, with
 BENCH_QUEUE=redis, with the Redis backend (Redis database 9)."""
 
 import json
 import os
 
-from bench.drivers.common import DATA, PG_HOST, PG_PORT, PG_USER, REDIS_DB_TASKQ, redis_url
+from bench.drivers.common import (
+    DATA,
+    PG_HOST,
+    PG_PORT,
+    PG_USER,
+    REDIS_DB_TASKQ,
+    database_name,
+    redis_url,
+)
 
 REDIS_QUEUE = os.environ.get("BENCH_QUEUE") == "redis"
 
@@ -33,7 +41,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.postgresql",
-            "NAME": "bench_taskq",
+            "NAME": database_name("taskq"),
             "HOST": PG_HOST,
             "PORT": PG_PORT,
             "USER": PG_USER,

@@ -8,7 +8,6 @@ and, per vendor, ``postgres.py`` and ``sqlite.py``.
 
 import os
 import socket
-import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -47,7 +46,6 @@ from ..contract import (
     WorkerEntry,
 )
 from .listeners import PostgresListener, psycopg3_installed
-from .result_listener import ResultListener
 from .statements import Ended, Statements, statements_for
 
 if TYPE_CHECKING:
@@ -436,6 +434,8 @@ class DatabaseBackend(QueueBackend):
     def wait_for_result(self, result_id: str, timeout: float | None) -> None:
         if not self._notifies_results():
             return super().wait_for_result(result_id, timeout)
+        from .result_listener import ResultListener  # only callers of wait() need it
+
         task_id, deadline = self._task_id(result_id), deadline_after(timeout)
         listener = ResultListener.for_connection(self.listen_connection)
         while True:
@@ -448,6 +448,8 @@ class DatabaseBackend(QueueBackend):
     async def async_wait_for_result(self, result_id: str, timeout: float | None) -> None:
         if not self._notifies_results():
             return await super().async_wait_for_result(result_id, timeout)
+        from .result_listener import ResultListener
+
         task_id, deadline = self._task_id(result_id), deadline_after(timeout)
         listener = ResultListener.for_connection(self.listen_connection)
         while True:
@@ -576,12 +578,15 @@ class DatabaseBackend(QueueBackend):
                     id="django_tasks_q.W002",
                 )
             )
-        if vendor == "sqlite" and sqlite3.sqlite_version_info < (3, 35):
-            messages.append(
-                checks.Error(
-                    f"SQLite {sqlite3.sqlite_version} is too old: the queue "
-                    "needs 3.35 or newer (for RETURNING).",
-                    id="django_tasks_q.E004",
+        if vendor == "sqlite":
+            import sqlite3  # Django's SQLite backend has loaded it; PostgreSQL's has not
+
+            if sqlite3.sqlite_version_info < (3, 35):
+                messages.append(
+                    checks.Error(
+                        f"SQLite {sqlite3.sqlite_version} is too old: the queue "
+                        "needs 3.35 or newer (for RETURNING).",
+                        id="django_tasks_q.E004",
+                    )
                 )
-            )
         return messages
