@@ -411,9 +411,6 @@ class PostgresStatements(Statements):
     # transaction ends; the number is "taskq" in ASCII.
     LOCK_LIMITED_CLAIMS = "SELECT pg_advisory_xact_lock(116097115107113)"
 
-    def lock_limited_claims(self, cursor: CursorWrapper) -> None:
-        cursor.execute(self.LOCK_LIMITED_CLAIMS)
-
     def count_starts(self, cursor: CursorWrapper, task_ids: list[str], params: dict) -> None:
         pass  # CLAIMABLE_LIMITED counted them
 

@@ -326,9 +326,6 @@ class SQLiteStatements(Statements):
     # Any write statement takes SQLite's write lock, held until the transaction ends.
     LOCK_LIMITED_CLAIMS = "DELETE FROM django_tasks_q_ratelimitstart WHERE 0"
 
-    def lock_limited_claims(self, cursor: CursorWrapper) -> None:
-        cursor.execute(self.LOCK_LIMITED_CLAIMS)
-
     def claim_limited_statement(self, queues: list[str] | None) -> str:
         served = "TRUE" if queues is None else self.SERVED_IN
         claimable = self.CLAIMABLE_LIMITED.format(queue_limits=self.QUEUE_LIMITS, served=served)

@@ -520,9 +520,13 @@ class Statements(ABC):
         cursor.execute(statement, self._limited_params(queues, queue_limits, now))
         return bool(cursor.fetchone()[0])
 
-    @abstractmethod
+    # Waits until no other limited claim runs, and holds that until the
+    # transaction ends: how is the vendor's.
+    LOCK_LIMITED_CLAIMS: ClassVar[str]
+
     def lock_limited_claims(self, cursor: CursorWrapper) -> None:
         """Wait until no other limited claim runs; hold that until this transaction ends."""
+        cursor.execute(self.LOCK_LIMITED_CLAIMS)
 
     @abstractmethod
     def claim_limited_statement(self, queues: list[str] | None) -> str: ...
