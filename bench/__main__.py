@@ -11,7 +11,7 @@ import os
 import sys
 
 from bench import report
-from bench.systems import ALL_WORKLOADS, SYSTEMS, ensure_peers_venv
+from bench.systems import ALL_WORKLOADS, SYSTEMS, ensure_bytecode, ensure_peers_venv
 
 DEFAULT_N = {
     "enqueue_single": 5_000,
@@ -77,6 +77,7 @@ def main():
     load = os.getloadavg()[0]
     if any(s.peer for s in systems):
         ensure_peers_venv()
+    ensure_bytecode(systems)
 
     results: dict[str, dict] = {}
     failures = []
