@@ -124,7 +124,7 @@ class PostgresStatements(Statements):
             lease_expires_at = %(lease_until)s
         FROM claimable {{commit_asynchronously}}
         WHERE t.id = claimable.id
-        RETURNING {", ".join(f"t.{c}" for c in CLAIMED_COLUMNS.split(", "))}
+        RETURNING {", ".join(f"t.{c}" for c in CLAIMED_COLUMNS.split(", "))}, {{limited_due}}
     """
     # The worker has started tasks it claimed ahead, each at its own time:
     # as the claim starts the others (see statements.py, "Claimed ahead").
@@ -365,9 +365,11 @@ class PostgresStatements(Statements):
         queues: list[str] | None,
         alone: bool,
         limited_queues: list[str],
+        limited_due: str,
     ) -> tuple[str, dict[str, Any]] | None:
+        params: dict[str, Any]
         if queues is None and limited_queues:
-            served, params = self.SERVED_ALL_UNLIMITED, {"limited_queues": limited_queues}
+            served, params = self.SERVED_ALL_UNLIMITED, {}
         elif queues is None:
             served, params = self.SERVED_ALL, {}
         else:
@@ -376,7 +378,10 @@ class PostgresStatements(Statements):
             served, params = self.SERVED_NAMED, {"queues": unlimited}
         asynchronously = self.CLAIM_ALONE if alone else ""
         claimable = self.CLAIMABLE.format(served=served)
-        return self.CLAIM.format(claimable=claimable, commit_asynchronously=asynchronously), params
+        statement = self.CLAIM.format(
+            claimable=claimable, commit_asynchronously=asynchronously, limited_due=limited_due
+        )
+        return statement, params
 
     # -- limits (see LIMITED_CLAIMABLE) ---------------------------------------------
 
@@ -385,6 +390,8 @@ class PostgresStatements(Statements):
             AS q(name text, concurrency int, rate int, period int)
     """
     SERVED_IN = "t.queue_name = ANY(%(queues)s::text[])"
+    SERVED_BY = "t.queue_name = ANY(%(served_queues)s::text[])"
+    LIMITED_QUEUE = "t.queue_name = ANY(%(limited_queues)s::text[])"
     # The limited claim also counts its starts against rate limits, and
     # forgets the starts that no longer count.
     CLAIMABLE_LIMITED = f"""
@@ -417,7 +424,7 @@ class PostgresStatements(Statements):
     def claim_limited_statement(self, queues: list[str] | None) -> str:
         served = "TRUE" if queues is None else self.SERVED_IN
         claimable = self.CLAIMABLE_LIMITED.format(queue_limits=self.QUEUE_LIMITS, served=served)
-        return self.CLAIM.format(claimable=claimable, commit_asynchronously="")
+        return self.CLAIM.format(claimable=claimable, commit_asynchronously="", limited_due="NULL")
 
     def inserted_ids(self, cursor: CursorWrapper) -> set[str]:
         [(ids, _)] = cursor.fetchall()

@@ -80,7 +80,7 @@ class SQLiteStatements(Statements):
             lease_expires_at = %(lease_until)s
         FROM ({{claimable}}) AS c
         WHERE django_tasks_q_task.id = c.id
-        RETURNING {CLAIMED_COLUMNS}
+        RETURNING {CLAIMED_COLUMNS}, {{limited_due}}
     """
     # The first ``run_now`` in claim order start; the rest are claimed ahead.
     CLAIMABLE = """
@@ -278,6 +278,7 @@ class SQLiteStatements(Statements):
         queues: list[str] | None,
         alone: bool,
         limited_queues: list[str],
+        limited_due: str,
     ) -> tuple[str, dict[str, Any]] | None:
         # ``alone`` changes nothing: SQLite's synchronous PRAGMA decides the flush.
         if queues is None:
@@ -288,7 +289,7 @@ class SQLiteStatements(Statements):
             return None
         heads = " UNION ALL ".join(self.HEAD.format(index=i) for i in range(len(queues)))
         claimable = self.CLAIMABLE.format(heads=heads)
-        return self.CLAIM.format(claimable=claimable), {
+        return self.CLAIM.format(claimable=claimable, limited_due=limited_due), {
             f"queue_{i}": q for i, q in enumerate(queues)
         }
 
@@ -301,6 +302,8 @@ class SQLiteStatements(Statements):
         FROM json_each(%(queue_limits)s)
     """
     SERVED_IN = "t.queue_name IN (SELECT value FROM json_each(%(queues)s))"
+    SERVED_BY = "t.queue_name IN (SELECT value FROM json_each(%(served_queues)s))"
+    LIMITED_QUEUE = "t.queue_name IN (SELECT value FROM json_each(%(limited_queues)s))"
     CLAIMABLE_LIMITED = f"""
         WITH {
         LIMITED_CLAIMABLE.format(
@@ -329,7 +332,7 @@ class SQLiteStatements(Statements):
     def claim_limited_statement(self, queues: list[str] | None) -> str:
         served = "TRUE" if queues is None else self.SERVED_IN
         claimable = self.CLAIMABLE_LIMITED.format(queue_limits=self.QUEUE_LIMITS, served=served)
-        return self.CLAIM.format(claimable=claimable)
+        return self.CLAIM.format(claimable=claimable, limited_due="NULL")
 
     def count_starts(self, cursor: CursorWrapper, task_ids: list[str], params: dict) -> None:
         if task_ids:
