@@ -341,7 +341,7 @@ class DatabaseBackend(QueueBackend):
                 )
                 claimed += unlimited
             if look:
-                if due is None:  # the claim took nothing: ask on its own
+                if due is None:  # the claim could not say: ask on its own
                     due = self.statements.limited_waiting(
                         cursor, queues, list(self.queue_limits), now
                     )

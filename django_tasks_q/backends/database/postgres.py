@@ -108,8 +108,7 @@ class PostgresStatements(Statements):
             ORDER BY picked.priority DESC, picked.run_after, picked.id
             LIMIT %(limit)s
         )"""
-    CLAIM = f"""
-        WITH RECURSIVE {{claimable}}
+    UPDATE_CLAIMED = f"""
         UPDATE django_tasks_q_task AS t
         SET status = 'RUNNING',
             claimed_ahead = claimable.ahead,
@@ -124,7 +123,16 @@ class PostgresStatements(Statements):
             lease_expires_at = %(lease_until)s
         FROM claimable {{commit_asynchronously}}
         WHERE t.id = claimable.id
-        RETURNING {", ".join(f"t.{c}" for c in CLAIMED_COLUMNS.split(", "))}, {{limited_due}}
+        RETURNING {", ".join(f"t.{c}" for c in CLAIMED_COLUMNS.split(", "))}
+    """
+    CLAIM = f"WITH RECURSIVE {{claimable}} {UPDATE_CLAIMED}"
+    # The same, also saying whether a limited task is due ({limited_due}):
+    # beside each row, or in one row of NULLs if it took nothing, so an idle
+    # worker's claim stays one round trip.
+    CLAIM_LOOKING = f"""
+        WITH RECURSIVE {{claimable}}, claimed AS ({UPDATE_CLAIMED})
+        SELECT claimed.*, look.due
+        FROM (SELECT {{limited_due}} AS due) AS look LEFT JOIN claimed ON true
     """
     # The worker has started tasks it claimed ahead, each at its own time:
     # as the claim starts the others (see statements.py, "Claimed ahead").
@@ -365,7 +373,7 @@ class PostgresStatements(Statements):
         queues: list[str] | None,
         alone: bool,
         limited_queues: list[str],
-        limited_due: str,
+        limited_due: str | None,
     ) -> tuple[str, dict[str, Any]] | None:
         params: dict[str, Any]
         if queues is None and limited_queues:
@@ -378,9 +386,12 @@ class PostgresStatements(Statements):
             served, params = self.SERVED_NAMED, {"queues": unlimited}
         asynchronously = self.CLAIM_ALONE if alone else ""
         claimable = self.CLAIMABLE.format(served=served)
-        statement = self.CLAIM.format(
-            claimable=claimable, commit_asynchronously=asynchronously, limited_due=limited_due
-        )
+        if limited_due is None:
+            statement = self.CLAIM.format(claimable=claimable, commit_asynchronously=asynchronously)
+        else:
+            statement = self.CLAIM_LOOKING.format(
+                claimable=claimable, commit_asynchronously=asynchronously, limited_due=limited_due
+            )
         return statement, params
 
     # -- limits (see LIMITED_CLAIMABLE) ---------------------------------------------
@@ -424,7 +435,7 @@ class PostgresStatements(Statements):
     def claim_limited_statement(self, queues: list[str] | None) -> str:
         served = "TRUE" if queues is None else self.SERVED_IN
         claimable = self.CLAIMABLE_LIMITED.format(queue_limits=self.QUEUE_LIMITS, served=served)
-        return self.CLAIM.format(claimable=claimable, commit_asynchronously="", limited_due="NULL")
+        return self.CLAIM.format(claimable=claimable, commit_asynchronously="")
 
     def inserted_ids(self, cursor: CursorWrapper) -> set[str]:
         [(ids, _)] = cursor.fetchall()

@@ -80,8 +80,13 @@ class SQLiteStatements(Statements):
             lease_expires_at = %(lease_until)s
         FROM ({{claimable}}) AS c
         WHERE django_tasks_q_task.id = c.id
-        RETURNING {CLAIMED_COLUMNS}, {{limited_due}}
+        RETURNING {CLAIMED_COLUMNS}
     """
+    # The same, also saying beside each row whether a limited task is due
+    # ({limited_due}); a claim that takes nothing says nothing.
+    CLAIM_LOOKING = CLAIM.replace(
+        f"RETURNING {CLAIMED_COLUMNS}", f"RETURNING {CLAIMED_COLUMNS}, {{limited_due}}"
+    )
     # The first ``run_now`` in claim order start; the rest are claimed ahead.
     CLAIMABLE = """
         SELECT id, row_number() OVER (ORDER BY priority DESC, run_after, id)
@@ -278,7 +283,7 @@ class SQLiteStatements(Statements):
         queues: list[str] | None,
         alone: bool,
         limited_queues: list[str],
-        limited_due: str,
+        limited_due: str | None,
     ) -> tuple[str, dict[str, Any]] | None:
         # ``alone`` changes nothing: SQLite's synchronous PRAGMA decides the flush.
         if queues is None:
@@ -289,9 +294,11 @@ class SQLiteStatements(Statements):
             return None
         heads = " UNION ALL ".join(self.HEAD.format(index=i) for i in range(len(queues)))
         claimable = self.CLAIMABLE.format(heads=heads)
-        return self.CLAIM.format(claimable=claimable, limited_due=limited_due), {
-            f"queue_{i}": q for i, q in enumerate(queues)
-        }
+        if limited_due is None:
+            statement = self.CLAIM.format(claimable=claimable)
+        else:
+            statement = self.CLAIM_LOOKING.format(claimable=claimable, limited_due=limited_due)
+        return statement, {f"queue_{i}": q for i, q in enumerate(queues)}
 
     # -- limits (see LIMITED_CLAIMABLE) ---------------------------------------------
 
@@ -332,7 +339,7 @@ class SQLiteStatements(Statements):
     def claim_limited_statement(self, queues: list[str] | None) -> str:
         served = "TRUE" if queues is None else self.SERVED_IN
         claimable = self.CLAIMABLE_LIMITED.format(queue_limits=self.QUEUE_LIMITS, served=served)
-        return self.CLAIM.format(claimable=claimable, limited_due="NULL")
+        return self.CLAIM.format(claimable=claimable)
 
     def count_starts(self, cursor: CursorWrapper, task_ids: list[str], params: dict) -> None:
         if task_ids:

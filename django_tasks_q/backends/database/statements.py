@@ -196,8 +196,8 @@ RATE_STARTS = """
 # {served}, {limited_queue}): the limited claim runs only then. Two index
 # probes (taskq_task_limited; taskq_task_ready for each limited queue). The
 # unlimited claim returns it beside the rows it takes (no round trip of its
-# own while the worker is busy); ``limited_waiting()`` asks it alone, when
-# that claim took nothing.
+# own); ``limited_waiting()`` asks it alone when that claim cannot say (no
+# claim to make, or on SQLite a claim that took nothing).
 LIMITED_DUE = """
     EXISTS (
         SELECT 1 FROM django_tasks_q_task AS t
@@ -422,10 +422,11 @@ class Statements(ABC):
         queues: list[str] | None,
         alone: bool,
         limited_queues: list[str],
-        limited_due: str,
+        limited_due: str | None,
     ) -> tuple[str, dict[str, Any]] | None:
-        """The claim, returning ``limited_due`` (an SQL expression) beside each
-        row, and its parameters but the common ones; None: nothing to claim."""
+        """The claim, and its parameters but the common ones; None: nothing to
+        claim. With ``limited_due`` (an SQL expression), its rows end with its
+        value; a vendor may add a row of NULLs to say it when none is claimed."""
 
     def claim(
         self,
@@ -446,9 +447,9 @@ class Statements(ABC):
         ``limited_queues``), starting the first ``run_now`` of them; the rest
         are claimed ahead. ``alone``: the statement is its own transaction, so
         it may commit without waiting for the disk. With ``look_for_limited``,
-        also whether a limited task is due (LIMITED_DUE), known only if the
-        claim took a task (None otherwise)."""
-        limited_due = self.limited_due(queues) if look_for_limited else "NULL"
+        also whether a limited task is due (LIMITED_DUE): always on
+        PostgreSQL, on SQLite only if the claim took a task (None otherwise)."""
+        limited_due = self.limited_due(queues) if look_for_limited else None
         claim = self.claim_statement(cursor, queues, alone, list(limited_queues), limited_due)
         if claim is None:
             return [], None
@@ -464,9 +465,12 @@ class Statements(ABC):
         if queues is not None:
             params["served_queues"] = self.param_queues(queues)
         cursor.execute(statement, params)
-        rows = sorted(cursor.fetchall(), key=_claim_order)
-        due = bool(rows[0][-1]) if rows and look_for_limited else None
-        return [_claimed(row, now) for row in rows], due
+        rows = cursor.fetchall()
+        due = None
+        if look_for_limited:
+            due = bool(rows[0][-1]) if rows else None
+            rows = [row for row in rows if row[0] is not None]
+        return [_claimed(row, now) for row in sorted(rows, key=_claim_order)], due
 
     def start(self, cursor: CursorWrapper, started: list[ClaimedTask], worker_id: str) -> None:
         """Count the attempts the worker started, of tasks it claimed ahead:
