@@ -203,6 +203,65 @@ def test_queue_limits_hold_back_the_queue(queue_db, tmp_path):
         backend.queue_limits = configured
 
 
+@pytest.fixture
+def other_limited(queue_db):
+    """The backend, with a concurrency limit on the queue "other"."""
+    from django_tasks_q.limits import queue_limits
+
+    backend = task_backends[queue_db.alias]
+    configured, backend.queue_limits = (
+        backend.queue_limits,
+        queue_limits({"other": {"concurrency": 1}}),
+    )
+    yield backend
+    backend.queue_limits = configured
+
+
+def claim_statements(backend, limit):
+    """The tasks one claim of ``limit`` takes, and the statements it ran."""
+    from django.db import connections
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connections[backend.database]) as queries:
+        _, claimed = backend.record_and_claim([], ["default", "other"], limit, "busy")
+    return claimed, len(queries)
+
+
+@database_only
+def test_a_limit_configured_but_unused_costs_a_busy_claim_no_statement(other_limited):
+    for n in range(10):
+        enqueue(other_limited, tasks.echo, n)
+    claim_statements(other_limited, 2)  # the first claim may look for limited tasks
+    limits_configured = claim_statements(other_limited, 2)
+    configured, other_limited.queue_limits = other_limited.queue_limits, {}
+    try:
+        no_limits = claim_statements(other_limited, 2)
+    finally:
+        other_limited.queue_limits = configured
+    assert [len(limits_configured[0]), len(no_limits[0])] == [2, 2]
+    assert limits_configured[1] == no_limits[1] == 1  # the claim alone
+
+
+@database_only
+def test_a_limited_task_due_while_the_worker_is_busy_goes_first_next_claim(other_limited):
+    for n in range(10):
+        enqueue(other_limited, tasks.echo, n)
+    claim_statements(other_limited, 2)
+    limited_task = enqueue(other_limited, tasks.echo.using(queue_name="other"), "limited")
+    busy, _ = claim_statements(other_limited, 2)  # full of unlimited tasks: it sees one due
+    assert limited_task.id not in {c.id for c in busy}
+    after, _ = claim_statements(other_limited, 2)
+    assert [c.id for c in after][:1] == [limited_task.id]
+
+
+@database_only
+def test_an_idle_worker_claims_a_limited_task_at_once(other_limited):
+    claim_statements(other_limited, 2)  # nothing due: the next claim looks after its own
+    limited_task = enqueue(other_limited, tasks.echo.using(queue_name="other"), "limited")
+    claimed, _ = claim_statements(other_limited, 2)
+    assert [c.id for c in claimed] == [limited_task.id]
+
+
 # -- three real workers ----------------------------------------------------------------
 # The tasks log their own start and end times (tests/tasks.py); the checks read
 # those, not the queue's bookkeeping.

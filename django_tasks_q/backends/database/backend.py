@@ -8,7 +8,6 @@ and, per vendor, ``postgres.py`` and ``sqlite.py``.
 
 import os
 import socket
-import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
@@ -316,16 +315,19 @@ class DatabaseBackend(QueueBackend):
                 self._pass_on(ended)
             if retried:
                 recorded |= self.statements.retry(cursor, retried, worker_id)
-            if limit > 0 and self._limited_waiting(cursor, queues, now):
-                with transaction.atomic(using=self.database):  # holds the limits' lock
-                    claimed = self.statements.claim_limited(
-                        cursor, queues, self.queue_limits, limit, worker_id, self.lease
-                    )
+            # Limited tasks first if the last look saw one due, else after
+            # the unlimited claim, which says whether one is (see LIMITED_DUE).
+            look = limit > 0 and bool(limits.declared or self.queue_limits)
+            limited_first = look and self._limited_due
+            if limited_first:
+                claimed = self._claim_limited(cursor, queues, limit, worker_id)
+            # A full batch of limited tasks: more may be due; else the unlimited claim says.
+            due: bool | None = True if limited_first and len(claimed) == limit else None
             if limit > len(claimed):
                 # Limited tasks start at claim; of the rest, those beyond the
                 # free slots are claimed ahead.
                 starting = limit if run_now is None else run_now
-                claimed += self.statements.claim(
+                unlimited, due = self.statements.claim(
                     cursor,
                     queues,
                     limit - len(claimed),
@@ -335,32 +337,31 @@ class DatabaseBackend(QueueBackend):
                     run_now=max(starting - len(claimed), 0),
                     alone=alone,
                     limited_queues=list(self.queue_limits),
+                    look_for_limited=look,
                 )
-        if limit > 0:  # a full batch: the worker is busy
-            self._busy = len(claimed) == limit
+                claimed += unlimited
+            if look:
+                if due is None:  # the claim could not say: ask on its own
+                    due = self.statements.limited_waiting(
+                        cursor, queues, list(self.queue_limits), now
+                    )
+                if due and not limited_first and limit > len(claimed):
+                    claimed += self._claim_limited(cursor, queues, limit - len(claimed), worker_id)
+                self._limited_due = due
         return [o for o in outcomes if o.claimed.id in recorded], claimed
 
-    # While a worker is busy with unlimited tasks and none with limits waits,
-    # it looks for them again only this often (seconds), so that their claim
-    # costs it nothing measurable; an idle worker looks at every claim.
-    LIMITED_LOOK_INTERVAL = 0.05
-    _busy = False
-    _next_limited_look = 0.0
+    # Whether the last look saw a limited task due: the next claim takes
+    # limited tasks first (a busy worker's claims are full of unlimited ones).
+    # The backend is per thread (Django's task_backends), as is the worker loop.
+    _limited_due = True
 
-    def _limited_waiting(
-        self, cursor: CursorWrapper, queues: list[str] | None, now: datetime
-    ) -> bool:
-        """Whether tasks with limits may be waiting: only if a task this
-        process knows, or a queue, has limits (a worker knows every task it
-        can run), and then the store says so."""
-        if not (limits.declared or self.queue_limits):
-            return False
-        if self._busy and time.monotonic() < self._next_limited_look:
-            return False
-        if self.statements.limited_waiting(cursor, queues, self.queue_limits, now):
-            return True
-        self._next_limited_look = time.monotonic() + self.LIMITED_LOOK_INTERVAL
-        return False
+    def _claim_limited(
+        self, cursor: CursorWrapper, queues: list[str] | None, limit: int, worker_id: str
+    ) -> list[ClaimedTask]:
+        with transaction.atomic(using=self.database):  # holds the limits' lock
+            return self.statements.claim_limited(
+                cursor, queues, self.queue_limits, limit, worker_id, self.lease
+            )
 
     def _pass_on(self, ended: Ended) -> None:
         """Tell those waiting for the ended tasks (blocked tasks, wait() callers),

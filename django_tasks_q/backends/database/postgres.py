@@ -108,8 +108,7 @@ class PostgresStatements(Statements):
             ORDER BY picked.priority DESC, picked.run_after, picked.id
             LIMIT %(limit)s
         )"""
-    CLAIM = f"""
-        WITH RECURSIVE {{claimable}}
+    UPDATE_CLAIMED = f"""
         UPDATE django_tasks_q_task AS t
         SET status = 'RUNNING',
             claimed_ahead = claimable.ahead,
@@ -125,6 +124,15 @@ class PostgresStatements(Statements):
         FROM claimable {{commit_asynchronously}}
         WHERE t.id = claimable.id
         RETURNING {", ".join(f"t.{c}" for c in CLAIMED_COLUMNS.split(", "))}
+    """
+    CLAIM = f"WITH RECURSIVE {{claimable}} {UPDATE_CLAIMED}"
+    # The same, also saying whether a limited task is due ({limited_due}):
+    # beside each row, or in one row of NULLs if it took nothing, so an idle
+    # worker's claim stays one round trip.
+    CLAIM_LOOKING = f"""
+        WITH RECURSIVE {{claimable}}, claimed AS ({UPDATE_CLAIMED})
+        SELECT claimed.*, look.due
+        FROM (SELECT {{limited_due}} AS due) AS look LEFT JOIN claimed ON true
     """
     # The worker has started tasks it claimed ahead, each at its own time:
     # as the claim starts the others (see statements.py, "Claimed ahead").
@@ -365,9 +373,11 @@ class PostgresStatements(Statements):
         queues: list[str] | None,
         alone: bool,
         limited_queues: list[str],
+        limited_due: str | None,
     ) -> tuple[str, dict[str, Any]] | None:
+        params: dict[str, Any]
         if queues is None and limited_queues:
-            served, params = self.SERVED_ALL_UNLIMITED, {"limited_queues": limited_queues}
+            served, params = self.SERVED_ALL_UNLIMITED, {}
         elif queues is None:
             served, params = self.SERVED_ALL, {}
         else:
@@ -376,7 +386,13 @@ class PostgresStatements(Statements):
             served, params = self.SERVED_NAMED, {"queues": unlimited}
         asynchronously = self.CLAIM_ALONE if alone else ""
         claimable = self.CLAIMABLE.format(served=served)
-        return self.CLAIM.format(claimable=claimable, commit_asynchronously=asynchronously), params
+        if limited_due is None:
+            statement = self.CLAIM.format(claimable=claimable, commit_asynchronously=asynchronously)
+        else:
+            statement = self.CLAIM_LOOKING.format(
+                claimable=claimable, commit_asynchronously=asynchronously, limited_due=limited_due
+            )
+        return statement, params
 
     # -- limits (see LIMITED_CLAIMABLE) ---------------------------------------------
 
@@ -385,6 +401,8 @@ class PostgresStatements(Statements):
             AS q(name text, concurrency int, rate int, period int)
     """
     SERVED_IN = "t.queue_name = ANY(%(queues)s::text[])"
+    SERVED_BY = "t.queue_name = ANY(%(served_queues)s::text[])"
+    LIMITED_QUEUE = "t.queue_name = ANY(%(limited_queues)s::text[])"
     # The limited claim also counts its starts against rate limits, and
     # forgets the starts that no longer count.
     CLAIMABLE_LIMITED = f"""

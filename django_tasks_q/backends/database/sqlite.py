@@ -82,6 +82,11 @@ class SQLiteStatements(Statements):
         WHERE django_tasks_q_task.id = c.id
         RETURNING {CLAIMED_COLUMNS}
     """
+    # The same, also saying beside each row whether a limited task is due
+    # ({limited_due}); a claim that takes nothing says nothing.
+    CLAIM_LOOKING = CLAIM.replace(
+        f"RETURNING {CLAIMED_COLUMNS}", f"RETURNING {CLAIMED_COLUMNS}, {{limited_due}}"
+    )
     # The first ``run_now`` in claim order start; the rest are claimed ahead.
     CLAIMABLE = """
         SELECT id, row_number() OVER (ORDER BY priority DESC, run_after, id)
@@ -278,6 +283,7 @@ class SQLiteStatements(Statements):
         queues: list[str] | None,
         alone: bool,
         limited_queues: list[str],
+        limited_due: str | None,
     ) -> tuple[str, dict[str, Any]] | None:
         # ``alone`` changes nothing: SQLite's synchronous PRAGMA decides the flush.
         if queues is None:
@@ -288,9 +294,11 @@ class SQLiteStatements(Statements):
             return None
         heads = " UNION ALL ".join(self.HEAD.format(index=i) for i in range(len(queues)))
         claimable = self.CLAIMABLE.format(heads=heads)
-        return self.CLAIM.format(claimable=claimable), {
-            f"queue_{i}": q for i, q in enumerate(queues)
-        }
+        if limited_due is None:
+            statement = self.CLAIM.format(claimable=claimable)
+        else:
+            statement = self.CLAIM_LOOKING.format(claimable=claimable, limited_due=limited_due)
+        return statement, {f"queue_{i}": q for i, q in enumerate(queues)}
 
     # -- limits (see LIMITED_CLAIMABLE) ---------------------------------------------
 
@@ -301,6 +309,8 @@ class SQLiteStatements(Statements):
         FROM json_each(%(queue_limits)s)
     """
     SERVED_IN = "t.queue_name IN (SELECT value FROM json_each(%(queues)s))"
+    SERVED_BY = "t.queue_name IN (SELECT value FROM json_each(%(served_queues)s))"
+    LIMITED_QUEUE = "t.queue_name IN (SELECT value FROM json_each(%(limited_queues)s))"
     CLAIMABLE_LIMITED = f"""
         WITH {
         LIMITED_CLAIMABLE.format(

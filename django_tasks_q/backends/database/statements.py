@@ -192,18 +192,20 @@ RATE_STARTS = """
     JOIN queue_limits AS q ON q.name = t.queue_name
     WHERE q.rate IS NOT NULL
 """
-# Whether any limited task is ready (index taskq_task_limited, or the ready
-# index for a limited queue): the limited claim runs only then.
-LIMITED_WAITING = """
-    WITH queue_limits AS ({queue_limits})
-    SELECT EXISTS (
+# Whether a limited task is due in the queues served (vendor parts:
+# {served}, {limited_queue}): the limited claim runs only then. Two index
+# probes (taskq_task_limited; taskq_task_ready for each limited queue). The
+# unlimited claim returns it beside the rows it takes (no round trip of its
+# own); ``limited_waiting()`` asks it alone when that claim cannot say (no
+# claim to make, or on SQLite a claim that took nothing).
+LIMITED_DUE = """
+    EXISTS (
         SELECT 1 FROM django_tasks_q_task AS t
         WHERE t.status = 'READY' AND t.limit_key IS NOT NULL AND {served}
           AND t.run_after <= %(now)s
     ) OR EXISTS (
         SELECT 1 FROM django_tasks_q_task AS t
-        WHERE t.status = 'READY' AND t.queue_name IN (SELECT name FROM queue_limits)
-          AND {served} AND t.run_after <= %(now)s
+        WHERE t.status = 'READY' AND {limited_queue} AND {served} AND t.run_after <= %(now)s
     )
 """
 # What a limited claim looks at beyond the ``limit`` it takes: the first tasks
@@ -420,8 +422,11 @@ class Statements(ABC):
         queues: list[str] | None,
         alone: bool,
         limited_queues: list[str],
+        limited_due: str | None,
     ) -> tuple[str, dict[str, Any]] | None:
-        """The claim, and its parameters but the common ones; None: nothing to claim."""
+        """The claim, and its parameters but the common ones; None: nothing to
+        claim. With ``limited_due`` (an SQL expression), its rows end with its
+        value; a vendor may add a row of NULLs to say it when none is claimed."""
 
     def claim(
         self,
@@ -435,15 +440,19 @@ class Statements(ABC):
         run_now: int,
         alone: bool = False,
         limited_queues: Sequence[str] = (),
-    ) -> list[ClaimedTask]:
+        look_for_limited: bool = False,
+    ) -> tuple[list[ClaimedTask], bool | None]:
         """Claim up to ``limit`` ready tasks of ``queues`` (None: every queue)
         that have no limits: neither their task's nor their queue's (one of
         ``limited_queues``), starting the first ``run_now`` of them; the rest
         are claimed ahead. ``alone``: the statement is its own transaction, so
-        it may commit without waiting for the disk."""
-        claim = self.claim_statement(cursor, queues, alone, list(limited_queues))
+        it may commit without waiting for the disk. With ``look_for_limited``,
+        also whether a limited task is due (LIMITED_DUE): always on
+        PostgreSQL, on SQLite only if the claim took a task (None otherwise)."""
+        limited_due = self.limited_due(queues) if look_for_limited else None
+        claim = self.claim_statement(cursor, queues, alone, list(limited_queues), limited_due)
         if claim is None:
-            return []
+            return [], None
         statement, params = claim
         params.update(
             now=self.param_datetime(now),
@@ -451,9 +460,17 @@ class Statements(ABC):
             run_now=run_now,
             worker=worker_id,
             lease_until=self.param_datetime(lease_until),
+            limited_queues=self.param_queues(list(limited_queues)),
         )
+        if queues is not None:
+            params["served_queues"] = self.param_queues(queues)
         cursor.execute(statement, params)
-        return [_claimed(row, now) for row in sorted(cursor.fetchall(), key=_claim_order)]
+        rows = cursor.fetchall()
+        due = None
+        if look_for_limited:
+            due = bool(rows[0][-1]) if rows else None
+            rows = [row for row in rows if row[0] is not None]
+        return [_claimed(row, now) for row in sorted(rows, key=_claim_order)], due
 
     def start(self, cursor: CursorWrapper, started: list[ClaimedTask], worker_id: str) -> None:
         """Count the attempts the worker started, of tasks it claimed ahead:
@@ -507,17 +524,32 @@ class Statements(ABC):
         """Queue names as the statements' ``%(queues)s`` parameter."""
         return queues
 
+    # Vendor parts of LIMITED_DUE: a row's queue is one of %(served_queues)s,
+    # one of %(limited_queues)s.
+    SERVED_BY: ClassVar[str]
+    LIMITED_QUEUE: ClassVar[str]
+
+    def limited_due(self, queues: list[str] | None) -> str:
+        """LIMITED_DUE for a worker serving ``queues`` (None: every queue)."""
+        served = "TRUE" if queues is None else self.SERVED_BY
+        return LIMITED_DUE.format(served=served, limited_queue=self.LIMITED_QUEUE)
+
     def limited_waiting(
         self,
         cursor: CursorWrapper,
         queues: list[str] | None,
-        queue_limits: Mapping[str, QueueLimit],
+        limited_queues: list[str],
         now: datetime,
     ) -> bool:
-        """Whether a task with limits (its own or its queue's) is due in ``queues``."""
-        served = "TRUE" if queues is None else self.SERVED_IN
-        statement = LIMITED_WAITING.format(queue_limits=self.QUEUE_LIMITS, served=served)
-        cursor.execute(statement, self._limited_params(queues, queue_limits, now))
+        """Whether a task with limits (its own or its queue's, one of
+        ``limited_queues``) is due in ``queues``."""
+        params = {
+            "now": self.param_datetime(now),
+            "limited_queues": self.param_queues(limited_queues),
+        }
+        if queues is not None:
+            params["served_queues"] = self.param_queues(queues)
+        cursor.execute(f"SELECT {self.limited_due(queues)}", params)
         return bool(cursor.fetchone()[0])
 
     # Waits until no other limited claim runs, and holds that until the
