@@ -26,7 +26,8 @@ PG_DATABASE_PREFIX = os.environ.get("BENCH_PGDATABASE_PREFIX", "bench")
 # The Redis server; each system has a logical database of its own on it (see
 # systems.py), flushed before each workload, and no other database is touched.
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
-REDIS_DB_TASKQ = 9
+# BENCH_REDIS_DB_TASKQ moves taskq-redis off 9, e.g. for a run beside another one.
+REDIS_DB_TASKQ = int(os.environ.get("BENCH_REDIS_DB_TASKQ", "9"))
 REDIS_DB_HUEY = 10
 
 WARM_UPS = 20  # untimed enqueue() calls before enqueue_single
@@ -39,6 +40,7 @@ LATENCY_GAP = 0.020  # seconds between two enqueues in the latency workload
 POLL = 0.01
 POLL_SHARE = 0.005
 TIMEOUT = 600.0  # seconds any one wait may take before the workload fails
+MEMORY_SAMPLE = 5.0  # seconds between two reads of the worker's RSS in the memory workload
 
 
 def database_name(system: str) -> str:
@@ -90,6 +92,50 @@ def drain(n: int, worker: list[str], finished: Callable[[], int], name: str) -> 
     finally:
         stop_worker(process)
     return {"rate": n / elapsed, "seconds": elapsed, "rss_after_drain_kb": rss}
+
+
+def memory(n: int, worker: list[str], finished: Callable[[], int], name: str) -> dict:
+    """Start ``worker`` on ``n`` queued tasks; read its RSS every MEMORY_SAMPLE s until all finish.
+
+    The first sample is taken as soon as a task has finished: before that the
+    worker is still importing, and its memory says nothing about the drain.
+    """
+    started = time.perf_counter()
+    process = start_worker(worker, name)
+    samples = []  # [elapsed s, finished tasks, RSS MiB]
+    try:
+        wait_for(lambda: finished() > 0, process, "a first task to finish")
+        moved, previous = time.perf_counter(), 0  # when the finished count last grew, from what
+        while True:
+            done = finished()
+            # Read after the count, so that the last sample is of the worker
+            # with all n tasks behind it.
+            rss = rss_kb(process.pid) / 1024
+            now = time.perf_counter()
+            samples.append([round(now - started, 1), done, round(rss, 1)])
+            if done >= n:
+                break
+            if done > previous:
+                moved, previous = now, done
+            elif now - moved > TIMEOUT:
+                raise RuntimeError(f"no task finished for {TIMEOUT:.0f} s, {done} of {n} done")
+            time.sleep(MEMORY_SAMPLE)
+            if process.poll() is not None:
+                raise RuntimeError(f"the worker exited ({process.returncode}) after {done} tasks")
+    finally:
+        stop_worker(process)
+    start, last = samples[0], samples[-1]
+    peak = max(samples, key=lambda sample: sample[2])
+    return {
+        "n": n,
+        "seconds": last[0],  # to within one MEMORY_SAMPLE
+        "samples": samples,
+        "start": start,
+        "last": last,
+        "max": peak,
+        "last_vs_start_pct": round((last[2] / start[2] - 1) * 100, 2),
+        "max_vs_start_pct": round((peak[2] / start[2] - 1) * 100, 2),
+    }
 
 
 def latency(n: int, worker: list[str], enqueue: Callable[[int], object], name: str) -> dict:
