@@ -132,7 +132,9 @@ def test_only_a_claim_on_its_own_skips_the_wal_flush(postgres_queue_db):
     # own transaction (in autocommit, that statement's), and no longer.
     with transaction.atomic(using=queue_db.database), connection.cursor() as cursor:
         now = timezone.now()
-        claimed = backend.statements.claim(cursor, None, 1, "w-2", now, now, run_now=1, alone=True)
+        claimed, _ = backend.statements.claim(
+            cursor, None, 1, "w-2", now, now, run_now=1, alone=True
+        )
         assert len(claimed) == 1 and commit_mode(cursor) == "off"
     with connection.cursor() as cursor:
         assert commit_mode(cursor) == "on"

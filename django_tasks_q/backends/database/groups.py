@@ -53,11 +53,19 @@ def get(using: str, group_id: str) -> TaskGroup:
 
 
 def progress(using: str, group: TaskGroup) -> GroupProgress:
+    # One statement, so one snapshot: with a query per table, a member that
+    # ended between them was counted twice (queued, then finished).
+    queued, finished = (
+        model.objects.using(using)
+        .filter(group_id=group.pk)
+        .values_list("status")
+        .annotate(Count("pk"))
+        .order_by()
+        for model in (Task, TaskResult)
+    )
     counts: dict[str, int] = defaultdict(int)
-    for model in (Task, TaskResult):
-        members = model.objects.using(using).filter(group_id=group.pk)
-        for status, count in members.values_list("status").annotate(Count("pk")).order_by():
-            counts[status] += count
+    for status, count in queued.union(finished, all=True):
+        counts[status] += count
     return GroupProgress(
         total=group.size,
         waiting=counts[TaskStatus.READY] + counts[TaskStatus.BLOCKED],
