@@ -400,8 +400,7 @@ class PostgresStatements(Statements):
         SELECT * FROM jsonb_to_recordset(%(queue_limits)s::jsonb)
             AS q(name text, concurrency int, rate int, period int)
     """
-    SERVED_IN = "t.queue_name = ANY(%(queues)s::text[])"
-    SERVED_BY = "t.queue_name = ANY(%(served_queues)s::text[])"
+    SERVED_IN = "t.queue_name = ANY(%(served_queues)s::text[])"
     LIMITED_QUEUE = "t.queue_name = ANY(%(limited_queues)s::text[])"
     # The limited claim also counts its starts against rate limits, and
     # forgets the starts that no longer count.

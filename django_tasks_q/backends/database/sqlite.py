@@ -308,8 +308,7 @@ class SQLiteStatements(Statements):
                json_extract(value, '$.rate') AS rate, json_extract(value, '$.period') AS period
         FROM json_each(%(queue_limits)s)
     """
-    SERVED_IN = "t.queue_name IN (SELECT value FROM json_each(%(queues)s))"
-    SERVED_BY = "t.queue_name IN (SELECT value FROM json_each(%(served_queues)s))"
+    SERVED_IN = "t.queue_name IN (SELECT value FROM json_each(%(served_queues)s))"
     LIMITED_QUEUE = "t.queue_name IN (SELECT value FROM json_each(%(limited_queues)s))"
     CLAIMABLE_LIMITED = f"""
         WITH {

@@ -460,10 +460,8 @@ class Statements(ABC):
             run_now=run_now,
             worker=worker_id,
             lease_until=self.param_datetime(lease_until),
-            limited_queues=self.param_queues(list(limited_queues)),
+            **self._look_params(queues, list(limited_queues)),
         )
-        if queues is not None:
-            params["served_queues"] = self.param_queues(queues)
         cursor.execute(statement, params)
         rows = cursor.fetchall()
         due = None
@@ -484,7 +482,7 @@ class Statements(ABC):
     # -- limits (see LIMITED_CLAIMABLE) ---------------------------------------------
 
     # Vendor parts of the limited claim: the queue limits' rows, and the test
-    # of a row's queue against %(queues)s.
+    # of a row's queue against %(served_queues)s.
     QUEUE_LIMITS: ClassVar[str]
     SERVED_IN: ClassVar[str]
     MARK_LIMITED: ClassVar[str]
@@ -512,7 +510,7 @@ class Statements(ABC):
         self, queues: list[str] | None, queue_limits: Mapping[str, QueueLimit], now: datetime
     ) -> dict[str, Any]:
         return {
-            "queues": None if queues is None else self.param_queues(queues),
+            "served_queues": None if queues is None else self.param_queues(queues),
             "queue_limits": json.dumps(
                 [limit.as_json(name) for name, limit in queue_limits.items()]
             ),
@@ -524,15 +522,20 @@ class Statements(ABC):
         """Queue names as the statements' ``%(queues)s`` parameter."""
         return queues
 
-    # Vendor parts of LIMITED_DUE: a row's queue is one of %(served_queues)s,
-    # one of %(limited_queues)s.
-    SERVED_BY: ClassVar[str]
+    # Vendor part of LIMITED_DUE: a row's queue is one of %(limited_queues)s.
     LIMITED_QUEUE: ClassVar[str]
 
     def limited_due(self, queues: list[str] | None) -> str:
         """LIMITED_DUE for a worker serving ``queues`` (None: every queue)."""
-        served = "TRUE" if queues is None else self.SERVED_BY
+        served = "TRUE" if queues is None else self.SERVED_IN
         return LIMITED_DUE.format(served=served, limited_queue=self.LIMITED_QUEUE)
+
+    def _look_params(self, queues: list[str] | None, limited_queues: list[str]) -> dict[str, Any]:
+        """LIMITED_DUE's parameters but ``now``."""
+        params = {"limited_queues": self.param_queues(limited_queues)}
+        if queues is not None:
+            params["served_queues"] = self.param_queues(queues)
+        return params
 
     def limited_waiting(
         self,
@@ -543,12 +546,7 @@ class Statements(ABC):
     ) -> bool:
         """Whether a task with limits (its own or its queue's, one of
         ``limited_queues``) is due in ``queues``."""
-        params = {
-            "now": self.param_datetime(now),
-            "limited_queues": self.param_queues(limited_queues),
-        }
-        if queues is not None:
-            params["served_queues"] = self.param_queues(queues)
+        params = {"now": self.param_datetime(now), **self._look_params(queues, limited_queues)}
         cursor.execute(f"SELECT {self.limited_due(queues)}", params)
         return bool(cursor.fetchone()[0])
 
